@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.edgeslim-installed
+RUNS   ?= runs
+
+.PHONY: demo test test-all venv data clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+data:
+	@scripts/ensure-fashion-mnist.sh
+
+demo: $(STAMP) data
+	$(PY) examples/demo.py --out $(RUNS)/demo
+
+test: $(STAMP) data
+	$(PY) -m pytest -q
+
+test-all: $(STAMP) data
+	$(PY) -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf $(RUNS) build *.egg-info

@@ -1,0 +1,131 @@
+"""What ``edgeslim.data.load`` returns, and the machinery shared by every dataset.
+
+Datasets keep images as uint8 and normalise a whole batch at once: each split
+implements ``__getitems__`` (a list of indices -> one ``(x, y)`` batch), so the
+DataLoader does one tensor gather per batch instead of one Python call per item.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..core.errors import DataError, UsageError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataMeta:
+    """What a model needs to know about the data. Unlabelled data has no classes (num_classes 0)."""
+
+    name: str
+    classes: list[str]
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]  # per channel, on the 0..1 pixel scale
+    std: tuple[float, ...]
+    labelled: bool = True
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """Train / validation / test loaders (val is None when val_fraction is 0) and the metadata."""
+
+    train: DataLoader
+    val: DataLoader | None
+    test: DataLoader | None
+    meta: DataMeta
+
+    def calibration_batches(self, n: int) -> Iterator[Batch]:
+        """The first ``n`` training batches, in dataset order (no shuffle): the same on every call."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise UsageError(f"calibration_batches needs a non-negative number of batches, got {n!r}")
+        loader = self.train
+        ordered = DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size,
+            shuffle=False,
+            collate_fn=_batched,
+            num_workers=loader.num_workers,
+        )
+        return itertools.islice(iter(ordered), n)
+
+
+class Normalizer:
+    """uint8 pixels -> float32 ``(x / 255 - mean) / std`` per channel, as one multiply-add."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -mean_t / std_t
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, pixels.to(torch.float32), self.scale)
+
+
+class TensorSplit(Dataset):
+    """Rows ``rows`` of an in-memory uint8 image tensor (N, C, H, W) and int64 labels (N,)."""
+
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer, rows: torch.Tensor | None = None
+    ):
+        self.images, self.labels, self.normalize = images, labels, normalize
+        self.rows = torch.arange(len(images)) if rows is None else rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Batch:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        rows = self.rows[torch.as_tensor(indices, dtype=torch.long)]
+        return self.normalize(self.images[rows]), self.labels[rows]
+
+
+def carve(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Split ``range(n)`` into (kept, carved) with ``round(n * fraction)`` carved, chosen by ``seed``.
+
+    Both parts come back sorted, so the order inside a split does not depend on the seed.
+    """
+    if fraction == 0:
+        return torch.arange(n), None
+    k = max(1, round(n * fraction))
+    if k >= n:
+        raise DataError(
+            f"cannot carve {fraction:.0%} of {n} samples into a separate split and keep any for training",
+            hint="use a smaller val_fraction or a larger dataset",
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[k:].sort().values, perm[:k].sort().values
+
+
+def _batched(batch: Batch) -> Batch:
+    # __getitems__ already returns a whole batch; the default collate would try to stack it again
+    return batch
+
+
+def make_loader(
+    dataset: Dataset | None, *, batch_size: int, num_workers: int, shuffle_seed: int | None = None
+) -> DataLoader | None:
+    """A loader of whole-tensor batches; shuffled from ``shuffle_seed`` when it is given."""
+    if dataset is None:
+        return None
+    shuffle = shuffle_seed is not None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(shuffle_seed) if shuffle else None,
+        collate_fn=_batched,
+        num_workers=num_workers,
+    )

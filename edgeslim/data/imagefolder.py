@@ -1,0 +1,170 @@
+"""``imagefolder:PATH[:SIZE]``: a folder of class subfolders of images (torchvision's ImageFolder).
+
+Layouts: PATH/<class>/<image> (test carved), or PATH/train/<class>/... with an
+optional PATH/test/<class>/... used as the test split. The test split is carved
+with a fixed seed so it stays the same across ``seed`` values; validation is
+carved from what is left with ``seed``.
+
+Every image is resized to one size: SIZE x SIZE when given, else the first
+training image's size (scaled down to fit 224 x 224 if larger). Greyscale
+first image -> 1 channel, anything else -> RGB. Images are decoded per batch;
+mean and std are measured on up to 100 training images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..core.errors import DataError, UsageError
+from .bundle import Batch, DataMeta, Normalizer, carve
+
+TEST_FRACTION = 0.1
+MAX_SIDE = 224
+STATS_SAMPLES = 100
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+LAYOUT_HINT = (
+    "lay it out as PATH/<class>/<image>, or PATH/train/<class>/<image> with an optional PATH/test/<class>/<image>"
+)
+
+
+def parse(spec: str) -> tuple[Path, int | None]:
+    """'PATH' or 'PATH:SIZE' (the part after 'imagefolder:') -> (path, size or None)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and tail.isdigit() and not Path(spec).expanduser().is_dir():
+        if int(tail) < 1:
+            raise UsageError(f"imagefolder:{spec}: SIZE must be a positive integer", hint="e.g. imagefolder:PATH:32")
+        return Path(head).expanduser(), int(tail)
+    return Path(spec).expanduser(), None
+
+
+def build(spec: str, *, val_fraction: float, seed: int):
+    """(train, val, test, meta) for load(); val is None when val_fraction is 0."""
+    root, size = parse(spec)
+    train_root, test_root = _roots(root)
+    classes, class_to_idx, pool = _scan(train_root)
+    if test_root is None:
+        kept, carved = carve(len(pool), TEST_FRACTION, 0)
+        test_samples, pool = [pool[i] for i in carved], [pool[i] for i in kept]
+    else:
+        test_samples = _scan_test(test_root, class_to_idx)
+    first = _open(pool[0][0])
+    mode = "L" if first.mode in _GREY_MODES else "RGB"
+    hw = (size, size) if size else _fit(first.height, first.width)
+    mean, std = _stats(pool, mode, hw)
+    normalize = Normalizer(mean, std)
+    kept, carved = carve(len(pool), val_fraction, seed)
+    train = ImageSplit([pool[i] for i in kept], mode, hw, normalize)
+    val = None if carved is None else ImageSplit([pool[i] for i in carved], mode, hw, normalize)
+    test = ImageSplit(test_samples, mode, hw, normalize)
+    meta = DataMeta(
+        name=f"imagefolder:{root}" + (f":{size}" if size else ""),
+        classes=classes,
+        num_classes=len(classes),
+        input_shape=(1 if mode == "L" else 3, *hw),
+        mean=mean,
+        std=std,
+    )
+    return train, val, test, meta
+
+
+class ImageSplit(Dataset):
+    """(path, label) samples decoded, resized and normalised one batch at a time."""
+
+    def __init__(self, samples: list[tuple[str, int]], mode: str, hw: tuple[int, int], normalize: Normalizer):
+        self.samples, self.mode, self.hw, self.normalize = samples, mode, hw, normalize
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Batch:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        picked = [self.samples[i] for i in indices]
+        pixels = torch.stack([_pixels(path, self.mode, self.hw) for path, _ in picked])
+        return self.normalize(pixels), torch.tensor([label for _, label in picked], dtype=torch.int64)
+
+
+def _roots(root: Path) -> tuple[Path, Path | None]:
+    if not root.is_dir():
+        raise DataError(f"imagefolder: {root} is not a folder", hint=LAYOUT_HINT)
+    train, test = root / "train", root / "test"
+    if test.is_dir():
+        if not train.is_dir():
+            raise DataError(f"imagefolder: {root} has a test/ folder but no train/ folder", hint=LAYOUT_HINT)
+        return train, test
+    return (train if train.is_dir() else root), None
+
+
+def _image_folder():
+    try:
+        from torchvision.datasets import ImageFolder
+        from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+    except ImportError:
+        raise DataError(
+            "imagefolder datasets need torchvision, which is not installed", hint="pip install torchvision"
+        ) from None
+    return ImageFolder, IMG_EXTENSIONS, make_dataset
+
+
+def _scan(folder: Path) -> tuple[list[str], dict[str, int], list[tuple[str, int]]]:
+    image_folder, _, _ = _image_folder()
+    try:
+        found = image_folder(str(folder))
+    except FileNotFoundError as e:  # no class folders, or a class folder without images
+        raise DataError(f"imagefolder: {folder}: {e}", hint=LAYOUT_HINT) from None
+    return found.classes, found.class_to_idx, found.samples
+
+
+def _scan_test(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    _, extensions, make_dataset = _image_folder()
+    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in class_to_idx)
+    if extra:
+        raise DataError(
+            f"imagefolder: {folder} has classes not in the training folder: {', '.join(extra)}", hint=LAYOUT_HINT
+        )
+    samples = make_dataset(str(folder), class_to_idx, extensions=extensions, allow_empty=True)
+    if not samples:
+        raise DataError(f"imagefolder: {folder} holds no images ({', '.join(extensions)})", hint=LAYOUT_HINT)
+    return samples
+
+
+def _open(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"imagefolder: cannot read image {path}: {e}", hint="delete or replace the file") from None
+    return image
+
+
+def _pixels(path: str, mode: str, hw: tuple[int, int]) -> torch.Tensor:
+    """uint8 (C, H, W)."""
+    from PIL import Image
+
+    image = _open(path).convert(mode)
+    if image.size != (hw[1], hw[0]):
+        image = image.resize((hw[1], hw[0]), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())  # PIL's buffer is read-only
+
+
+def _fit(height: int, width: int) -> tuple[int, int]:
+    scale = min(1.0, MAX_SIDE / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _stats(samples: list[tuple[str, int]], mode: str, hw: tuple[int, int]) -> tuple[tuple[float, ...], ...]:
+    """Per-channel mean and std (0..1 scale) of up to STATS_SAMPLES evenly spaced images."""
+    picks = np.linspace(0, len(samples) - 1, min(len(samples), STATS_SAMPLES)).round().astype(int)
+    pixels = torch.stack([_pixels(samples[i][0], mode, hw) for i in np.unique(picks)]).to(torch.float64) / 255
+    mean = pixels.mean(dim=(0, 2, 3))
+    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)  # a blank image set must not divide by zero
+    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())

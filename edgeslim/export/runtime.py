@@ -1,0 +1,40 @@
+"""ONNX Runtime sessions with explicit, reproducible threading."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from ..core.errors import ExportError
+
+
+def session(path: str | os.PathLike, threads: int = 2, *, optimized_model_path: str | None = None,
+            level: str = "all") -> ort.InferenceSession:
+    """A CPU InferenceSession using ``threads`` intra-op threads and one inter-op thread."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[level]
+    opts.log_severity_level = 3
+    if optimized_model_path:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises several unrelated types
+        raise ExportError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0]}") from None
+
+
+def input_spec(sess: ort.InferenceSession) -> tuple[str, list]:
+    inp = sess.get_inputs()[0]
+    return inp.name, inp.shape
+
+
+def run(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    name = sess.get_inputs()[0].name
+    return sess.run(None, {name: x})[0]

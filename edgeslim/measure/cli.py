@@ -1,0 +1,127 @@
+"""`edgeslim profile` (one model, every figure, per layer) and `edgeslim bench` (several, interleaved)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, emit, input_shape, load_data,
+                          load_model)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("profile", help="params, MACs, size, latency (and accuracy) of a model or .onnx")
+    add_model_args(p)
+    add_data_args(p)
+    add_measure_args(p)
+    p.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_profile)
+
+    b = sub.add_parser("bench", help="time several models/.onnx files interleaved in one process")
+    b.add_argument("models", nargs="+", metavar="MODEL", help="checkpoints, specs or .onnx files")
+    b.add_argument("--num-classes", type=int)
+    b.add_argument("--in-channels", type=int)
+    b.add_argument("--spec")
+    add_measure_args(b)
+    b.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime",
+                   help="where PyTorch models run (.onnx files always run in ONNX Runtime)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=run_bench)
+
+
+def _onnx_shape(path: str, args) -> tuple[int, ...]:
+    if args.input_shape:
+        return args.input_shape if len(args.input_shape) == 4 else (1, *args.input_shape)
+    from ..export import session
+
+    dims = session(path).get_inputs()[0].shape
+    return tuple(d if isinstance(d, int) and d > 0 else 1 for d in dims)
+
+
+def _onnx_layers(path: str) -> list[dict]:
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(path)
+    sizes = {t.name: numpy_helper.to_array(t).size for t in m.graph.initializer}
+    return [{"name": n.name or n.op_type, "type": n.op_type, "params": sum(sizes.get(i, 0) for i in n.input)}
+            for n in m.graph.node]
+
+
+def run_profile(args) -> int:
+    from ..core.errors import UsageError
+    from . import profile
+
+    is_onnx = args.model.endswith(".onnx")
+    data = load_data(args)
+    if is_onnx:
+        if not Path(args.model).is_file():
+            raise UsageError(f"no such ONNX file: {args.model}")
+        target, shape, layers = args.model, _onnx_shape(args.model, args), _onnx_layers(args.model)
+    else:
+        target, info = load_model(args, data)
+        shape, layers = input_shape(args, info), None
+    loader = data.test if data is not None else None
+    fig = profile(target, shape, runtime=args.runtime, threads=args.threads, runs=args.runs, warmup=args.warmup,
+                  loader=loader, max_batches=args.max_batches)
+    layers = fig.get("layers") or layers or []
+    fig["layers"] = layers
+    emit(args, fig, _profile_text(args.model, fig, layers))
+    return 0
+
+
+def _profile_text(name: str, fig: dict, layers: list[dict]) -> str:
+    lines = [f"{name}: {fig['params']:,} params"
+             + (f", {fig['macs']:,} MACs" if fig["macs"] is not None else "")
+             + f", {fig['size_bytes']:,} bytes (ONNX)",
+             f"latency: median {fig['latency_ms']:.3f} ms, p90 {fig['latency_p90_ms']:.3f} ms "
+             f"({fig['runtime']}, {fig['threads']} threads, batch {fig['batch']}, input {fig['input_shape']})"]
+    if fig.get("accuracy") is not None:
+        lines.append(f"accuracy: {fig['accuracy']:.2f}% top-1 (test split)")
+    if fig.get("memory_access"):
+        lines.append(f"memory access (estimate): {fig['memory_access']['total_bytes']:,} bytes")
+    if layers:
+        w = max(len(r["name"]) for r in layers)
+        has_macs = "macs" in layers[0]
+        lines.append("")
+        lines.append(f"{'layer':<{w}}  {'type':<18} {'params':>10}" + (f" {'MACs':>14}" if has_macs else ""))
+        for r in layers:
+            lines.append(f"{r['name']:<{w}}  {r['type']:<18} {r['params']:>10,}" + (f" {r['macs']:>14,}" if has_macs else ""))
+    return "\n".join(lines)
+
+
+def run_bench(args) -> int:
+    import argparse as _ap
+
+    from ..export import onnx as export_onnx
+    from . import bench
+
+    targets, names, shape = [], [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, spec in enumerate(args.models):
+            if spec.endswith(".onnx"):
+                targets.append(spec)
+                shape = shape or _onnx_shape(spec, args)
+            else:
+                ns = _ap.Namespace(model=spec, num_classes=args.num_classes, in_channels=args.in_channels, spec=args.spec)
+                model, info = load_model(ns)
+                shape = shape or input_shape(args, info)
+                if args.runtime == "onnxruntime":
+                    path = Path(tmp) / f"{i}.onnx"
+                    export_onnx(model, path, input_shape=shape)
+                    targets.append(str(path))
+                else:
+                    targets.append(model)
+            names.append(spec)
+        res = bench(targets, shape, threads=args.threads, warmup=args.warmup, runs=args.runs)
+    base = res[0]["median_ms"]
+    rows = [{"model": n, "median_ms": r["median_ms"], "p90_ms": r["p90_ms"], "ratio_to_first": r["median_ms"] / base,
+             "runtime": r["runtime"]} for n, r in zip(names, res)]
+    out = {"input_shape": list(shape), "threads": args.threads, "runs": args.runs, "results": rows}
+    w = max(len(n) for n in names)
+    text = [f"{'model':<{w}}  {'median ms':>10}  {'p90 ms':>10}  {'x first':>8}  runtime"]
+    text += [f"{r['model']:<{w}}  {r['median_ms']:>10.3f}  {r['p90_ms']:>10.3f}  {r['ratio_to_first']:>8.2f}  {r['runtime']}"
+             for r in rows]
+    text.append(f"(interleaved, {args.runs} runs each, {args.threads} threads, input {list(shape)})")
+    emit(args, out, "\n".join(text))
+    return 0

@@ -1,0 +1,48 @@
+"""Baseline-versus-result figures for a Report, measured side by side in one process.
+
+Both models are exported to ONNX (unless given as .onnx files), timed interleaved with
+``bench``, sized on disk, and scored by running the exported artifacts in ONNX Runtime.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..core.report import figures
+from .counts import count_macs, count_params
+from .latency import artifact_size, bench, onnx_accuracy
+from .profile import onnx_params
+
+
+def _artifact(target: nn.Module | str | os.PathLike, path: Path, shape, loader) -> tuple[Path, dict]:
+    if isinstance(target, nn.Module):
+        from ..export import onnx as export_onnx
+
+        info = export_onnx(target, path, input_shape=shape, loader=loader)
+        return path, {"params": count_params(target), "macs": count_macs(target, shape)[0], "export": info}
+    return Path(target), {"params": onnx_params(target), "macs": None}
+
+
+def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | os.PathLike, input_shape, *,
+            workdir: str | os.PathLike, loader: Any = None, threads: int = 2, warmup: int = 10, runs: int = 50,
+            max_batches: int | None = None, result_name: str = "model.onnx",
+            baseline_name: str = "baseline.onnx") -> tuple[dict, dict]:
+    """(baseline FIGURES, result FIGURES). Modules are exported into ``workdir`` (the result as
+    ``result_name``, which is the deployable file of an out DIR)."""
+    shape = tuple(input_shape) if len(input_shape) == 4 else (1, *input_shape)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    b_path, b_info = _artifact(baseline, workdir / baseline_name, shape, loader)
+    r_path, r_info = _artifact(result, workdir / result_name, shape, loader)
+    b_lat, r_lat = bench([b_path, r_path], shape, threads=threads, warmup=warmup, runs=runs)
+    out = []
+    for path, info, lat in ((b_path, b_info, b_lat), (r_path, r_info, r_lat)):
+        acc = onnx_accuracy(path, loader, max_batches=max_batches, threads=threads)["top1"] if loader is not None else None
+        out.append(figures(params=info["params"], macs=info["macs"], size_bytes=artifact_size(path),
+                           latency_ms=lat["median_ms"], latency_p90_ms=lat["p90_ms"], accuracy=acc,
+                           runtime=lat["runtime"], threads=threads, batch=shape[0], input_shape=list(shape),
+                           artifact=path.name))
+    return out[0], out[1]

@@ -1,0 +1,122 @@
+"""Latency measured in the runtime that deploys the model (ONNX Runtime) or in torch eager.
+
+Rules: warm-up runs first, then N timed runs; report median and p90 with batch, threads and
+runtime. ``bench`` times several targets interleaved in one process (round-robin, order shuffled
+each round) so that the noise of a shared machine hits all of them alike: compare only figures
+from one ``bench`` call.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.errors import UsageError
+from ..export import runtime
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _runner(target: Any, x: np.ndarray, threads: int) -> tuple[Callable[[], Any], str]:
+    if isinstance(target, nn.Module):
+        model = target.eval()
+        xt = torch.from_numpy(x)
+
+        def run_torch():
+            with torch.inference_mode(), torch_threads(threads):
+                model(xt)
+        return run_torch, f"torch {torch.__version__} eager"
+    path = Path(target)
+    if path.suffix != ".onnx" or not path.is_file():
+        raise UsageError(f"cannot time {target!r}: give an nn.Module or an existing .onnx file")
+    sess = runtime.session(path, threads=threads)
+    name = sess.get_inputs()[0].name
+    import onnxruntime
+
+    return (lambda: sess.run(None, {name: x})), f"onnxruntime {onnxruntime.__version__}"
+
+
+def _summary(times_ms: list[float], runtime_name: str, threads: int, shape) -> dict[str, Any]:
+    arr = np.asarray(times_ms)
+    return {"median_ms": float(np.median(arr)), "p90_ms": float(np.percentile(arr, 90)),
+            "mean_ms": float(arr.mean()), "runs": len(arr), "threads": threads,
+            "batch": int(shape[0]), "input_shape": list(shape), "runtime": runtime_name}
+
+
+def _shape(input_shape) -> tuple[int, ...]:
+    s = tuple(int(v) for v in input_shape)
+    return s if len(s) >= 2 and len(s) != 3 else (1, *s)
+
+
+def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50,
+          seed: int = 0) -> list[dict[str, Any]]:
+    """Median/p90 latency of each target (nn.Module -> torch eager, .onnx path -> ONNX Runtime),
+    measured interleaved in one process on the same input."""
+    shape = _shape(input_shape)
+    x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    runners = [_runner(t, x, threads) for t in targets]
+    for fn, _ in runners:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in runners]
+    order = list(range(len(runners)))
+    rng = random.Random(seed)
+    for _ in range(runs):
+        rng.shuffle(order)
+        for i in order:
+            t0 = time.perf_counter()
+            runners[i][0]()
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [_summary(t, name, threads, shape) for t, (_, name) in zip(times, runners)]
+
+
+def latency(target: Any, input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50) -> dict[str, Any]:
+    return bench([target], input_shape, threads=threads, warmup=warmup, runs=runs)[0]
+
+
+def artifact_size(path: str | os.PathLike) -> int:
+    """Bytes on disk of an artifact; a directory counts every file in it (e.g. external data)."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    size = p.stat().st_size
+    if p.suffix == ".onnx":  # external-data files travel with the model
+        import onnx
+
+        m = onnx.load(str(p), load_external_data=False)
+        ext = {e.value for t in m.graph.initializer for e in t.external_data if e.key == "location"}
+        size += sum((p.parent / loc).stat().st_size for loc in ext if (p.parent / loc).is_file())
+    return size
+
+
+def onnx_accuracy(onnx_path: str | os.PathLike, loader: Any, *, max_batches: int | None = None,
+                  threads: int = 2) -> dict[str, Any]:
+    """Top-1 of the deployed artifact, run in ONNX Runtime (None when the data has no labels)."""
+    sess = runtime.session(onnx_path, threads=threads)
+    correct = total = 0
+    labelled = True
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        out = runtime.run(sess, x.numpy())
+        total += len(y)
+        if (y < 0).any():
+            labelled = False
+            continue
+        correct += int((out.argmax(1) == y.numpy()).sum())
+    return {"top1": 100.0 * correct / total if labelled and total else None, "n": total}

@@ -1,0 +1,1 @@
+"""Toy models and helpers for tests (kept in the package so every test folder can reuse them)."""

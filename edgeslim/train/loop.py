@@ -1,0 +1,157 @@
+"""fit / evaluate: one plain loop with hooks, so distillation, sparsity penalties, pruning masks
+and schedules plug in without their own training code.
+
+    fit(model, data, epochs=3)
+    fit(student, data, loss_fn=kd_loss)                # replaces cross-entropy
+    fit(model, data, hooks=[bn_l1(1e-4)])              # extra loss terms, added
+    fit(model, data, on_step=[reapply_masks])          # after every optimizer step
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.errors import EdgeslimError, UsageError
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Hook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+OnStep = Callable[[int, nn.Module], None]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _loader(data: Any, split: str):
+    loader = getattr(data, split, data) if not isinstance(data, torch.utils.data.DataLoader) else data
+    if loader is None:
+        raise UsageError(f"the data has no {split} split")
+    return loader
+
+
+def _progress(iterable: Iterable, total: int | None, desc: str, enabled: bool):
+    if not enabled or not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def fit(
+    model: nn.Module,
+    data: Any,
+    *,
+    epochs: float = 1,
+    lr: float | None = None,
+    optimizer: str = "sgd",
+    weight_decay: float = 5e-4,
+    momentum: float = 0.9,
+    schedule: str = "cosine",
+    max_batches: int | None = None,
+    loss_fn: LossFn | None = None,
+    hooks: Iterable[Hook] = (),
+    on_step: Iterable[OnStep] = (),
+    params: Iterable[torch.nn.Parameter] | None = None,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> nn.Module:
+    """Train ``model`` in place on ``data`` (a DataBundle's train split or a DataLoader); returns it.
+
+    ``epochs`` may be fractional (0.5 = half an epoch); ``max_batches`` caps batches per epoch.
+    """
+    if epochs <= 0:
+        return model
+    seed_everything(seed)
+    loader = _loader(data, "train")
+    dev = pick_device(device)
+    model.to(dev).train()
+    hooks, on_step = list(hooks), list(on_step)
+    per_epoch = len(loader) if max_batches is None else min(len(loader), max_batches)
+    total_steps = max(1, math.ceil(per_epoch * epochs))
+    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(trainable, lr=lr or 0.05, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+    elif optimizer == "adam":
+        opt = torch.optim.AdamW(trainable, lr=lr or 1e-3, weight_decay=weight_decay)
+    else:
+        raise UsageError(f"unknown optimizer {optimizer!r}", hint="use 'sgd' or 'adam'")
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    elif schedule == "constant":
+        sched = None
+    else:
+        raise UsageError(f"unknown schedule {schedule!r}", hint="use 'cosine' or 'constant'")
+
+    step = 0
+    for epoch in range(math.ceil(epochs)):
+        running, seen = 0.0, 0
+        batches = _progress(loader, per_epoch, f"epoch {epoch + 1}/{math.ceil(epochs)}", progress)
+        for i, (x, y) in enumerate(batches):
+            if i >= per_epoch or step >= total_steps:
+                break
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            out = model(x)
+            loss = loss_fn(out, y, x) if loss_fn is not None else F.cross_entropy(out, y)
+            for h in hooks:
+                loss = loss + h(model, x, y, out)
+            if not torch.isfinite(loss):
+                raise EdgeslimError(f"training diverged: loss became {loss.item()} at step {step}", hint="lower the learning rate (--lr)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+            for cb in on_step:
+                cb(step, model)
+            running += loss.item() * x.shape[0]
+            seen += x.shape[0]
+        if log is not None and seen:
+            log(f"epoch {epoch + 1}: train loss {running / seen:.4f}")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, *, max_batches: int | None = None,
+             device: str | torch.device | None = None) -> dict[str, Any]:
+    """Top-1 accuracy (percent) and mean cross-entropy; both None when the data has no labels."""
+    loader = _loader(loader, "test")
+    dev = pick_device(device)
+    was_training = model.training
+    model.to(dev).eval()
+    correct, total, loss_sum, labelled = 0, 0, 0.0, True
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = x.to(dev), y.to(dev)
+        out = model(x)
+        total += x.shape[0]
+        if (y < 0).any():
+            labelled = False
+            continue
+        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+    model.train(was_training)
+    if not labelled or total == 0:
+        return {"top1": None, "loss": None, "n": total}
+    return {"top1": 100.0 * correct / total, "loss": loss_sum / total, "n": total}

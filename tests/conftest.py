@@ -1,0 +1,45 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def _cli_path() -> list[str]:
+    exe = Path(sys.executable).parent / "edgeslim"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "edgeslim.cli"]
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run the real console script; returns CompletedProcess (text)."""
+    def run(*args, check_rc=None, env=None, timeout=600):
+        e = dict(os.environ, **(env or {}))
+        p = subprocess.run(_cli_path() + [str(a) for a in args], capture_output=True, text=True, cwd=tmp_path,
+                           env=e, timeout=timeout)
+        if check_rc is not None:
+            assert p.returncode == check_rc, f"rc={p.returncode}\nstdout:{p.stdout}\nstderr:{p.stderr}"
+        return p
+    return run
+
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+have_fmnist = pytest.mark.skipif(
+    not (FMNIST / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("EDGESLIM_DATA"),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
