@@ -38,8 +38,3 @@ def cli(tmp_path):
     return run
 
 
-FMNIST = Path("/usr/share/datasets/fashion-mnist")
-have_fmnist = pytest.mark.skipif(
-    not (FMNIST / "train-images-idx3-ubyte.gz").exists() and not os.environ.get("EDGESLIM_DATA"),
-    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
-)

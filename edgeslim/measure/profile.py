@@ -48,7 +48,7 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
             from ..export import onnx as export_onnx
 
             artifact = Path(onnx_path or Path(tmp) / "model.onnx")
-            export_onnx(target, artifact, input_shape=shape)
+            extra["export"] = export_onnx(target, artifact, input_shape=shape, loader=loader)
         timed = artifact if (is_onnx or runtime == "onnxruntime") else target
         lat = bench([timed], shape, threads=threads, warmup=warmup, runs=runs)[0]
         acc = None
