@@ -1,0 +1,461 @@
+"""Deep Compression, the three stages of Han, Mao and Dally (ICLR 2016), behind one config.
+
+    small, report = edgeslim.deep_compress(model, DeepCompress(prune=0.92, bits={"conv": 8, "fc": 5}),
+                                           data=data, spec="lenet300", out="out/")
+
+1. magnitude pruning per layer, retrained with the masks re-applied after every optimizer step;
+2. k-means weight sharing per layer (linear init), then centroid fine-tuning with gradients
+   pooled per centroid (the pruned weights stay zero);
+3. Huffman coding of the codebook indices and of the relative sparse indices into ``.esz``.
+
+Per-layer settings (``prune``, ``bits``, ``index_bits``) are a single value or a
+``{pattern: value}`` map: ``"conv"`` and ``"fc"`` match every Conv / Linear layer, any other
+key is a regex on the qualified layer name (``features\\.0``); the first matching key wins.
+A layer no ``bits`` key matches keeps its float weights (stored raw in the .esz).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import re
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.config import Config
+from ..core.errors import UsageError
+from ..core.registry import Context, register
+from . import container
+from .sharing import INITS, check_bits, share, bake, shared_of
+
+LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_GROUPS = {"conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d), "fc": (nn.Linear,), "linear": (nn.Linear,)}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DeepCompress(Config):
+    """Deep Compression: pruning -> trained weight sharing -> Huffman coding (.esz)."""
+
+    kind = "deep_compress"
+    prune: float | dict = 0.9  # fraction of each layer's weights removed, in [0, 1); or {pattern: rate}
+    bits: int | dict = dataclasses.field(default_factory=lambda: {"conv": 8, "fc": 5})  # codebook = 2**bits
+    index_bits: int | dict = 5  # relative-index width before Huffman coding
+    prune_epochs: float = 1.0  # retraining after pruning (split over prune_steps rounds)
+    prune_steps: int = 1  # iterative pruning: reach the rate in this many prune+retrain rounds
+    finetune_epochs: float = 1.0  # centroid fine-tuning after weight sharing
+    init: str = "linear"  # centroid initialisation: linear | density | random
+    kmeans_iters: int = 30
+    lr: float | None = None  # retraining learning rate (SGD; default 0.05: short retraining recovers faster)
+    finetune_lr: float | None = None  # centroid learning rate (Adam; default 1e-4)
+    max_batches: int | None = None  # cap training batches per epoch (quick runs)
+    include: tuple[str, ...] = ()  # layer regexes to compress (default: every Conv/Linear)
+    exclude: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        for name, v in _items(self.prune):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1 or math.isnan(v):
+                raise UsageError(f"prune rate must be in [0, 1), got {v!r}" + (f" for {name!r}" if name else ""),
+                                 hint="0.9 removes 90% of the weights of each layer; 1.0 would remove all")
+        for field in ("bits", "index_bits"):
+            for name, v in _items(getattr(self, field)):
+                check_bits(v, f"{field}" + (f" for {name!r}" if name else ""))
+        for field in ("prune_epochs", "finetune_epochs"):
+            v = getattr(self, field)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise UsageError(f"{field} must be a number >= 0, got {v!r}")
+        if isinstance(self.prune_steps, bool) or not isinstance(self.prune_steps, int) or self.prune_steps < 1:
+            raise UsageError(f"prune_steps must be an integer >= 1, got {self.prune_steps!r}")
+        if self.init not in INITS:
+            raise UsageError(f"unknown centroid initialisation {self.init!r}", hint=f"one of: {', '.join(INITS)}")
+        if not isinstance(self.kmeans_iters, int) or self.kmeans_iters < 1:
+            raise UsageError(f"kmeans_iters must be a positive integer, got {self.kmeans_iters!r}")
+        for field in ("lr", "finetune_lr"):
+            v = getattr(self, field)
+            if v is not None and (not isinstance(v, (int, float)) or v <= 0):
+                raise UsageError(f"{field} must be positive, got {v!r}")
+        if self.max_batches is not None and (not isinstance(self.max_batches, int) or self.max_batches < 1):
+            raise UsageError(f"max_batches must be a positive integer, got {self.max_batches!r}")
+
+    def __hash__(self) -> int:  # dict fields: hash their sorted items
+        return hash(tuple((f.name, repr(_freeze(getattr(self, f.name)))) for f in dataclasses.fields(self)))
+
+
+def _freeze(v: Any) -> Any:
+    return tuple(sorted((k, _freeze(x)) for k, x in v.items())) if isinstance(v, dict) else v
+
+
+def _items(v: Any) -> list[tuple[str, Any]]:
+    return list(v.items()) if isinstance(v, Mapping) else [("", v)]
+
+
+# -- per-layer settings ------------------------------------------------------------------
+
+def per_layer(layers: list[tuple[str, nn.Module]], value: Any, default: Any = None) -> dict[str, Any]:
+    """{layer name: value} from a scalar or a {pattern: value} map (first match wins)."""
+    if not isinstance(value, Mapping):
+        return {n: value for n, _ in layers}
+    for key in value:
+        if key in _GROUPS:
+            continue
+        try:
+            re.compile(key)
+        except re.error as e:
+            raise UsageError(f"bad layer pattern {key!r}: {e}") from None
+        if not any(re.fullmatch(key, n) for n, _ in layers):
+            raise UsageError(f"layer pattern {key!r} matches no layer",
+                             hint="layers: " + ", ".join(n for n, _ in layers[:10]))
+    out = {}
+    for n, m in layers:
+        out[n] = default
+        for key, v in value.items():
+            if (key in _GROUPS and isinstance(m, _GROUPS[key])) or (key not in _GROUPS and re.fullmatch(key, n)):
+                out[n] = v
+                break
+    return out
+
+
+def _kept(numel: int, rate: float) -> int:
+    return numel - int(round(rate * numel))
+
+
+def plan(model: nn.Module, config: DeepCompress) -> list[dict[str, Any]]:
+    """Per-layer plan (name, type, weights, prune, kept, bits, index_bits), checked up front so a
+    bad setting fails before any training."""
+    from ..core.select import select_layers
+
+    layers = select_layers(model, types=LAYER_TYPES, include=config.include, exclude=config.exclude)
+    if not layers:
+        raise UsageError("no Conv/Linear layer to compress", hint="check --include / --exclude")
+    rates = per_layer(layers, config.prune, 0.0)
+    bits = per_layer(layers, config.bits, None)
+    ibits = per_layer(layers, config.index_bits, 5)
+    rows = []
+    for n, m in layers:
+        numel = m.weight.numel()
+        kept = max(1, _kept(numel, rates[n]))
+        b = bits[n]
+        if b is not None and kept < (1 << b):
+            raise UsageError(
+                f"layer {n!r} keeps {kept} of {numel} weights, fewer than the {1 << b} centroids of {b} bits",
+                hint=f"give it at most {max(1, int(math.log2(kept)))} bits with a per-layer entry "
+                     f"(bits {{{n!r}: {max(1, int(math.log2(kept)))}, ...}}, CLI --bits {n}=N,conv=8,fc=5) "
+                     "or prune it less")
+        rows.append({"name": n, "type": type(m).__name__, "weights": numel, "prune": float(rates[n]),
+                     "kept": kept, "bits": b, "index_bits": int(ibits[n])})
+    return rows
+
+
+# -- stage 1: pruning ----------------------------------------------------------------------
+
+def magnitude_mask(weight: torch.Tensor, rate: float, old: torch.Tensor | None = None) -> torch.Tensor:
+    """Keep the largest-magnitude (1 - rate) share of ``weight`` (and nothing ``old`` removed)."""
+    w = weight.detach().abs()
+    if old is not None:
+        w = torch.where(old, w, torch.full_like(w, -1.0))
+    flat = w.reshape(-1)
+    keep = max(1, _kept(flat.numel(), rate))
+    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    mask[torch.topk(flat, keep, sorted=False).indices] = True
+    return mask.reshape(weight.shape)
+
+
+def _apply_masks(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for n, mask in masks.items():
+            m = modules[n]
+            if shared_of(m) is None:
+                m.weight.mul_(mask.to(m.weight.device, m.weight.dtype))
+
+
+# -- training helpers ------------------------------------------------------------------------
+
+def _loss(teacher: nn.Module | None):
+    """Cross-entropy on labelled batches; distillation from the uncompressed model otherwise."""
+
+    def loss_fn(out, y, x):
+        if (y >= 0).all():
+            return F.cross_entropy(out, y)
+        with torch.no_grad():
+            t = teacher(x)
+        return F.kl_div(F.log_softmax(out, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True)
+
+    return loss_fn
+
+
+def _accuracy(model: nn.Module, loader, max_batches=None) -> float | None:
+    from ..train import evaluate
+
+    if loader is None:
+        return None
+    return evaluate(model, loader, max_batches=max_batches)["top1"]
+
+
+# -- the handler -----------------------------------------------------------------------------
+
+@register(DeepCompress)
+def _apply(model: nn.Module, config: DeepCompress, ctx: Context) -> nn.Module:
+    """Prune, share, fine-tune; the returned model holds the weight-shared float32 weights
+    (exactly what the .esz decodes to). What happened goes into ctx.details."""
+    from ..train import fit
+
+    rows = plan(model, config)
+    modules = dict(model.named_modules())
+    data = ctx.data
+    train = getattr(data, "train", None) if data is not None else None
+    loader = None
+    if data is not None:
+        loader = getattr(data, "test", None) or getattr(data, "val", None)
+    teacher = copy.deepcopy(model).eval() if train is not None else None
+    if teacher is not None:
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    cap = getattr(ctx, "max_eval_batches", None)
+    stages: dict[str, Any] = {"baseline": {"accuracy": _accuracy(model, loader, cap)}}
+    notes = ctx.details.setdefault("notes", [])
+    if train is None:
+        notes.append("no training data: pruning and weight sharing were applied without retraining")
+
+    # 1. pruning, retrained with masks re-applied after each optimizer step
+    masks: dict[str, torch.Tensor] = {}
+    steps = config.prune_steps
+    for s in range(1, steps + 1):
+        for r in rows:
+            rate = r["prune"] * s / steps if steps > 1 else r["prune"]
+            if r["prune"] > 0:
+                masks[r["name"]] = magnitude_mask(modules[r["name"]].weight, rate, masks.get(r["name"]))
+        _apply_masks(modules, masks)
+        if train is not None and config.prune_epochs > 0 and masks:
+            fit(model, train, epochs=config.prune_epochs / steps, lr=config.lr or 0.05, optimizer="sgd",
+                max_batches=config.max_batches, loss_fn=_loss(teacher), seed=ctx.seed + s, progress=ctx.progress,
+                on_step=[lambda step, m: _apply_masks(modules, masks)])
+            _apply_masks(modules, masks)
+    stages["pruned"] = {"accuracy": _accuracy(model, loader, cap)}
+
+    # 2. trained weight sharing: k-means codebooks, then centroid fine-tuning
+    for r in rows:
+        if r["bits"] is None:
+            continue
+        m = modules[r["name"]]
+        mask = masks.get(r["name"], torch.ones_like(m.weight, dtype=torch.bool))
+        share(m, r["bits"], mask=mask, init=config.init, iters=config.kmeans_iters, seed=ctx.seed, name=r["name"])
+    stages["quantized"] = {"accuracy": _accuracy(model, loader, cap)}
+    if train is not None and config.finetune_epochs > 0 and any(r["bits"] for r in rows):
+        # centroids are trained with Adam: the pooled gradient of a centroid is a sum over
+        # thousands of weights, whose scale plain SGD would have to be tuned to per layer
+        fit(model, train, epochs=config.finetune_epochs, lr=config.finetune_lr or 1e-4, optimizer="adam",
+            weight_decay=0.0, max_batches=config.max_batches, loss_fn=_loss(teacher), seed=ctx.seed + 100,
+            progress=ctx.progress, on_step=[lambda step, m: _apply_masks(modules, masks)])
+        stages["finetuned"] = {"accuracy": _accuracy(model, loader, cap)}
+    bake(model)
+    _apply_masks(modules, masks)
+    model.eval()
+    ctx.details["layers_plan"] = rows
+    ctx.details["stages"] = stages
+    ctx.details["split"] = "test" if data is not None and getattr(data, "test", None) is not None else "val"
+    ctx.details["config"] = config.to_dict()
+    return model
+
+
+# -- the verb ---------------------------------------------------------------------------------
+
+def _bytes(bits: int) -> int:
+    return (int(bits) + 7) // 8
+
+
+def size_table(model: nn.Module, rows: list[dict], stats: dict[str, dict], baseline_state: dict) -> tuple[list, dict]:
+    """The paper's per-layer table and the size after each stage (bytes).
+
+    pruning: kept weights in fp32 plus relative indices (fixed width, fillers included);
+    quantization: fixed-width codebook indices + relative indices + fp32 codebook;
+    Huffman: the coded streams, their tables and the codebook, as stored in the .esz.
+    Tensors left in float (biases, BN, unshared layers) count their raw bytes in every stage.
+    """
+    by_name = {r["name"]: r for r in rows}
+    table = []
+    totals = {"fp32": 0, "pruning": 0, "quantization": 0, "huffman": 0}
+    for key, t in model.state_dict().items():
+        layer = key[: -len(".weight")] if key.endswith(".weight") else None
+        r = by_name.get(layer) if layer is not None else None
+        raw = t.numel() * t.element_size()
+        fp32 = baseline_state[key].numel() * baseline_state[key].element_size() if key in baseline_state else raw
+        st = stats.get(key, {})
+        if r is None or r["bits"] is None or "value_bytes" not in st:
+            for k, v in (("fp32", fp32), ("pruning", raw), ("quantization", raw), ("huffman", raw)):
+                totals[k] += v
+            continue
+        numel, kept, entries, ib, b = t.numel(), st["kept"], st["entries"], r["index_bits"], r["bits"]
+        dense = kept == numel
+        pruned = numel * 4 if dense else _bytes(entries * (32 + ib))
+        quant = _bytes(kept * b + (0 if dense else entries * ib)) + 4 * (1 << b)
+        huff = (st["codebook_bytes"] + st["value_table_bytes"] + st["value_bytes"]
+                + st["index_table_bytes"] + st["index_bytes"])
+        for k, v in (("fp32", fp32), ("pruning", pruned), ("quantization", quant), ("huffman", huff)):
+            totals[k] += v
+        table.append({
+            "layer": layer, "type": r["type"], "weights": numel, "kept": kept,
+            "kept_pct": round(100.0 * kept / numel, 2), "bits": b, "index_bits": ib if not dense else None,
+            "fillers": st["fillers"],
+            # fixed-width index bits spent per kept weight, fillers included (P+Q in the paper's tables)
+            "index_bits_per_weight": round(ib * entries / max(kept, 1), 2) if not dense else None, "codebook_used": st["codebook_bytes"] // 4,
+            "huffman_weight_bits": round(st["value_bits"] / max(kept, 1), 2),
+            "huffman_index_bits": round(st["index_bits_total"] / max(kept, 1), 2) if not dense else None,
+            "fp32_bytes": fp32, "pruned_bytes": pruned, "quantized_bytes": quant, "huffman_bytes": huff,
+            "ratio": round(fp32 / max(huff, 1), 2),
+        })
+    return table, totals
+
+
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of every tensor of the model's state (fp32 weights of an uncompressed model)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def deep_compress(model: nn.Module, config: DeepCompress | None = None, *, data: Any = None, spec: str | None = None,
+                  build: dict | None = None, input_shape=None, classes=None, metrics: dict | None = None,
+                  out=None, inplace: bool = False, ctx: Context | None = None, seed: int = 0,
+                  progress: bool = True, model_name: str | None = None, data_name: str | None = None,
+                  export_onnx: bool = True, max_eval_batches: int | None = None):
+    """Deep-Compress ``model`` -> (weight-shared model, Report).
+
+    The returned model holds exactly the float32 weights the .esz decodes to. ``spec`` (and
+    ``build``) name the architecture so the .esz can rebuild the module; ``out`` writes
+    DIR/model.esz, DIR/report.json|md, DIR/checkpoint and (``export_onnx``) DIR/model.onnx.
+    """
+    from ..core.report import Report, figures
+    from ..measure import count_macs, count_params
+
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"deep_compress expects a torch.nn.Module, got {type(model).__name__}")
+    config = config or DeepCompress()
+    if not isinstance(config, DeepCompress):
+        raise UsageError(f"deep_compress takes a DeepCompress config, got {type(config).__name__}")
+    ctx = ctx or Context(data=data, seed=seed, progress=progress)
+    ctx.max_eval_batches = max_eval_batches  # read by the handler's accuracy checks
+    if data is not None:
+        ctx.data = data
+    meta = getattr(data, "meta", None)
+    if input_shape is None and meta is not None:
+        input_shape = tuple(meta.input_shape)
+    if classes is None and meta is not None and meta.labelled:
+        classes = list(meta.classes)
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    baseline_bytes = state_bytes(model)
+    work = model if inplace else copy.deepcopy(model)
+    work = work.cpu()
+    result = _apply(work, config, ctx)
+    rows = ctx.details["layers_plan"]
+    side = None
+    stages = ctx.details["stages"]
+    if spec is not None:
+        from .esz import sidecar
+
+        acc = stages.get("finetuned", stages["quantized"])["accuracy"]  # == the decoded model's (bit-exact)
+        side = sidecar(result, spec=spec, build=build, input_shape=input_shape, classes=classes,
+                       metrics={"test_top1": acc, "baseline_top1": stages["baseline"]["accuracy"],
+                                "data": data_name or getattr(meta, "name", None), **(metrics or {})},
+                       extra={"deep_compress": config.to_dict()})
+    from .esz import build_model, encode_model
+
+    coded = {r["name"]: r["index_bits"] for r in rows if r["bits"] is not None}
+    blob, stats = encode_model(result, coded, side=side)
+    decoded_state = container.decode(blob).state_dict
+    exact = all(torch.equal(decoded_state[k], v.detach().cpu()) for k, v in result.state_dict().items())
+    if not exact:  # pragma: no cover - would be a codec bug
+        raise container.EszError("internal error: the .esz does not decode to the compressed weights")
+    if side is not None:
+        decoded = build_model(side, decoded_state, "the encoded model")
+    else:
+        decoded = copy.deepcopy(result)
+        decoded.load_state_dict(decoded_state)
+    loader = None
+    if data is not None:
+        loader = getattr(data, "test", None) or getattr(data, "val", None)
+    stages["huffman"] = {"accuracy": _accuracy(decoded, loader, max_eval_batches)}
+    table, totals = size_table(result, rows, stats, base_state)
+    acc_q = stages.get("finetuned", stages["quantized"])["accuracy"]
+    stage_list = [
+        {"stage": "fp32", "size_bytes": baseline_bytes, "ratio": 1.0, "accuracy": stages["baseline"]["accuracy"]},
+        {"stage": "pruning", "size_bytes": totals["pruning"], "ratio": baseline_bytes / totals["pruning"],
+         "accuracy": stages["pruned"]["accuracy"]},
+        {"stage": "quantization", "size_bytes": totals["quantization"],
+         "ratio": baseline_bytes / totals["quantization"], "accuracy": acc_q,
+         "accuracy_before_finetune": stages["quantized"]["accuracy"]},
+        {"stage": "huffman", "size_bytes": totals["huffman"], "ratio": baseline_bytes / totals["huffman"],
+         "accuracy": stages["huffman"]["accuracy"]},
+        {"stage": "esz file", "size_bytes": len(blob), "ratio": baseline_bytes / len(blob),
+         "accuracy": stages["huffman"]["accuracy"]},
+    ]
+    kept = sum(t["kept"] for t in table)
+    weights = sum(t["weights"] for t in table)
+    details = ctx.details
+    details.update({
+        "layers": table, "stages": stage_list, "esz_bytes": len(blob), "fp32_bytes": baseline_bytes,
+        "weights_kept": kept, "weights_total": weights, "decoded_bit_exact": exact,
+        "decoded_accuracy": stages["huffman"]["accuracy"], "accuracy_after_stage": {
+            s["stage"]: s["accuracy"] for s in stage_list if s["stage"] != "esz file"},
+    })
+    details.pop("layers_plan", None)
+    notes = details.setdefault("notes", [])
+    for s in stage_list[1:]:
+        acc = "–" if s["accuracy"] is None else f"{s['accuracy']:.2f}%"
+        notes.append(f"{s['stage']}: {s['size_bytes']:,} bytes, {s['ratio']:.1f}x smaller than fp32, top-1 {acc}")
+    shape = (1, *input_shape) if input_shape is not None else None
+    base_fig = figures(params=count_params(model), size_bytes=baseline_bytes, accuracy=stages["baseline"]["accuracy"],
+                       artifact="fp32 weights", input_shape=list(shape) if shape else None, batch=1 if shape else None)
+    res_fig = figures(params=count_params(result), size_bytes=len(blob), accuracy=stages["huffman"]["accuracy"],
+                      artifact="model.esz", input_shape=list(shape) if shape else None, batch=1 if shape else None)
+    if shape is not None:
+        try:
+            base_fig["macs"] = count_macs(model, shape)[0]
+            res_fig["macs"] = count_macs(result, shape)[0]
+        except Exception:  # MAC counting is informative only; it must not fail the compression
+            pass
+    report = Report(command="deepcompress", model=model_name or spec, data=data_name or getattr(meta, "name", None),
+                    baseline=base_fig, result=res_fig, details=details)
+    # the exact bytes and sidecar, so write_outputs (and the CLI) write what was measured
+    result.edgeslim_esz = {"blob": blob, "sidecar": side}
+    if out is not None:
+        write_outputs(out, result, report, blob, spec=spec, side=side, loader=loader, export=export_onnx,
+                      max_eval_batches=max_eval_batches)
+    return result, report
+
+
+def write_outputs(out, model: nn.Module, report, blob: bytes, *, spec: str | None, side: dict | None,
+                  loader=None, export: bool = True, write_report: bool = True,
+                  max_eval_batches: int | None = None) -> dict:
+    """DIR/model.esz, DIR/checkpoint (when the spec is known), DIR/model.onnx (dense), DIR/report.*"""
+    from pathlib import Path
+
+    from ..core.io import atomic_write_bytes
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "model.esz", blob)
+    report.result["size_bytes"] = (out / "model.esz").stat().st_size
+    written = {"esz": str(out / "model.esz")}
+    if side is not None and spec is not None:
+        from ..models import save
+
+        save(model, out / "checkpoint", spec=spec, build=side.get("build"), input_shape=side.get("input_shape"),
+             classes=side.get("classes"), metrics={**(side.get("metrics") or {}), "test_top1": report.result["accuracy"]},
+             extra=side.get("extra"))
+        written["checkpoint"] = str(out / "checkpoint")
+    shape = report.result.get("input_shape")
+    if export and shape:
+        from ..export import onnx as export_onnx
+
+        info = export_onnx(model, out / "model.onnx", input_shape=tuple(shape), loader=loader)
+        report.details["onnx"] = {k: info.get(k) for k in ("size_bytes", "max_abs_diff", "top1_agreement", "opset")}
+        if loader is not None:
+            from ..measure import onnx_accuracy
+
+            report.details["onnx"]["accuracy"] = onnx_accuracy(out / "model.onnx", loader,
+                                                              max_batches=max_eval_batches)["top1"]
+        written["onnx"] = str(out / "model.onnx")
+    if write_report:
+        report.write(out)
+        written["report"] = str(out / "report.json")
+    return written
