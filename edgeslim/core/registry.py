@@ -25,6 +25,7 @@ class Context:
 
     data: Any = None  # edgeslim.data.DataBundle or None
     teacher: nn.Module | None = None
+    input_shape: tuple[int, ...] | None = None  # (C, H, W) when there is no data to read it from
     seed: int = 0
     progress: bool = True
     details: dict = dataclasses.field(default_factory=dict)  # handlers record what they did here

@@ -1,0 +1,359 @@
+"""Pruning benchmark: does channel pruning really speed models up, and what does it cost in accuracy?
+
+    python benchmarks/pruning.py                       # everything
+    python benchmarks/pruning.py --part speed          # torchvision models at 1x3x224x224
+    python benchmarks/pruning.py --part accuracy       # Fashion-MNIST: resnet20 2x / 3x MACs, LeNet-300-100 90%
+                                                       # (or --part resnet20 / --part lenet300 alone)
+    python benchmarks/pruning.py --part none           # re-render RESULTS.md from saved measurements
+    python benchmarks/pruning.py --part importance     # importance criteria on one table
+
+Speed: each torchvision model (random weights; speed does not depend on them) is pruned at channel
+ratio 0.5 by edgeslim, by Torch-Pruning used directly (MetaPruner, L1, same ratio and round_to), and
+by torch.nn.utils.prune (ln_structured on every conv, which only zeroes weights). All four ONNX files
+are timed interleaved in one process with ONNX Runtime (batch 1, 2 threads).
+
+Accuracy: trained references are cached under benchmarks/.cache/ (first run trains them).
+Results go to the `pruning` section of benchmarks/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import CACHE, cached_trained, results_section  # noqa: E402
+
+import edgeslim  # noqa: E402
+import edgeslim.export  # noqa: E402
+from edgeslim.measure import bench, count_macs, count_params  # noqa: E402
+from edgeslim.prune import ChannelPrune, SparsePrune, prune_with_details  # noqa: E402
+
+SPEED_MODELS = ("resnet18", "mobilenet_v2", "resnet50", "densenet121", "vgg16_bn")
+WORK = Path(os.environ.get("PRUNING_BENCH_WORK", CACHE / "pruning"))
+PARTIAL = WORK / "partial.json"
+IMP_EVAL_BATCHES = 40  # 5,120 test images per point in the importance table
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _load_partial() -> dict:
+    return json.loads(PARTIAL.read_text()) if PARTIAL.exists() else {}
+
+
+def _save_partial(d: dict) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    PARTIAL.write_text(json.dumps(d, indent=1))
+
+
+# -- speed ------------------------------------------------------------------------------------
+def _head(model: nn.Module) -> nn.Module:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def _torch_pruning(model: nn.Module, x: torch.Tensor, ratio: float, round_to: int) -> nn.Module:
+    import torch_pruning as tp
+
+    m = copy.deepcopy(model)
+    pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=ratio,
+                                  ignored_layers=[_head(m)], round_to=round_to)
+    pruner.step()
+    return m
+
+
+def _torch_nn_utils_prune(model: nn.Module, ratio: float) -> nn.Module:
+    from torch.nn.utils import prune as tprune
+
+    m = copy.deepcopy(model)
+    for mod in m.modules():
+        if isinstance(mod, nn.Conv2d):
+            tprune.ln_structured(mod, "weight", amount=ratio, n=1, dim=0)
+            tprune.remove(mod, "weight")  # zeros stay in a dense tensor: nothing shrinks
+    return m
+
+
+def speed(models, ratio: float, round_to: int, runs: int, threads: int, state: dict) -> list[dict]:
+    """Rows per (model, method); each model's rows are saved as soon as they are measured, so an
+    interrupted run resumes with the next model."""
+    import torchvision
+
+    shape = (1, 3, 224, 224)
+    x = torch.randn(shape)
+    out = state.setdefault("speed", [])
+    state["speed_args"] = [ratio, round_to, runs, threads]
+    onnx_dir = WORK / "onnx"
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    for name in models:
+        if any(r["model"] == name for r in out):
+            _log(f"speed: {name} already measured (use --fresh to redo)")
+            continue
+        _log(f"speed: {name}")
+        base = getattr(torchvision.models, name)(weights=None).eval()
+        t0 = time.perf_counter()
+        es, det = prune_with_details(base, ChannelPrune(ratio=ratio, round_to=round_to), input_shape=shape[1:],
+                                     progress=False)
+        t_es = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tpm = _torch_pruning(base, x, ratio, round_to).eval()
+        t_tp = time.perf_counter() - t0
+        tnu = _torch_nn_utils_prune(base, ratio).eval()
+        variants = {"baseline": base, "edgeslim": es, "torch-pruning": tpm, "torch.nn.utils.prune": tnu}
+        paths, parity = {}, {}
+        for k, m in variants.items():
+            p = onnx_dir / f"{name}-{k.replace('.', '_')}.onnx"
+            info = edgeslim.export.onnx(m, p, input_shape=shape, verify=True)
+            paths[k], parity[k] = p, info["max_abs_diff"]
+        macs = {k: count_macs(m, shape)[0] for k, m in variants.items()}
+        params = {k: count_params(m) for k, m in variants.items()}
+        _log(f"  timing {len(paths)} ONNX files interleaved ({runs} runs)")
+        lat = dict(zip(paths, bench(list(paths.values()), shape, threads=threads, warmup=3, runs=runs)))
+        for k in variants:
+            row = {"model": name, "method": k, "params": params[k], "macs": macs[k],
+                   "latency_ms": lat[k]["median_ms"], "p90_ms": lat[k]["p90_ms"],
+                   "macs_reduction": macs["baseline"] / macs[k], "speedup": lat["baseline"]["median_ms"] / lat[k]["median_ms"],
+                   "onnx_max_abs_diff": parity[k], "onnx_mb": paths[k].stat().st_size / 1e6,
+                   "prune_s": {"edgeslim": t_es, "torch-pruning": t_tp}.get(k)}
+            row["speedup_per_macs"] = row["speedup"] / row["macs_reduction"]
+            out.append(row)
+            _log(f"  {k:22s} MACs {row['macs'] / 1e9:6.2f}G ({row['macs_reduction']:.2f}x)  "
+                 f"{row['latency_ms']:8.2f} ms ({row['speedup']:.2f}x)  parity {parity[k]:.1e}")
+        _save_partial(state)
+        for p in paths.values():
+            p.unlink(missing_ok=True)
+        del base, es, tpm, tnu, variants
+    return out
+
+
+def speed_table(rows: list[dict], ratio: float, round_to: int, runs: int, threads: int) -> str:
+    lines = [f"### Speed: channel ratio {ratio} (round_to {round_to}), 1x3x224x224, ONNX Runtime batch 1, "
+             f"{threads} threads, median of {runs} interleaved runs", "",
+             "| model | method | params | GMACs | MACs reduction | latency ms (p90) | speedup | speedup / MACs reduction | ONNX parity |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['method']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e9:.3f} | "
+                     f"{r['macs_reduction']:.2f}x | {r['latency_ms']:.2f} ({r['p90_ms']:.2f}) | {r['speedup']:.2f}x | "
+                     f"{r['speedup_per_macs']:.2f} | {r['onnx_max_abs_diff']:.1e} |")
+    es = [r for r in rows if r["method"] == "edgeslim"]
+    ok = [r["model"] for r in es if r["speedup_per_macs"] >= 0.7]
+    lines += ["", f"edgeslim speedup / MACs reduction >= 0.7 (the target) on {len(ok)} of {len(es)} models"
+              + (f": {', '.join(ok)}" if ok else "") + ". torch.nn.utils.prune only zeroes weights: same MACs, "
+              "same dense ONNX file, no speedup."]
+    return "\n".join(lines)
+
+
+# -- accuracy -----------------------------------------------------------------------------------
+def _fmnist(batch_size: int = 128):
+    import edgeslim.data
+
+    return edgeslim.data.load("fashion-mnist", batch_size=batch_size, seed=0)
+
+
+def _test_acc(model, data, max_batches=None) -> float:
+    from edgeslim.train import evaluate
+
+    return evaluate(model, data.test, max_batches=max_batches)["top1"]
+
+
+def _onnx_figures(base, small, shape, data, runs, threads, tag):
+    paths = []
+    accs = []
+    for k, m in (("base", base), ("small", small)):
+        p = WORK / f"{tag}-{k}.onnx"
+        edgeslim.export.onnx(m, p, input_shape=shape, verify=True)
+        paths.append(p)
+    from edgeslim.measure import onnx_accuracy
+
+    lat = bench(paths, shape, threads=threads, warmup=5, runs=runs)
+    for p in paths:
+        accs.append(onnx_accuracy(p, data.test, threads=threads)["top1"])
+    sizes = [p.stat().st_size for p in paths]
+    return lat, accs, sizes
+
+
+def accuracy(spec: str, ref_epochs: float, ft_epochs: float, runs: int, threads: int, state: dict) -> dict:
+    data = _fmnist()
+    shape = (1, 1, 28, 28)
+    res = state.setdefault("accuracy", {})
+    # resnet20 at 2x and 3x fewer MACs
+    ref, ck, meta = cached_trained(spec, ref_epochs)
+    ref.eval()
+    res["model"], res["ref_epochs"] = spec, ref_epochs
+    base_acc = res.get("resnet20_base") or _test_acc(ref, data)
+    res["resnet20_base"] = base_acc
+    _save_partial(state)
+    for label, target in (("2x", 0.5), ("3x", 1 / 3)):
+        key = f"resnet20_{label}"
+        if key in res:
+            continue
+        _log(f"accuracy: {spec} {label} fewer MACs (target_macs {target:.3f}), {ft_epochs} fine-tune epochs")
+        cfg = ChannelPrune(target_macs=target, allocation="sensitivity", importance="l1", finetune_epochs=ft_epochs)
+        t0 = time.perf_counter()
+        small, det = prune_with_details(ref, cfg, data=data, progress=False)
+        elapsed = time.perf_counter() - t0
+        acc = _test_acc(small, data)
+        lat, onnx_accs, sizes = _onnx_figures(ref, small, shape, data, runs, threads, f"{spec}-{label}")
+        res[key] = {"target_macs": target, "macs_kept": det["macs_kept"], "acc": acc, "drop": base_acc - acc,
+                    "onnx_acc_base": onnx_accs[0], "onnx_acc": onnx_accs[1],
+                    "lat_base": lat[0]["median_ms"], "lat": lat[1]["median_ms"], "size_base": sizes[0],
+                    "size": sizes[1], "params": count_params(small), "params_base": count_params(ref),
+                    "ratios": {r["layer"]: r["ratio"] for r in det["layers"]}, "seconds": elapsed}
+        _log(f"  acc {base_acc:.2f} -> {acc:.2f} (drop {base_acc - acc:.2f}), MACs kept {det['macs_kept']:.3f}")
+        _save_partial(state)
+    return res
+
+
+def lenet300(ft_epochs: float, state: dict, global_ranking: bool = False, schedule: str = "oneshot") -> dict:
+    data = _fmnist()
+    res = state.setdefault("accuracy", {})
+    key = ("lenet300_global" if global_ranking else "lenet300") + ("" if schedule == "oneshot" else f"_{schedule}")
+    if key not in res:
+        ranking = "global" if global_ranking else "per-layer"
+        _log(f"accuracy: lenet300 90% fine-grained sparsity ({ranking}, {schedule}), {ft_epochs} fine-tune epochs")
+        ref, _, _ = cached_trained("lenet300", 5)
+        ref.eval()
+        b = _test_acc(ref, data)
+        small, det = prune_with_details(ref, SparsePrune(granularity="fine", ratio=0.9, finetune_epochs=ft_epochs,
+                                                         lr=0.01, global_ranking=global_ranking,
+                                                         schedule=schedule),
+                                        data=data, progress=False)
+        a = _test_acc(small, data)
+        res[key] = {"acc_base": b, "acc": a, "drop": b - a, "sparsity": det["sparsity"], "ranking": ranking,
+                    "schedule": schedule,
+                    "per_layer": {r["layer"]: r["sparsity"] for r in det["layers"]},
+                    "sparse_bytes": det["sparse_size_bytes"], "dense_bytes": det["dense_size_bytes"]}
+        _log(f"  acc {b:.2f} -> {a:.2f}, sparsity {det['sparsity']:.3f}")
+        _save_partial(state)
+    return res
+
+
+def importance_table(spec: str, ref_epochs: float, ratio: float, ft_epochs: float, state: dict) -> dict:
+    from edgeslim.prune import IMPORTANCE_NAMES
+
+    data = _fmnist()
+    res = state.setdefault("importance", {})
+    res["_model"] = spec
+    ref, _, _ = cached_trained(spec, ref_epochs)
+    ref.eval()
+    res.setdefault("_base", _test_acc(ref, data, IMP_EVAL_BATCHES))
+    for name in IMPORTANCE_NAMES:
+        if name in res:
+            continue
+        _log(f"importance: {name}")
+        small, det = prune_with_details(ref, ChannelPrune(ratio=ratio, importance=name), data=data, progress=False)
+        a0 = _test_acc(small, data, IMP_EVAL_BATCHES)
+        from edgeslim.train import fit
+
+        fit(small, data, epochs=ft_epochs, progress=False)
+        a1 = _test_acc(small, data, IMP_EVAL_BATCHES)
+        res[name] = {"no_ft": a0, "ft": a1, "macs_kept": det["macs_kept"]}
+        _log(f"  {name}: {a0:.2f} -> {a1:.2f} after {ft_epochs} epochs")
+        _save_partial(state)
+    return res
+
+
+def accuracy_markdown(acc: dict | None, imp: dict | None, ref_epochs, ft_epochs, imp_ratio, imp_ft) -> str:
+    out = []
+    if acc:
+        base = acc.get("resnet20_base")
+        spec = acc.get("model", "resnet20")
+        out += [f"### Accuracy on Fashion-MNIST (test set, 10,000 images)", "",
+                f"{spec} reference trained {acc.get('ref_epochs', ref_epochs)} epochs (cached); pruned with sensitivity-guided per-layer "
+                f"ratios (L1 importance) to a MACs target, then fine-tuned {ft_epochs} epochs. Note the pruned models "
+                f"get {ft_epochs} more training epochs than the reference.", "",
+                "| model | MACs kept | params | top-1 torch | top-1 ONNX | drop (points) | target drop | ORT latency ms (1x1x28x28) | met |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        if base is not None:
+            r2 = acc.get("resnet20_2x") or acc.get("resnet20_3x")
+            onnx_base = r2["onnx_acc_base"] if r2 else None
+            out.append(f"| {spec} reference | 1.000 | {r2['params_base'] if r2 else '–'} | {base:.2f} | "
+                       f"{onnx_base if onnx_base is None else round(onnx_base, 2)} | – | – | "
+                       f"{round(r2['lat_base'], 3) if r2 else '–'} | |")
+        for label, limit in (("2x", 0.5), ("3x", 1.5)):
+            r = acc.get(f"resnet20_{label}")
+            if r:
+                out.append(f"| {spec} {label} fewer MACs | {r['macs_kept']:.3f} | {r['params']:,} | {r['acc']:.2f} | "
+                           f"{r['onnx_acc']:.2f} | {r['drop']:.2f} | <= {limit} | {r['lat']:.3f} "
+                           f"({r['lat_base'] / r['lat']:.2f}x) | {'yes' if r['drop'] <= limit else 'NO'} |")
+            else:
+                out.append(f"| {spec} {label} fewer MACs | not measured in this run | | | | | <= {limit} | | |")
+        for l3 in (acc.get("lenet300"), acc.get("lenet300_global"), acc.get("lenet300_global_agp")):
+            if not l3:
+                continue
+            per = ", ".join(f"{k} {v * 100:.1f}%" for k, v in (l3.get("per_layer") or {}).items())
+            out += ["", f"LeNet-300-100 (cached reference, 5 epochs) at {l3['sparsity'] * 100:.1f}% fine-grained "
+                    f"sparsity ({l3.get('ranking', 'per-layer')} magnitude ranking, {l3.get('schedule', 'oneshot')} "
+                    f"schedule{'; ' + per if per else ''}), "
+                    f"{ft_epochs} fine-tune epochs with masks re-applied after every "
+                    f"step: top-1 {l3['acc_base']:.2f} -> {l3['acc']:.2f} (drop {l3['drop']:.2f}, target <= 0.5: "
+                    f"{'met' if l3['drop'] <= 0.5 else 'NOT met'}). Size with a real sparse encoding (CSR/bitmap, "
+                    f"fp32 values): {l3['sparse_bytes']:,} bytes vs {l3['dense_bytes']:,} dense "
+                    f"({l3['dense_bytes'] / l3['sparse_bytes']:.1f}x); the ONNX file stays dense."]
+    if imp:
+        out += ["", f"### Importance criteria ({imp.get('_model', 'resnet20')}, channel ratio {imp_ratio} per layer)", "",
+                f"Reference top-1 {imp['_base']:.2f}% on the first {IMP_EVAL_BATCHES * 128:,} test images (the same "
+                f"images for every row). Accuracy right after pruning and after {imp_ft} epoch(s) of fine-tuning.", "",
+                "| importance | MACs kept | top-1 no fine-tune | top-1 after fine-tune |", "|---|---:|---:|---:|"]
+        for k, v in imp.items():
+            if not k.startswith("_"):
+                out.append(f"| {k} | {v['macs_kept']:.3f} | {v['no_ft']:.2f} | {v['ft']:.2f} |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", default="speed,accuracy,importance")
+    ap.add_argument("--models", default=",".join(SPEED_MODELS))
+    ap.add_argument("--ratio", type=float, default=0.5)
+    ap.add_argument("--round-to", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--acc-model", default="resnet20", help="model for the 2x/3x-MACs and importance tables")
+    ap.add_argument("--ref-epochs", type=float, default=4)
+    ap.add_argument("--ft-epochs", type=float, default=2)
+    ap.add_argument("--imp-ratio", type=float, default=0.3)
+    ap.add_argument("--imp-ft-epochs", type=float, default=0.1)
+    ap.add_argument("--fresh", action="store_true", help="ignore measurements saved by an interrupted run")
+    ap.add_argument("--note", action="append", default=[], help="a line to add under the tables (repeatable)")
+    args = ap.parse_args()
+    if float(args.ref_epochs).is_integer():  # cache keys spell whole epochs as "e4", not "e4.0"
+        args.ref_epochs = int(args.ref_epochs)
+    parts = set(args.part.split(","))
+    state = {} if args.fresh else _load_partial()
+    if "speed" in parts:
+        speed(args.models.split(","), args.ratio, args.round_to, args.runs, args.threads, state)
+    if "lenet300" in parts or "accuracy" in parts:
+        lenet300(args.ft_epochs, state)
+    if "lenet300-global" in parts or "accuracy" in parts:
+        lenet300(args.ft_epochs, state, global_ranking=True)
+    if "lenet300-agp" in parts or "accuracy" in parts:
+        lenet300(args.ft_epochs, state, global_ranking=True, schedule="agp")
+    if "resnet20" in parts or "accuracy" in parts:
+        accuracy(args.acc_model, args.ref_epochs, args.ft_epochs, args.runs, args.threads, state)
+    if "importance" in parts:
+        importance_table(args.acc_model, args.ref_epochs, args.imp_ratio, args.imp_ft_epochs, state)
+    md = []
+    if state.get("speed"):
+        md.append(speed_table(state["speed"], *state["speed_args"]))
+    md.append(accuracy_markdown(state.get("accuracy"), state.get("importance"), args.ref_epochs, args.ft_epochs,
+                                args.imp_ratio, args.imp_ft_epochs))
+    if args.note:
+        md.append("Notes:\n\n" + "\n".join(f"- {n}" for n in args.note))
+    text = "## Pruning\n\n" + "\n\n".join(m for m in md if m)
+    results_section("pruning", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""`edgeslim prune` and `edgeslim sensitivity`.
+
+    edgeslim prune MODEL --granularity channel --ratio 0.5 --importance taylor --data D \
+        --finetune-epochs 2 --out DIR [--json]
+    edgeslim sensitivity MODEL --data D --out DIR [--target-macs 0.5]
+
+prune writes DIR/checkpoint/ (loads with edgeslim.models.load(DIR)), DIR/model.onnx (the
+pruned model, verified in ONNX Runtime), DIR/baseline.onnx, DIR/report.json + report.md
+(baseline and result measured side by side in this run). sensitivity writes
+DIR/sensitivity.csv, DIR/sensitivity.md, DIR/sensitivity.png, DIR/report.json + report.md,
+and with --target-macs DIR/recipe.yaml (a ChannelPrune config with the per-layer ratios).
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
+                          load_data, load_model, out_dir)
+from .importance import IMPORTANCE_NAMES
+from .schedule import SCHEDULES
+
+GRANULARITIES = ("channel", "fine", "vector", "kernel", "nm")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("prune", help="prune channels (smaller dense model) or weights (sparse masks)",
+                       description="Prune a model, fine-tune it, export ONNX and report both models side by side.")
+    add_model_args(p)
+    add_data_args(p)
+    add_output_args(p)
+    add_measure_args(p)
+    p.add_argument("--granularity", choices=GRANULARITIES, default="channel", help="default channel")
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction removed, in [0, 1) (default 0.5)")
+    p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm (default 2:4)")
+    p.add_argument("--importance", choices=IMPORTANCE_NAMES, default="l1", help="default l1")
+    p.add_argument("--schedule", choices=SCHEDULES, default="oneshot", help="default oneshot")
+    p.add_argument("--steps", type=int, default=3, help="prune steps for iterative / agp (default 3)")
+    p.add_argument("--global", dest="global_ranking", action="store_true", help="rank across layers, not per layer")
+    p.add_argument("--round-to", type=int, default=1, help="keep channel counts a multiple of this (e.g. 8)")
+    p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
+                   help="layer names to keep whole (repeatable); the classifier head is always kept")
+    p.add_argument("--exclude-type", action="append", default=[], metavar="TYPE",
+                   help="layer type names to keep whole, e.g. Linear (repeatable)")
+    p.add_argument("--target-macs", type=float, metavar="FRACTION",
+                   help="channel: keep at most this fraction of the MACs (0.5 = 2x fewer); overrides --ratio")
+    p.add_argument("--allocation", choices=["uniform", "sensitivity"], default=None,
+                   help="with --target-macs: one ratio for all layers, or per-layer ratios from a sensitivity "
+                        "scan (default: sensitivity when --data has labels)")
+    p.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tuning epochs after pruning (default 0)")
+    p.add_argument("--lr", type=float, help="fine-tuning learning rate (default 0.05 sgd)")
+    p.add_argument("--train-batches", type=int, help="cap fine-tuning batches per epoch")
+    p.add_argument("--calib-batches", type=int, default=4, help="batches for taylor/activation/apoz (default 4)")
+    p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the unpruned model")
+    p.set_defaults(func=run)
+
+    s = sub.add_parser("sensitivity", help="per-layer accuracy-vs-pruning-ratio curves (table + plot)",
+                       description="Prune each layer alone at several ratios and measure accuracy.")
+    add_model_args(s)
+    add_data_args(s, required=True)
+    add_output_args(s, out_required=True)
+    s.add_argument("--input-shape", help="N,C,H,W (default: the data's)")
+    s.add_argument("--ratios", default="0.2,0.4,0.6,0.8", help="comma-separated ratios (default 0.2,0.4,0.6,0.8)")
+    s.add_argument("--importance", choices=IMPORTANCE_NAMES, default="l1")
+    s.add_argument("--exclude", action="append", default=[], metavar="REGEX")
+    s.add_argument("--exclude-type", action="append", default=[], metavar="TYPE")
+    s.add_argument("--eval-batches", type=int, default=8, help="validation batches per point (default 8)")
+    s.add_argument("--target-macs", type=float, metavar="FRACTION",
+                   help="also allocate per-layer ratios keeping at most this fraction of the MACs")
+    s.add_argument("--round-to", type=int, default=1)
+    s.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    s.set_defaults(func=run_sensitivity)
+
+
+def build_config(args):
+    from .structured import ChannelPrune
+    from .unstructured import SparsePrune
+
+    common = dict(importance=args.importance, global_ranking=args.global_ranking, exclude=tuple(args.exclude),
+                  exclude_types=tuple(args.exclude_type), schedule=args.schedule, steps=args.steps,
+                  finetune_epochs=args.finetune_epochs, lr=args.lr, max_batches=args.train_batches,
+                  calibration_batches=args.calib_batches, distill=args.distill)
+    if args.granularity == "channel":
+        labelled = getattr(args, "_labelled", False)
+        allocation = args.allocation or ("sensitivity" if labelled and args.target_macs else "uniform")
+        return ChannelPrune(ratio=args.ratio, round_to=args.round_to, target_macs=args.target_macs,
+                            allocation=allocation, **common)
+    from ..core.errors import UsageError
+
+    if args.target_macs is not None:
+        raise UsageError("--target-macs applies to channel pruning only",
+                         hint="mask-based pruning leaves the dense MACs unchanged")
+    if args.round_to != 1:
+        raise UsageError("--round-to applies to channel pruning only")
+    return SparsePrune(granularity=args.granularity, ratio=args.ratio, nm=args.nm, **common)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..core.errors import DataError
+    from ..core.report import Report
+    from ..measure import compare
+    from ..models import save
+    from ..train import evaluate
+    from . import prune_with_details
+
+    data = load_data(args)
+    args._labelled = bool(data is not None and data.meta.labelled)
+    cfg = build_config(args)  # validate options before loading anything big
+    model, info = load_model(args, data)
+    shape = input_shape(args, info)
+    if args.finetune_epochs and (data is None or not data.meta.labelled):
+        raise DataError("--finetune-epochs needs labelled --data")
+    torch.set_num_threads(args.threads)
+    pruned, details = prune_with_details(model, cfg, data=data, input_shape=shape[1:], progress=not args.json)
+    out = out_dir(args)
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory()
+        out = Path(tmp.name)
+    out.mkdir(parents=True, exist_ok=True)
+    test = (data.test or data.val) if data is not None else None
+    labelled = bool(data is not None and data.meta.labelled and test is not None)
+    base, result = compare(model, pruned, shape, workdir=out, loader=test if labelled else None,
+                           threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=args.max_batches)
+    if labelled:
+        details["accuracy_split"] = "test"
+        details["torch_accuracy"] = evaluate(pruned, test, max_batches=args.max_batches)["top1"]
+    details["config"] = cfg.to_dict()
+    if cfg.kind == "sparse_prune":
+        details["onnx_is_dense"] = True
+    if info.get("spec") and tmp is None:
+        save(pruned, out / "checkpoint", spec=info["spec"], build=info.get("build") or {},
+             input_shape=list(shape[1:]), classes=getattr(getattr(data, "meta", None), "classes", None) if labelled
+             else info.get("classes"), metrics={"test_top1": result["accuracy"], "pruned": cfg.to_dict()})
+    report = Report(command="prune", model=args.model, data=args.data, baseline=base, result=result, details=details)
+    if tmp is None:
+        report.write(out)
+    d = report.to_dict()
+    r = d["ratios"]
+    lines = [f"{cfg.kind}: params {base['params']:,} -> {result['params']:,}, MACs {base['macs']:,} -> "
+             f"{result['macs']:,} ({_x(r['macs'])} fewer), ONNX latency {base['latency_ms']:.3f} -> "
+             f"{result['latency_ms']:.3f} ms ({_x(r['latency'])})"]
+    if cfg.kind == "sparse_prune":
+        lines.append(f"sparsity {details['sparsity']:.3f}; sparse encoding {details['sparse_size_bytes']:,} bytes vs "
+                     f"dense {details['dense_size_bytes']:,} (the ONNX file stays dense: {result['size_bytes']:,} bytes)")
+    if d["accuracy_drop"] is not None:
+        lines.append(f"accuracy {base['accuracy']:.2f}% -> {result['accuracy']:.2f}% (drop {d['accuracy_drop']:.2f})")
+    if tmp is None:
+        lines.append(f"wrote {out}/model.onnx, {out}/report.json" + (f", {out}/checkpoint" if info.get("spec") else ""))
+    emit(args, d, "\n".join(lines))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def _x(v) -> str:
+    return "–" if v is None else f"{v:.2f}x"
+
+
+def run_sensitivity(args) -> int:
+    import torch
+
+    from ..core.errors import DataError, UsageError
+    from ..core.io import atomic_write_text
+    from ..core.report import Report, figures
+    from ..measure import count_params
+    from .sensitivity import allocate, analyze, layer_ratio_regexes, plot, table_csv, table_markdown
+    from .structured import ChannelPrune, macs_of
+    from ..graph import excluded_modules
+
+    try:
+        ratios = tuple(float(v) for v in args.ratios.split(","))
+    except ValueError:
+        raise UsageError(f"bad --ratios {args.ratios!r}", hint="e.g. 0.2,0.4,0.6,0.8") from None
+    torch.set_num_threads(args.threads)
+    data = load_data(args)
+    if not data.meta.labelled:
+        raise DataError(f"{args.data} has no labels; sensitivity needs accuracy", hint="use labelled data")
+    model, info = load_model(args, data)
+    if args.input_shape:
+        from ..cli_common import parse_shape
+
+        shape = parse_shape(args.input_shape)
+        shape = shape if len(shape) == 4 else (1, *shape)
+    else:
+        shape = (1, *info["input_shape"])
+    curves = analyze(model, data, example_shape=shape, ratios=ratios, importance=args.importance,
+                     exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type),
+                     max_batches=args.eval_batches, progress=not args.json)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sensitivity.csv", table_csv(curves))
+    atomic_write_text(out / "sensitivity.md", table_markdown(curves))
+    plot(curves, out / "sensitivity.png")
+    details = {"ratios": curves["ratios"], "importance": args.importance, "eval_images": curves["eval_images"],
+               "split": "val", "layers": curves["rows"],
+               "files": ["sensitivity.csv", "sensitivity.md", "sensitivity.png"]}
+    baseline = figures(params=count_params(model), macs=curves["baseline_macs"], accuracy=curves["baseline"],
+                       batch=shape[0], input_shape=list(shape))
+    result = dict(baseline)
+    if args.target_macs is not None:
+        import copy
+
+        example = torch.randn(shape)
+        excl = excluded_modules(model, tuple(args.exclude), tuple(args.exclude_type))
+        alloc = allocate(model, curves, args.target_macs, example=example, exclude=excl, round_to=args.round_to)
+        cfg = ChannelPrune(ratio=0.0, layer_ratios=layer_ratio_regexes(alloc), round_to=args.round_to,
+                           exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type))
+        atomic_write_text(out / "recipe.yaml", cfg.to_yaml())
+        from . import prune_with_details
+
+        small, _ = prune_with_details(copy.deepcopy(model), cfg, input_shape=shape[1:])
+        from .sensitivity import _accuracy, _eval_batches
+
+        result = figures(params=count_params(small), macs=macs_of(small, example),
+                         accuracy=_accuracy(small, _eval_batches(data, args.eval_batches)),
+                         batch=shape[0], input_shape=list(shape))
+        details["allocation"] = {"target_macs": args.target_macs, "ratios": alloc,
+                                 "macs_kept": result["macs"] / baseline["macs"],
+                                 "accuracy_without_finetuning": result["accuracy"]}
+        details["files"].append("recipe.yaml")
+        details["notes"] = [f"target_macs = fraction of the original MACs kept; allocation keeps "
+                            f"{result['macs'] / baseline['macs']:.3f}. Replay: edgeslim prune with this recipe "
+                            f"(recipe.yaml) and fine-tune."]
+    report = Report(command="sensitivity", model=args.model, data=args.data, baseline=baseline, result=result,
+                    details=details)
+    report.write(out)
+    text = table_markdown(curves) + f"\nwrote {out}/sensitivity.csv, sensitivity.md, sensitivity.png, report.json"
+    if args.target_macs is not None:
+        text += f"\nallocation (MACs kept {details['allocation']['macs_kept']:.3f}): " + \
+                ", ".join(f"{k}={v:.2f}" for k, v in details["allocation"]["ratios"].items())
+    emit(args, report.to_dict(), text)
+    return 0
