@@ -1,0 +1,106 @@
+"""`edgeslim distill --teacher T --student S --data D --epochs N --temperature 4 --alpha 0.9
+[--features t.layer3:s.layer3] [--attention t.layer2:s.layer2] --out DIR`
+
+Writes DIR/checkpoint/ (the student), DIR/model.onnx (the student, verified in ONNX Runtime),
+DIR/baseline.onnx (the teacher) and DIR/report.json + report.md with baseline = teacher.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from ..cli_common import add_data_args, add_measure_args, add_output_args, emit, load_data, out_dir
+
+
+def register(sub) -> None:
+    p = sub.add_parser("distill", help="train a student from a teacher (soft targets, hints, attention)",
+                       description="Knowledge distillation: soft targets (Hinton) + hard labels, optional FitNets "
+                                   "hints and attention transfer; unlabelled data is distilled from the teacher.")
+    p.add_argument("--teacher", required=True, metavar="MODEL", help="trained teacher: checkpoint/out DIR or spec")
+    p.add_argument("--student", required=True, metavar="MODEL", help="student: zoo name/spec (fresh) or checkpoint")
+    p.add_argument("--num-classes", type=int, help="classes of a fresh student (default: from --data / the teacher)")
+    p.add_argument("--in-channels", type=int)
+    p.add_argument("--spec", help=argparse.SUPPRESS)
+    add_data_args(p, required=True)
+    add_output_args(p)
+    add_measure_args(p)
+    p.add_argument("--epochs", type=float, default=1)
+    p.add_argument("--temperature", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft-target loss (default 0.9)")
+    p.add_argument("--features", action="append", default=[], metavar="t.LAYER:s.LAYER",
+                   help="FitNets hint pair (repeatable); 1x1/linear adapters are added where shapes differ")
+    p.add_argument("--feature-weight", type=float, default=1.0)
+    p.add_argument("--attention", action="append", default=[], metavar="t.LAYER:s.LAYER",
+                   help="attention-transfer pair (repeatable)")
+    p.add_argument("--attention-weight", type=float, default=1000.0)
+    p.add_argument("--lr", type=float, help="learning rate (default 0.05 sgd)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--train-batches", type=int, help="cap training batches per epoch")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from ..core.report import Report
+    from ..measure import compare
+    from ..models import resolve, save
+    from ..train import evaluate
+    from . import KD, distill_with_details
+
+    cfg = KD(temperature=args.temperature, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
+             optimizer=args.optimizer, features=tuple(args.features), feature_weight=args.feature_weight,
+             attention=tuple(args.attention), attention_weight=args.attention_weight, max_batches=args.train_batches)
+    data = load_data(args)
+    in_ch = args.in_channels or data.meta.input_shape[0]
+    teacher, t_info = resolve(args.teacher, in_channels=in_ch,
+                              num_classes=data.meta.num_classes if data.meta.labelled else None)
+    num_classes = args.num_classes or (data.meta.num_classes if data.meta.labelled else None)
+    if num_classes is None:  # unlabelled data: the student predicts what the teacher predicts
+        with torch.no_grad():
+            num_classes = teacher.eval()(torch.zeros(1, *data.meta.input_shape)).shape[-1]
+    student, s_info = resolve(args.student, num_classes=num_classes, in_channels=in_ch, spec=args.spec)
+    shape = (1, *data.meta.input_shape)
+    torch.set_num_threads(args.threads)
+    result_model, details = distill_with_details(student, teacher, data, cfg, seed=args.seed, progress=not args.json)
+    result_model = result_model.cpu().eval()
+    out = out_dir(args)
+    tmp = None
+    if out is None:
+        tmp = tempfile.TemporaryDirectory()
+        out = Path(tmp.name)
+    out.mkdir(parents=True, exist_ok=True)
+    test = data.test or data.val
+    labelled = bool(data.meta.labelled and test is not None)
+    base, result = compare(teacher.cpu().eval(), result_model, shape, workdir=out, loader=test if labelled else None,
+                           threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=args.max_batches)
+    details["teacher"] = args.teacher
+    details["student"] = args.student
+    details["baseline_is"] = "teacher"
+    if labelled:
+        details["accuracy_split"] = "test"
+        details["student_torch_accuracy"] = evaluate(result_model, test, max_batches=args.max_batches)["top1"]
+    details["config"] = cfg.to_dict()
+    if s_info.get("spec") and tmp is None:
+        save(result_model, out / "checkpoint", spec=s_info["spec"], build=s_info.get("build") or {},
+             input_shape=list(shape[1:]), classes=data.meta.classes if data.meta.labelled else None,
+             metrics={"test_top1": result["accuracy"], "distilled_from": args.teacher, "epochs": args.epochs,
+                      "data": args.data})
+    report = Report(command="distill", model=args.student, data=args.data, baseline=base, result=result,
+                    details=details)
+    if tmp is None:
+        report.write(out)
+    d = report.to_dict()
+    lines = [details["notes"][-1],
+             f"teacher params {base['params']:,}, student {result['params']:,}; ONNX Runtime latency "
+             f"{base['latency_ms']:.3f} -> {result['latency_ms']:.3f} ms"]
+    if d["accuracy_drop"] is not None:
+        lines.append(f"accuracy teacher {base['accuracy']:.2f}% -> student {result['accuracy']:.2f}% "
+                     f"(drop {d['accuracy_drop']:.2f})")
+    if tmp is None:
+        lines.append(f"wrote {out}/model.onnx, {out}/report.json, {out}/checkpoint")
+    else:
+        tmp.cleanup()
+    emit(args, d, "\n".join(lines))
+    return 0

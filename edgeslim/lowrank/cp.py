@@ -1,0 +1,72 @@
+"""CP decomposition for Conv2d (Lebedev et al., 2015): ``W (Cout, Cin, kh, kw) ~ sum_r
+lambda_r a_r (x) b_r (x) h_r (x) v_r`` runs as four thin convolutions:
+
+    1x1 (Cin -> R)  ->  depthwise kh x 1 (stride/pad in H)  ->  depthwise 1 x kw (stride/pad in W)
+    ->  1x1 (R -> Cout, weight a_r * lambda_r, the conv's bias)
+
+The decomposition is TensorLy's ``parafac`` (ALS). CP is not exact at any small rank and ALS can
+be slow and unstable on large kernels; Tucker-2 is usually the safer first choice.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.errors import UsageError
+from .svd import check_rank
+
+
+def max_rank(layer: nn.Conv2d) -> int:
+    # a 4-way tensor's CP rank never exceeds the product of all but its largest dimension
+    dims = sorted([layer.out_channels, layer.in_channels, *layer.kernel_size])
+    return int(np.prod(dims[:-1]))
+
+
+def supported(layer: nn.Module) -> str | None:
+    if type(layer) is not nn.Conv2d:
+        return "not a Conv2d"
+    if layer.groups != 1:
+        return "grouped/depthwise conv"
+    if isinstance(layer.padding, str):
+        return "string padding"
+    if layer.kernel_size == (1, 1):
+        return "1x1 kernel (nothing for CP to separate)"
+    if layer.padding_mode != "zeros":
+        return f"padding_mode={layer.padding_mode!r} does not separate into H and W passes"
+    return None
+
+
+def cp_conv(layer: nn.Conv2d, rank: int, *, name: str = "", n_iter_max: int = 25, seed: int = 0) -> nn.Sequential:
+    from tensorly.decomposition import parafac
+
+    why = supported(layer)
+    if why:
+        raise UsageError(f"CP cannot factorize {name or 'this layer'}: {why}")
+    check_rank(rank, max_rank(layer), name, "the product of the kernel's dimensions except the largest")
+    w = layer.weight.detach()
+    with warnings.catch_warnings():  # TensorLy warns when rank exceeds a mode's size (it pads the init)
+        warnings.simplefilter("ignore")
+        cp = parafac(w.double().cpu().numpy(), rank, n_iter_max=n_iter_max, init="svd", random_state=seed)
+    lam = np.asarray(cp.weights)
+    a, b, kh, kw = (np.asarray(f) for f in cp.factors)
+    (sh, sw), (ph, pw), (dh, dw) = layer.stride, layer.padding, layer.dilation
+    first = nn.Conv2d(layer.in_channels, rank, 1, bias=False)
+    vert = nn.Conv2d(rank, rank, (layer.kernel_size[0], 1), (sh, 1), (ph, 0), (dh, 1), groups=rank, bias=False)
+    horiz = nn.Conv2d(rank, rank, (1, layer.kernel_size[1]), (1, sw), (0, pw), (1, dw), groups=rank, bias=False)
+    last = nn.Conv2d(rank, layer.out_channels, 1, bias=layer.bias is not None)
+    seq = nn.Sequential(first, vert, horiz, last).to(w.device, w.dtype)
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(w.device, w.dtype)
+
+    with torch.no_grad():
+        first.weight.copy_(t(b.T[:, :, None, None]))
+        vert.weight.copy_(t(kh.T[:, None, :, None]))
+        horiz.weight.copy_(t(kw.T[:, None, None, :]))
+        last.weight.copy_(t((a * lam[None, :])[:, :, None, None]))
+        if layer.bias is not None:
+            last.bias.copy_(layer.bias.detach())
+    return seq

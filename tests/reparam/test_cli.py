@@ -1,0 +1,26 @@
+"""`edgeslim reparam` through the real console script."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+EDGESLIM = str(Path(sys.executable).with_name("edgeslim"))
+
+
+def test_reparam_cli(tmp_path):
+    out = tmp_path / "rp"
+    p = subprocess.run([EDGESLIM, "reparam", "edgeslim.testing.models:TinyResNet", "--input-shape", "1,1,8,8",
+                        "--runs", "3", "--warmup", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "folded 0 RepVGG block(s), 0 switch_to_deploy module(s), 5 Conv+BN pair(s)" in p.stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["command"] == "reparam" and rep["baseline"]["latency_ms"] and rep["result"]["latency_ms"]
+    assert sum(f["fold"] == "conv_bn" for f in rep["details"]["folds"]) == 5
+    assert rep["details"]["max_abs_diff_folded_vs_original"] < 1e-5
+    assert (out / "model.onnx").is_file()
+    import edgeslim.models as M
+
+    model, _ = M.load(out)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
