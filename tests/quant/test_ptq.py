@@ -1,0 +1,165 @@
+"""PTQ on the toy models, the QDQ export round trip through ONNX Runtime, and bad input."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from edgeslim.core.config import Config
+from edgeslim.core.errors import DataError, ModelError, UsageError
+from edgeslim.quant import PTQ, quantize, quantize_with_details
+from edgeslim.quant.onnx_qdq import export_qdq, integer_ops, parity
+from edgeslim.testing.models import TinyConvNet, TinyMLP, TinyResNet, toy_loader
+
+
+def _bn_stats(m: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.rand(mod.num_features, generator=g) - 0.5)
+            mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def loader():
+    return toy_loader(n=64, batch_size=16)
+
+
+@pytest.mark.parametrize("cls", [TinyConvNet, TinyResNet, TinyMLP])
+def test_qdq_roundtrip_integer_kernels(cls, loader, tmp_path):
+    torch.manual_seed(0)
+    model = _bn_stats(cls())
+    q, details = quantize_with_details(model, PTQ(bits=8, calibration="entropy", calib_batches=2), data=loader)
+    x = next(iter(loader))[0]
+    path = tmp_path / "q.onnx"
+    export_qdq(q, path, x)
+    ops = integer_ops(path)
+    assert ops["integer_ops"], ops["ops"]  # QLinearConv / QGemm after ORT's optimisation
+    assert not ops["float_compute"], ops["float_compute"]
+    p = parity(q, path, [x])
+    assert p["max_abs_diff"] < 1e-4  # the file rounds what the simulation rounds
+    assert p["top1_agreement"] == 1.0
+    assert details["layers"] and all(r["weight_bits"] == 8 for r in details["layers"])
+    # the simulation stays close to the float model
+    with torch.no_grad():
+        f, s = model(x), q(x)
+    assert (f.argmax(1) == s.argmax(1)).float().mean() >= 0.8
+
+
+def test_caller_model_untouched_unless_inplace(loader):
+    model = _bn_stats(TinyConvNet())
+    before = copy.deepcopy(model.state_dict())
+    quantize(model, PTQ(calib_batches=1), data=loader)
+    assert model.bn1.__class__ is nn.BatchNorm2d
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    quantize(model, PTQ(calib_batches=1), data=loader, inplace=True)
+    assert isinstance(model.bn1, nn.Identity)  # folded in place
+
+
+@pytest.mark.parametrize("bad", [0, 9, -3])
+def test_bits_outside_range(bad):
+    with pytest.raises(UsageError):
+        PTQ(bits=bad)
+    with pytest.raises(UsageError):
+        PTQ(weight_bits=bad)
+
+
+def test_one_bit_uniform_refused():
+    with pytest.raises(UsageError):
+        PTQ(bits=1)
+
+
+def test_no_quantizable_layer(loader):
+    model = nn.Sequential(nn.Flatten(), nn.ReLU())
+    with pytest.raises(ModelError):
+        quantize(model, PTQ(), data=loader)
+
+
+def test_empty_and_nan_calibration_data():
+    model = TinyMLP().eval()
+    with pytest.raises(DataError):
+        quantize(model, PTQ(), data=[])
+    bad = torch.randn(4, 1, 8, 8)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(DataError):
+        quantize(model, PTQ(), data=[(bad, torch.zeros(4, dtype=torch.long))])
+    with pytest.raises(DataError):
+        quantize(model, PTQ(), data=None)
+
+
+def test_mixed_precision_map_keeps_layer_float(loader):
+    model = TinyMLP().eval()
+    q, d = quantize_with_details(model, PTQ(mixed_precision={"5": None, "1": 4}, calib_batches=1), data=loader)
+    layers = {r["layer"]: r for r in d["layers"]}
+    assert "5" not in layers and layers["1"]["weight_bits"] == 4 and layers["3"]["weight_bits"] == 8
+    assert any(f["layer"] == "5" and "mixed-precision" in f["why"] for f in d["float_layers"])
+    with pytest.raises(UsageError):
+        PTQ(mixed_precision={"1": 12})
+
+
+def test_unsupported_layer_reported_float(loader):
+    class WithConv1d(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv1d(8, 8, 3, padding=1)
+            self.fc = nn.Linear(64, 4)
+
+        def forward(self, x):
+            return self.fc(self.c1(x.reshape(x.shape[0], 8, 8)).flatten(1))
+
+    _, d = quantize_with_details(WithConv1d().eval(), PTQ(calib_batches=1), data=loader)
+    assert any(f["layer"] == "c1" and "no int8" in f["why"] for f in d["float_layers"])
+
+
+@pytest.mark.parametrize("cfg", [PTQ(bits=4, calibration="mse", per_channel=False),
+                                 PTQ(mixed_precision={"fc": None}), PTQ(calibration="percentile", percentile=99.9)])
+def test_config_roundtrip(cfg):
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config.from_yaml(cfg.to_yaml()) == cfg
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "ema", "percentile", "entropy", "mse"])
+def test_every_calibration_runs(calibration, loader):
+    q = quantize(TinyConvNet().eval(), PTQ(calibration=calibration, calib_batches=1), data=loader)
+    x = next(iter(loader))[0]
+    assert torch.isfinite(q(x)).all()
+
+
+def test_low_bit_export_clips_like_simulation(loader, tmp_path):
+    model = _bn_stats(TinyConvNet())
+    q = quantize(model, PTQ(weight_bits=4, act_bits=4, calib_batches=2), data=loader)
+    x = next(iter(loader))[0]
+    export_qdq(q, tmp_path / "q4.onnx", x)
+    assert parity(q, tmp_path / "q4.onnx", [x])["max_abs_diff"] < 1e-4
+
+
+def test_adaround_improves_4bit_reconstruction(loader):
+    model = _bn_stats(TinyConvNet())
+    _, d = quantize_with_details(model, PTQ(weight_bits=4, act_bits=8, adaround=True, adaround_iters=60,
+                                            calib_batches=2), data=loader)
+    rows = d["adaround"]["layers"]
+    assert rows
+    assert sum(r["mse_adaround"] for r in rows) <= sum(r["mse_nearest"] for r in rows) * 1.05
+
+
+def test_data_free_equalization_preserves_function():
+    from edgeslim.quant.equalize import equalize
+
+    model = TinyMLP().eval()
+    model[1].weight.data[0] *= 20  # unbalanced channel ranges
+    x = torch.randn(8, 1, 8, 8)
+    ref = model(x)
+    m2 = copy.deepcopy(model)
+    n = equalize(m2, ["1", "3", "5"])
+    assert n == 2
+    torch.testing.assert_close(m2(x), ref, rtol=1e-4, atol=1e-5)
+    ranges = m2[1].weight.abs().amax(1)
+    assert float(ranges.max() / ranges.min()) < float(model[1].weight.abs().amax(1).max() / model[1].weight.abs().amax(1).min())
+
+
+def test_data_free_needs_no_data():
+    q, d = quantize_with_details(_bn_stats(TinyConvNet()), PTQ(data_free=True, per_channel=False))
+    assert d["calibration"] is None and d["layers"]
+    assert d["bias_corrected"] >= 1
