@@ -56,6 +56,7 @@ def cached_trained(spec: str, epochs: float, *, data: str = "fashion-mnist", see
     from edgeslim import models
     from edgeslim.train import evaluate, fit
 
+    epochs = int(epochs) if float(epochs).is_integer() else float(epochs)  # 1 and 1.0 share an entry
     key = f"{spec.replace(':', '_')}-{data.replace(':', '_').replace('/', '_')}-e{epochs}-s{seed}-{optimizer}-lr{lr}"
     if build:
         key += "-" + "-".join(f"{k}{v}" for k, v in sorted(build.items()))

@@ -10,5 +10,6 @@ from .prune import prune  # noqa: E402  (the verb; `from edgeslim.prune import C
 from .distill import distill  # noqa: E402
 from .lowrank import factorize  # noqa: E402
 from .reparam import reparam  # noqa: E402
+from .search import auto, compress  # noqa: E402
 
 __all__ = ["Report", "__version__"]

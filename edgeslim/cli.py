@@ -24,6 +24,7 @@ _COMMAND_MODULES = [
     "edgeslim.distill.cli",
     "edgeslim.lowrank.cli",
     "edgeslim.reparam.cli",
+    "edgeslim.search.cli",
 ]
 
 

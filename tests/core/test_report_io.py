@@ -45,3 +45,13 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["a.json"]  # no temp file left behind
     atomic_write_text(p, "x")
     assert p.read_text() == "x"
+
+
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    p = tmp_path / "b.txt"
+    atomic_write_text(p, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == 0o666 & ~mask

@@ -1,0 +1,637 @@
+"""``edgeslim.auto``: the smallest (or fastest) deployable model whose accuracy meets an SLA.
+
+    minimize Size(policy) (or Latency(policy))  subject to  val_accuracy(policy) >= SLA
+
+One loop on an Optuna study:
+
+1. measure the baseline (fp32 ONNX: validation accuracy, size, latency) -> SLA = baseline - max_drop
+   (or ``min_accuracy``); scan per-group pruning sensitivity once (it steers the "sensitivity"
+   allocation and the greedy pass);
+2. greedy pass (fresh study only): cheap no-fine-tune probes pick the first policies, enqueued;
+3. TPE (one objective, SLA as a constraint) or NSGA-II (``pareto``: accuracy, size, latency);
+   each trial builds a recipe, runs it, reports the float accuracy after fine-tuning to a pruner
+   (clearly infeasible trials stop there), exports the artifact and MEASURES it: accuracy of the
+   ONNX file on the validation split, bytes on disk, ONNX Runtime latency, MACs alongside.
+   Identical recipes are measured once (hash of the recipe);
+4. every new best feasible trial is written at once, atomically: DIR/model.onnx, DIR/winner.yaml,
+   DIR/checkpoint (float results), DIR/best.json;
+5. the winner is measured again against the baseline, side by side, on the TEST split (which never
+   steers the search): report.json / .md / .html with the Pareto plot.
+
+The study lives in SQLite (DIR/study.db) unless ``storage`` says otherwise, so a killed search
+resumes (``resume=True``) without losing a finished trial, and PostgreSQL lets several machines
+work on one study (``worker=True``).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..core.errors import DataError, EdgeslimError, UsageError
+from ..core.io import atomic_path, atomic_write_text, write_json
+from .recipe import Compressed, export_artifact, layer_policy, recipe_dict, recipe_yaml, run_steps, write_outputs
+from .space import SearchSpace, build_steps, describe, full_policy, load_space, suggest
+from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner, quick_accuracy
+
+STUDY_NAME = "edgeslim-auto"
+PRUNE_MARGIN = 3.0  # points under the SLA at which a trial is stopped before export
+
+
+def parse_budget(budget: Any) -> float:
+    """'30m', '90s', '1h30m', '45' (minutes) or a number of seconds -> seconds."""
+    if budget is None:
+        return math.inf
+    if isinstance(budget, (int, float)) and not isinstance(budget, bool):
+        if budget <= 0:
+            raise UsageError(f"budget must be positive, got {budget!r}")
+        return float(budget)
+    text = str(budget).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text) * 60
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*(h|m|min|s|sec)", text)
+    if not parts or re.sub(r"(\d+(?:\.\d+)?)\s*(h|m|min|s|sec)", "", text).strip():
+        raise UsageError(f"cannot read budget {budget!r}", hint="use e.g. 30m, 90s, 1h30m")
+    secs = sum(float(v) * {"h": 3600, "m": 60, "min": 60, "s": 1, "sec": 1}[u] for v, u in parts)
+    if secs <= 0:
+        raise UsageError(f"budget must be positive, got {budget!r}")
+    return secs
+
+
+def open_storage(url: str, *, heartbeat: bool):
+    import optuna
+
+    try:
+        kw: dict = {}
+        if heartbeat:  # workers: a trial whose process died is failed after the grace period and retried
+            import warnings
+
+            from optuna import storages
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
+                    kw = dict(heartbeat_stale_trial_callback=storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+                else:
+                    kw = dict(failed_trial_callback=storages.RetryFailedTrialCallback(max_retry=1))
+                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90, **kw)
+        return optuna.storages.RDBStorage(url)
+    except Exception as e:  # noqa: BLE001 - sqlalchemy / driver errors of every kind
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = "check the URL, that the server is up and reachable, and the credentials"
+        if isinstance(e, ModuleNotFoundError) or "No module named" in msg:
+            hint = "install the database driver (PostgreSQL: pip install psycopg2-binary)"
+        raise EdgeslimError(f"cannot open the study storage {_redact(url)}: {msg}", hint=hint) from None
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+@dataclasses.dataclass
+class AutoResult:
+    model: nn.Module  # the winner (a quantization simulation when int8), or the baseline
+    report: Any  # edgeslim.Report (test-split figures)
+    feasible: bool
+    out: Path
+    best_trial: int | None
+    recipe: dict | None
+
+
+def _hash(steps) -> str:
+    return hashlib.sha1(json.dumps(recipe_dict(steps), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _fmt_size(n: float | None) -> str:
+    if n is None:
+        return "–"
+    return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accuracy: float | None = None,
+         objective: str = "size", budget: Any = "30m", trials: int | None = None, storage: str | None = None,
+         resume: bool = False, worker: bool = False, out: str | os.PathLike = "runs/auto",
+         space: Any = None, pareto: bool = False, greedy: bool = True, seed: int = 0, spec: str | None = None,
+         build: dict | None = None, model_name: str | None = None, input_shape=None, threads: int = 2,
+         val_batches: int | None = None, latency_runs: int = 30, final_runs: int = 50,
+         log: Callable[[str], None] | None = None) -> AutoResult:
+    """Search compression policies for ``model`` under an accuracy SLA; see the module docstring.
+
+    ``data``: a DataBundle (or a dataset name) with labelled train and validation splits.
+    ``max_drop`` (points below the baseline's validation accuracy, default 0.5) or ``min_accuracy``.
+    ``budget``: wall time for this call ('30m'); ``trials``: finished trials for the whole study.
+    Writes ``out`` (see docs/auto.md) and returns an AutoResult; ``feasible`` is False when no
+    policy met the SLA (the baseline is kept and written as the result).
+    """
+    import optuna
+
+    t_start = time.monotonic()
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"auto expects a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(data, str):
+        from .. import data as es_data
+
+        data = es_data.load(data, seed=seed)
+    if objective not in ("size", "latency"):
+        raise UsageError(f"unknown objective {objective!r}", hint="use size or latency")
+    if max_drop is not None and min_accuracy is not None:
+        raise UsageError("give max_drop or min_accuracy, not both")
+    if max_drop is None and min_accuracy is None:
+        max_drop = 0.5
+    if max_drop is not None and max_drop < 0:
+        raise UsageError(f"max_drop must be >= 0 points, got {max_drop}")
+    if trials is not None and trials < 1:
+        raise UsageError(f"trials must be >= 1, got {trials}")
+    budget_s = parse_budget(budget)
+    if data is None or getattr(data, "meta", None) is None:
+        raise DataError("auto needs data (a DataBundle with train and validation splits)", hint="pass --data D")
+    if not data.meta.labelled:
+        raise DataError(f"auto needs labelled data to check the accuracy SLA; {data.meta.name} has no labels",
+                        hint="use a labelled dataset (fashion-mnist, imagefolder:PATH)")
+    if data.val is None:
+        raise DataError("auto needs a validation split: the search is steered by validation accuracy and the "
+                        "test split is kept for the final figure", hint="use a val fraction > 0 (--val-fraction 0.1)")
+    space = load_space(space)
+    shape = tuple(input_shape) if input_shape is not None else tuple(data.meta.input_shape)
+    shape = shape[1:] if len(shape) == 4 else shape
+    xshape = (1, *shape)
+    model = copy.deepcopy(model).eval()
+    _check_model(model, xshape, data)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / ".work"
+    work.mkdir(exist_ok=True)
+    storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    store = open_storage(storage_url, heartbeat=worker or not storage_url.startswith("sqlite"))
+    existing = optuna.get_all_study_names(store)
+
+    if worker and STUDY_NAME not in existing:
+        raise UsageError(f"there is no study to join in {_redact(storage_url)}",
+                         hint="start the search once without --worker (it creates the study), then the workers")
+    if STUDY_NAME in existing and not (resume or worker):
+        n = len(optuna.load_study(study_name=STUDY_NAME, storage=store).trials)
+        raise UsageError(f"{_redact(storage_url)} already holds a search ({n} trials)",
+                         hint="pass --resume to continue it, --worker to join it, or choose another --out / --storage")
+
+    # -- baseline, SLA, sensitivity (stored in the study so resumes and workers reuse them) ----------
+    fresh = STUDY_NAME not in existing
+    if not fresh:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=store)
+        attrs = study.user_attrs
+        if "sla" not in attrs:
+            raise EdgeslimError("the study in the storage was not finished setting up (no SLA recorded)",
+                                hint="start a fresh search with another --out / --storage")
+        sla, base = attrs["sla"], attrs["baseline"]
+        objective, pareto = attrs["objective"], attrs["pareto"]
+        space = load_space(attrs["space"])
+        curves = attrs.get("sensitivity")
+        t_trial_est = attrs.get("trial_estimate_s", 0)
+        log(f"{'joining' if worker else 'resuming'} the search in {_redact(storage_url)}: SLA val >= {sla:.2f}%, "
+            f"objective {'pareto' if pareto else objective}, {len(study.trials)} trial(s) so far")
+    else:
+        study, sla, base, curves, t_trial_est = _setup(model, data, space, xshape, work, store, storage_url,
+                                                       max_drop, min_accuracy, objective, pareto, seed, threads,
+                                                       val_batches, latency_runs, log,
+                                                       deadline=(t_start + budget_s, budget))
+    elapsed = time.monotonic() - t_start
+    remaining = budget_s - elapsed
+    if remaining < t_trial_est:
+        raise UsageError(f"the budget ({budget}) is too short for one trial: setting up took {elapsed:.0f}s and a "
+                         f"trial takes at least about {t_trial_est:.0f}s here",
+                         hint=f"give --budget {max(2, math.ceil((elapsed + 3 * t_trial_est) / 60))}m or more")
+
+    if resume and not worker:
+        _recover_killed(study, log)
+
+    # -- the trial ----------------------------------------------------------------------------------
+    sens_cache: dict[float, dict] = {}
+
+    def layer_ratios_for(params: dict) -> dict | None:
+        p = full_policy(params, space)
+        if p["prune_ratio"] <= 0 or p["allocation"] != "sensitivity" or not curves:
+            return None
+        r = float(p["prune_ratio"])
+        if r not in sens_cache:
+            sens_cache[r] = _allocate(model, curves, r, xshape, space)
+        return sens_cache[r]
+
+    state = _BestTracker(out, study, objective, pareto, sla, spec, build, data, shape, log)
+    measured: dict[str, dict] = {t.user_attrs["hash"]: dict(t.user_attrs) for t in study.trials
+                                 if t.state.name == "COMPLETE" and "hash" in t.user_attrs}
+    val_loader = data.val
+    prune_batches = first_batches(data.val, 4)
+    teacher = copy.deepcopy(model).eval()
+    if greedy and fresh:
+        t_g = time.monotonic()
+        probe = proxy_runner(model, space, data=data, input_shape=shape, batches=prune_batches,
+                             layer_ratios_for=layer_ratios_for)
+        seeds = greedy_seeds(model, space, sla=sla, batches=prune_batches, run_proxy=probe, log=log)
+        for p in seeds:
+            study.enqueue_trial(p, user_attrs={"origin": "greedy"})
+        log(f"greedy pass: {len(seeds)} policies queued first ({time.monotonic() - t_g:.0f}s)")
+
+    def objective_fn(trial):
+        t0 = time.monotonic()
+        params = suggest(trial, space, model)
+        origin = trial.user_attrs.get("origin", "search")
+        steps = build_steps(params, space, layer_ratios=layer_ratios_for(params))
+        h = _hash(steps)
+        policy_text = describe(params, space)
+        trial.set_user_attr("policy", policy_text)
+        trial.set_user_attr("recipe", recipe_dict(steps, seed=seed))
+        trial.set_user_attr("hash", h)
+        trial.set_user_attr("origin", origin)
+        if h in measured:
+            m = measured[h]
+            for k in ("val_accuracy", "size_bytes", "latency_ms", "macs", "params", "feasible", "constraint", "layers"):
+                if k in m:
+                    trial.set_user_attr(k, m[k])
+            trial.set_user_attr("cached_from", m.get("trial", None))
+            _set_constraint(trial, m["constraint"])
+            log(f"trial {trial.number} [{origin}] {policy_text} | same recipe as trial {m.get('trial')}: reused")
+            return _values(m, objective, pareto)
+        res = _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, prune_batches)
+        onnx_path = work / f"trial-{trial.number}.onnx"
+        export_artifact(res, onnx_path, xshape)
+        from ..measure import artifact_size, count_macs, latency, onnx_accuracy
+
+        val = onnx_accuracy(onnx_path, val_loader, max_batches=val_batches, threads=threads)["top1"]
+        size = artifact_size(onnx_path)
+        lat = latency(onnx_path, xshape, threads=threads, warmup=5, runs=latency_runs)["median_ms"]
+        macs = count_macs(res.float_model, xshape)[0]
+        m = {"trial": trial.number, "val_accuracy": val, "size_bytes": size, "latency_ms": lat, "macs": macs,
+             "params": sum(p.numel() for p in res.float_model.parameters()), "feasible": val >= sla,
+             "constraint": sla - val, "layers": layer_policy(model, res), "seconds": round(time.monotonic() - t0, 1)}
+        for k, v in m.items():
+            trial.set_user_attr(k, v)
+        _set_constraint(trial, m["constraint"])
+        measured[h] = {**m, "hash": h}
+        state.offer(trial.number, m, res, steps, onnx_path, policy_text, seed)
+        log(f"trial {trial.number} [{origin}] {policy_text} | val {val:.2f}% (SLA {sla:.2f}) | {_fmt_size(size)} | "
+            f"{lat:.3f} ms | {macs / 1e6:.2f} MMACs | {'feasible' if m['feasible'] else 'infeasible'} | "
+            f"{m['seconds']:.0f}s | best: {state.summary()}")
+        if onnx_path.exists() and state.best_trial != trial.number:
+            onnx_path.unlink()
+        return _values(m, objective, pareto)
+
+    n_done = lambda: sum(1 for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED"))
+    fails = [0]
+
+    def stop_cb(st, frozen):
+        fails[0] = fails[0] + 1 if frozen.state.name == "FAIL" else 0
+        if frozen.state.name == "FAIL":
+            log(f"trial {frozen.number} failed: {frozen.user_attrs.get('error', 'see --debug')}")
+        if trials is not None and n_done() >= trials:
+            st.stop()
+        if fails[0] >= 3:
+            log("three trials in a row failed: stopping the search")
+            st.stop()
+
+    def wrapped(trial):
+        try:
+            return objective_fn(trial)
+        except optuna.TrialPruned as e:
+            log(f"trial {trial.number} [{trial.user_attrs.get('origin', 'search')}] {trial.user_attrs.get('policy')} | "
+                f"stopped early: {e}")
+            raise
+        except EdgeslimError as e:
+            trial.set_user_attr("error", e.message)
+            raise
+        except Exception as e:  # noqa: BLE001 - recorded, the search goes on
+            trial.set_user_attr("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            raise
+
+    remaining = budget_s - (time.monotonic() - t_start)
+    if trials is None or n_done() < trials:
+        log(f"searching: budget {remaining / 60:.1f} min left"
+            + (f", trials {n_done()}/{trials}" if trials else "") + f", objective {'pareto' if pareto else objective}")
+        study.optimize(wrapped, timeout=max(0.01, remaining), callbacks=[stop_cb], catch=(Exception,),
+                       gc_after_trial=True)
+    else:
+        log(f"the study already has {n_done()} finished trials (>= {trials}): nothing to run")
+    if n_done() == 0 and not state.has_best():
+        raise EdgeslimError(f"no trial finished within the budget ({budget})",
+                            hint="raise --budget (one trial here takes about "
+                                 f"{max(t_trial_est, 1):.0f}s plus fine-tuning)")
+    return _finish(model, study, state, data, shape, sla, base, objective, pareto, out, spec, build, model_name,
+                   threads, final_runs, storage_url, budget, trials, time.monotonic() - t_start, seed, space, log)
+
+
+# -- pieces of the loop ------------------------------------------------------------------------------
+def _check_model(model, xshape, data) -> None:
+    from ..cli_common import check_classes
+
+    check_classes(model, {"input_shape": list(xshape[1:])}, data)
+
+
+def _values(m: dict, objective: str, pareto: bool):
+    if pareto:
+        return m["val_accuracy"], float(m["size_bytes"]), float(m["latency_ms"])
+    return float(m["size_bytes"] if objective == "size" else m["latency_ms"])
+
+
+def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, batches) -> Compressed:
+    """Run the recipe; after the last float step report the float accuracy so the pruner can stop a
+    clearly infeasible trial before quantization, export and full validation."""
+    import optuna
+
+    float_steps = [s for s in steps if s.kind not in ("ptq", "qat")]
+    q_steps = steps[len(float_steps):]
+    res = run_steps(model, float_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
+    if float_steps:
+        acc = quick_accuracy(res.model, batches)
+        trial.set_user_attr("float_val_sample", acc)
+        pruned = False
+        if pareto:
+            pruned = acc < sla - PRUNE_MARGIN
+        else:
+            trial.report(acc, 0)
+            pruned = trial.should_prune()
+        if pruned:
+            trial.set_user_attr("constraint", sla - acc)
+            _set_constraint(trial, sla - acc)
+            raise optuna.TrialPruned(f"float accuracy {acc:.2f}% on {sum(len(y) for _, y in batches)} validation "
+                                     f"images is more than {PRUNE_MARGIN} points under the SLA")
+    if q_steps:
+        q = run_steps(res.model, q_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
+        res = Compressed(q.model, res.model, True, list(steps), res.details + q.details)
+    return res
+
+
+def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_accuracy, objective, pareto, seed,
+           threads, val_batches, latency_runs, log, deadline=(math.inf, None)):
+    import optuna
+
+    from ..export import onnx as export_onnx
+    from ..measure import artifact_size, latency, onnx_accuracy
+    from ..train import fit
+
+    t0 = time.monotonic()
+    b_path = work / "baseline.onnx"
+    export_onnx(model, b_path, input_shape=xshape)
+    b_val = onnx_accuracy(b_path, data.val, max_batches=val_batches, threads=threads)["top1"]
+    b_size = artifact_size(b_path)
+    b_lat = latency(b_path, xshape, threads=threads, warmup=5, runs=latency_runs)["median_ms"]
+    t_eval = time.monotonic() - t0
+    if deadline[0] - time.monotonic() < 1.2 * t_eval:  # not even one export + validation fits
+        raise UsageError(f"the budget ({deadline[1]}) is too short for one trial: measuring one artifact takes "
+                         f"about {t_eval:.0f}s here", hint=f"give --budget {max(2, math.ceil(10 * t_eval / 60))}m or more")
+    sla = b_val - max_drop if max_drop is not None else float(min_accuracy)
+    base = {"val_accuracy": b_val, "size_bytes": b_size, "latency_ms": b_lat}
+    log(f"baseline (fp32 ONNX): val {b_val:.2f}% | {_fmt_size(b_size)} | {b_lat:.3f} ms -> SLA: val accuracy >= "
+        f"{sla:.2f}%" + (f" (baseline - {max_drop:g} points)" if max_drop is not None else ""))
+    # one fine-tuning step, timed, to size a trial
+    probe = copy.deepcopy(model)
+    t1 = time.monotonic()
+    fit(probe, data, epochs=1, max_batches=2, progress=False, seed=seed)
+    t_step = (time.monotonic() - t1) / 2
+    curves = None
+    if "sensitivity" in space.allocation and any(r > 0 for r in space.prune_ratio):
+        from ..prune.sensitivity import analyze
+
+        t2 = time.monotonic()
+        try:
+            # coarse on purpose (3 ratios, 2 batches): it ranks groups, the trials measure the result
+            c = analyze(model, data, example_shape=xshape, importance=space.importance, ratios=(0.25, 0.5, 0.75),
+                        max_batches=2)
+            curves = {"layers": c["layers"], "ratios": c["ratios"], "rows": c["rows"], "baseline": c["baseline"]}
+            log(f"sensitivity scan of {len(c['layers'])} channel groups: {time.monotonic() - t2:.0f}s")
+        except EdgeslimError as e:
+            log(f"sensitivity scan unavailable ({e.message}); the sensitivity allocation falls back to uniform")
+    # the cheapest trial exports, validates and times one artifact (plus fine-tuning when every policy does)
+    min_ft = min(space.finetune_epochs)
+    t_trial = t_eval * 1.2 + min_ft * (space.finetune_batches or len(data.train)) * t_step
+    if pareto:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=store, directions=["maximize", "minimize", "minimize"],
+                                    sampler=make_sampler("nsga2", seed=seed, constraints=_constraints))
+    else:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=store, direction="minimize",
+                                    sampler=make_sampler("tpe", seed=seed, constraints=_constraints),
+                                    pruner=optuna.pruners.ThresholdPruner(lower=sla - PRUNE_MARGIN))
+    for k, v in {"sla": sla, "baseline": base, "objective": objective, "pareto": pareto, "space": space.to_dict(),
+                 "sensitivity": curves, "trial_estimate_s": round(t_trial, 1), "max_drop": max_drop,
+                 "min_accuracy": min_accuracy, "seed": seed}.items():
+        study.set_user_attr(k, v)
+    return study, sla, base, curves, t_trial
+
+
+def _set_constraint(trial, value: float) -> None:
+    from .strategies import native_constraints
+
+    if native_constraints():
+        trial.set_constraint("accuracy_sla", float(value))
+
+
+def _constraints(frozen) -> tuple[float]:
+    return (float(frozen.user_attrs.get("constraint", 1e9)),)
+
+
+def _allocate(model, curves, ratio: float, xshape, space: SearchSpace) -> dict[str, float]:
+    """Per-group ratios from the sensitivity curves, at the MACs the uniform ratio reaches."""
+    from ..prune.importance import Magnitude
+    from ..prune.sensitivity import allocate
+    from ..prune.structured import macs_of, prune_once
+
+    example = torch.randn(xshape, generator=torch.Generator().manual_seed(0))
+    m = copy.deepcopy(model)
+    prune_once(m, example, ratio=ratio, importance=Magnitude(1))
+    target = macs_of(m, example) / macs_of(model, example)
+    try:
+        return allocate(model, curves, min(0.999, target), example=example, max_ratio=0.9)
+    except UsageError:
+        return {}
+
+
+def _recover_killed(study, log) -> None:
+    """Trials left RUNNING by a killed process: mark them failed and queue their policy again."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"origin": "resumed"})
+        log(f"trial {t.number} was interrupted: queued its policy again")
+
+
+class _BestTracker:
+    """Keeps the best feasible trial of this process on disk at every moment."""
+
+    def __init__(self, out: Path, study, objective, pareto, sla, spec, build, data, shape, log):
+        self.out, self.objective, self.pareto, self.sla = out, objective, pareto, sla
+        self.spec, self.build, self.data, self.shape, self.log = spec, build, data, shape, log
+        self.best_trial: int | None = None
+        self.best: dict | None = None
+        self.result: Compressed | None = None
+        self.steps = None
+        bj = out / "best.json"
+        if bj.is_file():  # resumed: the artifact of the previous best is already in DIR
+            try:
+                b = json.loads(bj.read_text())
+                self.best_trial, self.best = b["trial"], b["metrics"]
+            except (OSError, ValueError, KeyError):
+                pass
+
+    def key(self, m: dict):
+        primary = m["size_bytes"] if self.objective == "size" else m["latency_ms"]
+        return (primary, -m["val_accuracy"])
+
+    def has_best(self) -> bool:
+        return self.best is not None
+
+    def summary(self) -> str:
+        if self.best is None:
+            return "none feasible yet"
+        return (f"trial {self.best_trial} {_fmt_size(self.best['size_bytes'])} {self.best['latency_ms']:.3f} ms "
+                f"val {self.best['val_accuracy']:.2f}%")
+
+    def offer(self, number, m, res: Compressed, steps, onnx_path: Path, policy_text, seed) -> None:
+        if not m["feasible"] or (self.best is not None and self.key(m) >= self.key(self.best)):
+            return
+        self.best_trial, self.best, self.result, self.steps = number, dict(m), res, steps
+        with atomic_path(self.out / "model.onnx") as tmp:
+            shutil.copyfile(onnx_path, tmp)
+        atomic_write_text(self.out / "winner.yaml", _winner_yaml(steps, seed, number, m, policy_text))
+        _swap_checkpoint(self.out, res, self.spec, self.build, self.data, self.shape)
+        write_json(self.out / "best.json", {"trial": number, "policy": policy_text,
+                                            "metrics": {k: v for k, v in m.items() if k != "layers"},
+                                            "recipe": recipe_dict(steps, seed=seed)})
+
+
+def _winner_yaml(steps, seed, number, m, policy_text) -> str:
+    head = (f"# edgeslim auto winner: trial {number}, {policy_text}\n"
+            f"# validation accuracy {m['val_accuracy']:.2f}%, {m['size_bytes']} bytes, {m['latency_ms']:.3f} ms\n"
+            f"# replay: edgeslim compress MODEL --recipe winner.yaml --data D --out DIR\n")
+    return head + recipe_yaml(steps, seed=seed)
+
+
+def _swap_checkpoint(out: Path, res: Compressed, spec, build, data, shape) -> None:
+    """DIR/checkpoint holds the float winner; replaced as a whole (build aside, then rename)."""
+    final = out / "checkpoint"
+    if res.quantized or not spec:
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+        return
+    from .. import models
+
+    tmp = out / ".checkpoint.new"
+    shutil.rmtree(tmp, ignore_errors=True)
+    models.save(res.model, tmp, spec=spec, input_shape=shape, build=build,
+                classes=list(data.meta.classes) if data.meta.labelled else None, extra={"command": "auto"})
+    old = out / ".checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _trial_rows(study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "origin": a.get("origin"),
+                     "policy": a.get("policy"), "val_accuracy": a.get("val_accuracy"),
+                     "float_val_sample": a.get("float_val_sample"), "size_bytes": a.get("size_bytes"),
+                     "latency_ms": a.get("latency_ms"), "macs": a.get("macs"), "feasible": a.get("feasible"),
+                     "seconds": a.get("seconds"), "error": a.get("error")})
+    return rows
+
+
+def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective, pareto, out: Path, spec, build,
+            model_name, threads, final_runs, storage_url, budget, trials, seconds, seed, space, log) -> AutoResult:
+    from ..report import pareto_plot, write_html
+
+    rows = _trial_rows(study)
+    feasible = [r for r in rows if r["state"] == "complete" and r["feasible"]]
+    best_row = min(feasible, key=lambda r: ((r["size_bytes"] if objective == "size" else r["latency_ms"]),
+                                            -r["val_accuracy"])) if feasible else None
+    details: dict[str, Any] = {
+        "split": "test", "search_split": "val", "sla": {"min_val_accuracy": sla, "baseline_val_accuracy":
+                                                         base["val_accuracy"], "max_drop": study.user_attrs.get("max_drop"),
+                                                         "min_accuracy": study.user_attrs.get("min_accuracy")},
+        "objective": "pareto (accuracy, size, latency)" if pareto else objective,
+        "strategy": ("greedy + " if any(r["origin"] == "greedy" for r in rows) else "")
+                    + ("NSGA-II" if pareto else "TPE"),
+        "storage": _redact(storage_url), "budget": str(budget), "trials_budget": trials,
+        "search_seconds": round(seconds, 1), "baseline_search": base, "trials": rows,
+        "space": space.to_dict(), "notes": [],
+    }
+    counts = {s: sum(1 for r in rows if r["state"] == s) for s in ("complete", "pruned", "fail")}
+    details["notes"].append(f"{len(rows)} trials: {counts['complete']} measured, {counts['pruned']} stopped early "
+                            f"by the pruner, {counts['fail']} failed; {len(feasible)} met the SLA on the validation split")
+    if best_row is None:
+        details["notes"].insert(0, f"no policy met the SLA (validation accuracy >= {sla:.2f}%): the baseline is kept")
+        from .recipe import Compressed as C
+
+        res = C(model, model, False, [], [])
+        for stale in ("winner.yaml", "best.json"):
+            (out / stale).unlink(missing_ok=True)
+        report = write_outputs(model, res, out, data=data, input_shape=shape, spec=spec, build=build,
+                               model_name=model_name, command="auto", threads=threads, runs=final_runs,
+                               extra_details=details)
+        _render(report, rows, sla, out, None, log)
+        log(f"no policy met the SLA (val >= {sla:.2f}%): kept the baseline in {out}/model.onnx")
+        return AutoResult(model, report, False, out, None, None)
+    number = best_row["trial"]
+    trial = study.trials[number]
+    recipe = trial.user_attrs["recipe"]
+    if state.best_trial == number and state.result is not None:
+        res = state.result
+    else:  # found by another worker or a killed run: rebuild it from its recipe (deterministic)
+        from .recipe import load_recipe
+
+        log(f"rebuilding the winner (trial {number}) from its recipe")
+        steps, _ = load_recipe(recipe)
+        res = run_steps(model, steps, data=data, input_shape=shape, seed=seed)
+        p = out / ".work" / f"trial-{number}.onnx"
+        export_artifact(res, p, (1, *shape))
+        m = {k: trial.user_attrs[k] for k in ("val_accuracy", "size_bytes", "latency_ms", "macs", "feasible")}
+        state.best, state.best_trial = None, None
+        state.offer(number, m, res, steps, p, trial.user_attrs.get("policy", ""), seed)
+    details.update({"best_trial": number, "policy": trial.params, "policy_text": trial.user_attrs.get("policy"),
+                    "recipe": recipe, "val_accuracy": trial.user_attrs.get("val_accuracy")})
+    report = write_outputs(model, res, out, data=data, input_shape=shape, spec=spec, build=build,
+                           model_name=model_name, command="auto", threads=threads, runs=final_runs,
+                           extra_details=details, artifact=out / "model.onnx")
+    test_acc = report.result.get("accuracy")
+    base_test = (report.baseline or {}).get("accuracy")
+    if test_acc is not None and base_test is not None:
+        within = test_acc >= base_test - (study.user_attrs.get("max_drop") or 0) if study.user_attrs.get("max_drop") is not None \
+            else test_acc >= sla
+        report.details["test_within_sla"] = bool(within)
+        report.details["notes"].append(
+            f"test split (never seen by the search): {test_acc:.2f}% vs baseline {base_test:.2f}% -> "
+            + ("within" if within else "OUTSIDE") + " the SLA")
+        report.write(out)
+    _render(report, rows, sla, out, number, log)
+    log(f"winner: trial {number} {trial.user_attrs.get('policy')} -> {out}/model.onnx")
+    return AutoResult(res.model, report, True, out, number, recipe)
+
+
+def _render(report, rows, sla, out: Path, best, log) -> None:
+    from ..report import pareto_plot, write_html
+
+    try:
+        png = pareto_plot(rows, out / "pareto.png", sla=sla, best=best)
+        report.details["pareto_plot"] = png.name
+    except Exception as e:  # noqa: BLE001 - a plot must not lose the search
+        log(f"could not draw the Pareto plot: {e}")
+    report.write(out)
+    from ..report import write_markdown
+
+    write_markdown(report, out / "report.md")
+    write_html(report, out / "report.html")

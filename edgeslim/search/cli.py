@@ -1,0 +1,90 @@
+"""`edgeslim compress` (run a recipe) and `edgeslim auto` (the SLA search).
+
+    edgeslim compress MODEL --recipe r.yaml --data D --out DIR [--json]
+    edgeslim auto MODEL --data D --max-drop 0.5 --objective size|latency --budget 30m [--trials N]
+        [--storage sqlite:///DIR/study.db] [--resume] [--worker] [--pareto] [--space FILE] --out DIR
+"""
+from __future__ import annotations
+
+import sys
+
+from ..cli_common import (add_data_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model,
+                          out_dir)
+
+
+def register(sub) -> None:
+    c = sub.add_parser("compress", help="run a recipe: a list of technique configs from YAML, in order",
+                       description="Run the steps of a YAML recipe (steps: [{type: channel_prune, ratio: 0.5}, "
+                                   "{type: ptq, bits: 8}]) and write model.onnx, checkpoint/ (float results) and "
+                                   "the report, the input model's fp32 ONNX measured side by side.")
+    add_model_args(c)
+    add_data_args(c)
+    add_output_args(c, out_required=True)
+    c.add_argument("--recipe", required=True, metavar="YAML", help="recipe file (e.g. an auto run's winner.yaml)")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--runs", type=int, default=50, help="timed latency runs (default 50)")
+    c.set_defaults(func=run_compress)
+
+    a = sub.add_parser("auto", help="smallest / fastest model that meets an accuracy SLA (search)",
+                       description="Search pruning, quantization, low-rank and distillation policies under an "
+                                   "accuracy SLA, measuring every candidate in ONNX Runtime.")
+    add_model_args(a)
+    add_data_args(a, required=True)
+    add_output_args(a, out_required=True)
+    sla = a.add_mutually_exclusive_group()
+    sla.add_argument("--max-drop", type=float, help="points of validation accuracy the result may lose (default 0.5)")
+    sla.add_argument("--min-accuracy", type=float, help="absolute validation top-1 floor in percent")
+    a.add_argument("--objective", choices=["size", "latency"], default="size")
+    a.add_argument("--pareto", action="store_true", help="NSGA-II over accuracy, size and latency (default TPE)")
+    a.add_argument("--budget", default="30m", help="wall time for this run: 30m, 90s, 1h (default 30m)")
+    a.add_argument("--trials", type=int, help="stop when the study has this many finished trials")
+    a.add_argument("--storage", help="Optuna storage URL (default sqlite:///DIR/study.db; postgresql://... for workers)")
+    a.add_argument("--resume", action="store_true", help="continue the study in the storage")
+    a.add_argument("--worker", action="store_true", help="join a running study (shared --storage) as one more worker")
+    a.add_argument("--space", metavar="YAML", help="policy space overrides (see docs/auto.md)")
+    a.add_argument("--no-greedy", action="store_true", help="skip the sensitivity-guided greedy pass")
+    a.add_argument("--val-batches", type=int, help="cap validation batches per trial (quick runs)")
+    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--runs", type=int, default=50, help="timed runs of the final comparison (default 50)")
+    a.set_defaults(func=run_auto)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_compress(args) -> int:
+    from .recipe import load_recipe, run_steps, write_outputs
+
+    data = load_data(args)
+    model, info = load_model(args, data)
+    steps, extra = load_recipe(args.recipe)
+    shape = input_shape(args, info)[1:]
+    seed = int(extra.get("seed", args.seed))
+    res = run_steps(model, steps, data=data, input_shape=shape, seed=seed, log=_log)
+    from .recipe import recipe_dict
+
+    report = write_outputs(model, res, out_dir(args), data=data, input_shape=shape, spec=info.get("spec"),
+                           build=info.get("build"), model_name=args.model, command="compress", threads=args.threads,
+                           runs=args.runs, extra_details={"recipe": recipe_dict(steps, seed=seed)},
+                           max_batches=args.max_batches)
+    emit(args, report.to_dict(), report.table() + f"\n\nreport: {out_dir(args)}/report.md  model: {out_dir(args)}/model.onnx")
+    return 0
+
+
+def run_auto(args) -> int:
+    from .auto import auto
+
+    data = load_data(args)
+    model, info = load_model(args, data)
+    res = auto(model, data, max_drop=args.max_drop, min_accuracy=args.min_accuracy, objective=args.objective,
+               budget=args.budget, trials=args.trials, storage=args.storage, resume=args.resume, worker=args.worker,
+               out=out_dir(args), space=args.space, pareto=args.pareto, greedy=not args.no_greedy, seed=args.seed,
+               spec=info.get("spec"), build=info.get("build"), model_name=args.model,
+               input_shape=tuple(info["input_shape"]), threads=args.threads, val_batches=args.val_batches,
+               final_runs=args.runs, log=_log)
+    obj = {**res.report.to_dict(), "feasible": res.feasible, "best_trial": res.best_trial}
+    head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n\n")
+    emit(args, obj, head + res.report.table() + f"\n\nreport: {res.out}/report.html  model: {res.out}/model.onnx"
+         + (f"  recipe: {res.out}/winner.yaml" if res.feasible else ""))
+    return 0 if res.feasible else 1

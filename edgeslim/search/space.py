@@ -1,0 +1,197 @@
+"""The policy space of ``edgeslim auto``: what a trial may choose, as a YAML-expressible config.
+
+    prune_ratio: [0.0, 0.3, 0.5, 0.6, 0.7]   # fraction of channels removed
+    allocation: [uniform, sensitivity]        # one ratio for every group, or per-group ratios
+                                              # from a sensitivity scan at the same MACs
+    bits: [float, 8]                          # weight/activation format of the artifact
+    layer_bits: first_last                    # none | first_last | all: layers that get their own
+                                              # float/8 choice (mixed precision) when bits is 8
+    lowrank: [false, true]                    # Tucker-2 on the convolutions (kept only where faster)
+    distill: [false, true]                    # fine-tune with KD from the input model, or plain CE
+    finetune_epochs: [0, 1, 2]                # epochs of at most finetune_batches batches
+    finetune_batches: 40
+    fold_bn: true                             # fixed pass (BN folding) on float results
+
+A trial's choices (``params``) become a recipe (``steps``) that ``edgeslim compress`` replays.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from ..core.config import Config
+from ..core.errors import UsageError
+
+LAYER_BITS = ("none", "first_last", "all")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SearchSpace(Config):
+    kind = "search_space"
+    prune_ratio: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
+    allocation: tuple[str, ...] = ("uniform", "sensitivity")
+    importance: str = "l1"
+    bits: tuple[Any, ...] = ("float", 8)
+    layer_bits: str = "first_last"
+    calibration: str = "minmax"
+    lowrank: tuple[bool, ...] = (False, True)
+    lowrank_energy: float = 0.95
+    distill: tuple[bool, ...] = (False, True)
+    finetune_epochs: tuple[float, ...] = (0, 1, 2)
+    finetune_batches: int | None = 40
+    finetune_lr: float = 0.01
+    fold_bn: bool = True
+
+    def validate(self) -> None:
+        for name in ("prune_ratio", "allocation", "bits", "lowrank", "distill", "finetune_epochs"):
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or not v:
+                raise UsageError(f"space.{name} must be a non-empty list of choices, got {v!r}")
+        for r in self.prune_ratio:
+            if not isinstance(r, (int, float)) or not 0 <= r < 1:
+                raise UsageError(f"space.prune_ratio choices must be in [0, 1), got {r!r}")
+        for a in self.allocation:
+            if a not in ("uniform", "sensitivity"):
+                raise UsageError(f"unknown allocation {a!r}", hint="use uniform and/or sensitivity")
+        for b in self.bits:
+            if b == 4:
+                raise UsageError("4-bit is not in the search space: edgeslim.quant stores sub-8-bit weights in "
+                                 "8-bit containers in the ONNX file, so 4 bits would not shrink the artifact",
+                                 hint="use bits: [float, 8]")
+            if b not in ("float", 8):
+                raise UsageError(f"space.bits choices are 'float' and 8, got {b!r}")
+        if self.layer_bits not in LAYER_BITS:
+            raise UsageError(f"unknown layer_bits {self.layer_bits!r}", hint=f"one of: {', '.join(LAYER_BITS)}")
+        for e in self.finetune_epochs:
+            if not isinstance(e, (int, float)) or e < 0:
+                raise UsageError(f"space.finetune_epochs choices must be >= 0, got {e!r}")
+        if self.finetune_batches is not None and (not isinstance(self.finetune_batches, int) or self.finetune_batches < 1):
+            raise UsageError(f"space.finetune_batches must be a positive integer or null, got {self.finetune_batches!r}")
+        if not 0 < self.lowrank_energy <= 1:
+            raise UsageError(f"space.lowrank_energy must be in (0, 1], got {self.lowrank_energy!r}")
+
+
+def load_space(source: Any = None) -> SearchSpace:
+    """The default space, or one from a YAML file / dict (keys not given keep their default)."""
+    import yaml
+    from pathlib import Path
+
+    if source is None:
+        return SearchSpace()
+    if isinstance(source, SearchSpace):
+        return source
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        if not p.is_file():
+            raise UsageError(f"space file {str(p)!r} not found")
+        source = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(source, dict):
+        raise UsageError("a search space is a mapping of option -> choices")
+    source = {k: v for k, v in source.items() if k != "type"}
+    for k, v in list(source.items()):  # a scalar where a list is expected means "fixed"
+        f = {f.name: f for f in dataclasses.fields(SearchSpace)}.get(k)
+        if f is not None and "tuple" in str(f.type) and not isinstance(v, (list, tuple)):
+            source[k] = [v]
+    return SearchSpace.from_dict(source)
+
+
+# -- a trial's choices ---------------------------------------------------------------------------------
+def quant_layer_names(model) -> list[str]:
+    from torch import nn
+
+    return [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+
+
+def bit_layers(space: SearchSpace, model) -> list[str]:
+    names = quant_layer_names(model)
+    if space.layer_bits == "none" or not names:
+        return []
+    if space.layer_bits == "first_last":
+        return [names[0], names[-1]] if len(names) > 1 else names
+    return names
+
+
+def _param_name(layer: str) -> str:
+    return f"bits:{layer}"
+
+
+def suggest(trial, space: SearchSpace, model) -> dict[str, Any]:
+    """Ask an Optuna trial for one policy (only the choices that matter are asked)."""
+    p: dict[str, Any] = {}
+    p["prune_ratio"] = trial.suggest_categorical("prune_ratio", list(space.prune_ratio))
+    if p["prune_ratio"] > 0 and len(space.allocation) > 1:
+        p["allocation"] = trial.suggest_categorical("allocation", list(space.allocation))
+    p["bits"] = trial.suggest_categorical("bits", [str(b) for b in space.bits])
+    if p["bits"] == "8" and len(space.bits) > 1:
+        for layer in bit_layers(space, model):
+            p[_param_name(layer)] = trial.suggest_categorical(_param_name(layer), ["8", "float"])
+    if len(space.lowrank) > 1:
+        p["lowrank"] = trial.suggest_categorical("lowrank", list(space.lowrank))
+    p["finetune_epochs"] = trial.suggest_categorical("finetune_epochs", list(space.finetune_epochs))
+    if p["finetune_epochs"] > 0 and len(space.distill) > 1:
+        p["distill"] = trial.suggest_categorical("distill", list(space.distill))
+    return p
+
+
+def full_policy(params: dict, space: SearchSpace) -> dict:
+    """Fill the choices a trial did not have to ask (fixed by the space or irrelevant)."""
+    p = dict(params)
+    p.setdefault("allocation", space.allocation[0])
+    p["bits"] = str(p.get("bits", space.bits[0]))
+    p.setdefault("lowrank", space.lowrank[0])
+    p.setdefault("distill", space.distill[0])
+    return p
+
+
+def describe(params: dict, space: SearchSpace) -> str:
+    p = full_policy(params, space)
+    parts = []
+    if p["prune_ratio"] > 0:
+        parts.append(f"prune {p['prune_ratio']:.2f} ({p['allocation']})")
+    if p.get("lowrank"):
+        parts.append("tucker")
+    if p["finetune_epochs"] > 0:
+        parts.append(f"{'kd' if p['distill'] else 'ft'} {p['finetune_epochs']:g}ep")
+    if p["bits"] == "8":
+        fl = [k[5:] for k, v in p.items() if k.startswith("bits:") and v == "float"]
+        parts.append("int8" + (f" (float: {', '.join(fl)})" if fl else ""))
+    else:
+        parts.append("fp32")
+    return " · ".join(parts)
+
+
+def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, float] | None = None) -> list[Config]:
+    """The recipe of a policy. ``layer_ratios`` (group root -> ratio) comes from the sensitivity
+    allocation when the policy asks for it; it is written out explicitly so the recipe replays
+    without the scan."""
+    from ..distill import KD
+    from ..lowrank import Tucker
+    from ..prune import ChannelPrune
+    from ..quant import PTQ
+    from ..reparam import Reparam
+    from .recipe import Finetune
+
+    p = full_policy(params, space)
+    steps: list[Config] = []
+    if p["prune_ratio"] > 0:
+        if p["allocation"] == "sensitivity" and layer_ratios:
+            pairs = tuple((re.escape(k), round(float(v), 4)) for k, v in sorted(layer_ratios.items()))
+            steps.append(ChannelPrune(ratio=0.0, importance=space.importance, layer_ratios=pairs))
+        else:
+            steps.append(ChannelPrune(ratio=float(p["prune_ratio"]), importance=space.importance))
+    if p.get("lowrank"):
+        steps.append(Tucker(energy=space.lowrank_energy, check_latency=True, latency_runs=10, min_channels=16))
+    if p["finetune_epochs"] > 0:
+        if p["distill"]:
+            steps.append(KD(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr, max_batches=space.finetune_batches))
+        else:
+            steps.append(Finetune(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr,
+                                  max_batches=space.finetune_batches))
+    if p["bits"] == "8":
+        floats = tuple((f"{re.escape(k[5:])}", None) for k, v in sorted(p.items())
+                       if k.startswith("bits:") and v == "float")
+        steps.append(PTQ(bits=8, calibration=space.calibration, mixed_precision=floats))
+    elif space.fold_bn:
+        steps.append(Reparam())
+    return steps

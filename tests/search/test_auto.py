@@ -1,0 +1,110 @@
+"""The SLA search on toy models and tiny data: feasible within a few trials, the infeasible path,
+and the bad-input errors. The kill/resume and replay checks run the real CLI (test_auto_cli.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import edgeslim
+from edgeslim.core.errors import DataError, EdgeslimError, UsageError
+from edgeslim.testing.models import TinyConvNet
+
+SPACE = {"prune_ratio": [0.0, 0.3], "allocation": ["uniform", "sensitivity"], "lowrank": [False],
+         "distill": [False, True], "finetune_epochs": [0, 1], "finetune_batches": 3}
+
+
+def test_search_finds_a_feasible_policy(toy_model, toy_data, tmp_path):
+    out = tmp_path / "a"
+    res = edgeslim.auto(toy_model, toy_data, max_drop=2.0, budget="5m", trials=4, out=out, space=SPACE,
+                        final_runs=5, latency_runs=5, log=lambda s: None)
+    assert res.feasible and res.best_trial is not None
+    for f in ("model.onnx", "winner.yaml", "report.json", "report.md", "report.html", "pareto.png", "study.db"):
+        assert (out / f).is_file(), f
+    d = json.loads((out / "report.json").read_text())
+    assert d["command"] == "auto" and d["details"]["split"] == "test"
+    best = next(t for t in d["details"]["trials"] if t["trial"] == res.best_trial)
+    assert best["feasible"] and best["val_accuracy"] >= d["details"]["sla"]["min_val_accuracy"]
+    assert d["result"]["size_bytes"] == (out / "model.onnx").stat().st_size
+    assert d["result"]["size_bytes"] < d["baseline"]["size_bytes"]  # int8 alone already halves it
+    assert d["details"]["layers"] and "weight_bits" in d["details"]["layers"][0]
+    assert any(t["origin"] == "greedy" for t in d["details"]["trials"])
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    # every trial figure is measured, and identical recipes are measured once
+    done = [t for t in d["details"]["trials"] if t["state"] == "complete"]
+    assert all(t["size_bytes"] and t["latency_ms"] and t["macs"] for t in done)
+
+
+def test_infeasible_sla_keeps_the_baseline(tmp_path, toy_data):
+    out = tmp_path / "inf"
+    model = TinyConvNet(num_classes=4, width=8)  # untrained: nothing reaches 99%
+    res = edgeslim.auto(model, toy_data, min_accuracy=99.0, budget="5m", trials=1, out=out, greedy=False,
+                        space={**SPACE, "prune_ratio": [0.3], "bits": [8], "finetune_epochs": [0]},
+                        final_runs=5, latency_runs=5, log=lambda s: None)
+    assert not res.feasible and res.best_trial is None
+    d = json.loads((out / "report.json").read_text())
+    assert d["result"]["size_bytes"] == d["baseline"]["size_bytes"]  # the baseline is the result
+    assert "no policy met the SLA" in d["details"]["notes"][0]
+    assert (out / "model.onnx").is_file() and not (out / "winner.yaml").exists()
+
+
+def test_budget_too_short_for_one_trial(toy_model, toy_data, tmp_path):
+    with pytest.raises(UsageError, match="too short for one trial"):
+        edgeslim.auto(toy_model, toy_data, budget=0.05, out=tmp_path / "b", space=SPACE, log=lambda s: None)
+
+
+def test_unreachable_storage_is_a_clear_error(toy_model, toy_data, tmp_path):
+    with pytest.raises(EdgeslimError, match="cannot open the study storage") as e:
+        edgeslim.auto(toy_model, toy_data, storage="postgresql://user:secret@127.0.0.1:9/none", out=tmp_path / "s",
+                      log=lambda s: None)
+    assert "secret" not in e.value.message
+
+
+def test_classes_disagree_with_the_model(toy_data, tmp_path):
+    with pytest.raises(DataError, match="predicts 10 classes"):
+        edgeslim.auto(TinyConvNet(num_classes=10), toy_data, out=tmp_path / "c", log=lambda s: None)
+
+
+def test_an_existing_study_needs_resume(toy_model, toy_data, tmp_path):
+    import optuna
+
+    out = tmp_path / "r"
+    out.mkdir()
+    optuna.create_study(study_name="edgeslim-auto", storage=f"sqlite:///{out / 'study.db'}")
+    with pytest.raises(UsageError, match="already holds a search"):
+        edgeslim.auto(toy_model, toy_data, out=out, log=lambda s: None)
+
+
+def test_bad_sla_arguments(toy_model, toy_data, tmp_path):
+    with pytest.raises(UsageError, match="not both"):
+        edgeslim.auto(toy_model, toy_data, max_drop=1, min_accuracy=90, out=tmp_path / "x")
+    with pytest.raises(UsageError, match="objective"):
+        edgeslim.auto(toy_model, toy_data, objective="speed", out=tmp_path / "x")
+
+
+@pytest.mark.slow
+def test_pareto_search_with_nsga2(toy_model, toy_data, tmp_path):
+    res = edgeslim.auto(toy_model, toy_data, max_drop=2.0, budget="5m", trials=4, out=tmp_path / "p", pareto=True,
+                        objective="latency", space={**SPACE, "lowrank": [False, True]}, final_runs=5, latency_runs=5,
+                        log=lambda s: None)
+    assert res.feasible
+    assert res.report.details["strategy"].endswith("NSGA-II")
+    assert len(res.report.details["trials"]) >= 4
+
+
+def test_a_worker_joins_the_study_and_reports_its_best(toy_model, toy_data, tmp_path):
+    """--worker on a shared storage (SQLite here; PostgreSQL across machines): it reads the SLA and
+    the space from the study, adds trials to it, and ends with the study's best."""
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    small = {**SPACE, "prune_ratio": [0.0], "distill": [False], "finetune_epochs": [0]}
+    with pytest.raises(UsageError, match="no study to join"):
+        edgeslim.auto(toy_model, toy_data, storage=storage, worker=True, out=tmp_path / "w0", log=lambda s: None)
+    first = edgeslim.auto(toy_model, toy_data, max_drop=2.0, storage=storage, trials=1, out=tmp_path / "main",
+                          space=small, final_runs=5, latency_runs=5, log=lambda s: None)
+    lines = []
+    w = edgeslim.auto(toy_model, toy_data, max_drop=9.0, storage=storage, worker=True, trials=3, out=tmp_path / "w1",
+                      final_runs=5, latency_runs=5, log=lines.append)
+    assert first.feasible and w.feasible
+    assert any("joining the search" in l for l in lines)
+    assert w.report.details["sla"]["min_val_accuracy"] == first.report.details["sla"]["min_val_accuracy"]
+    assert len(w.report.details["trials"]) >= 3  # the first run's trial plus the worker's

@@ -1,0 +1,98 @@
+"""Recipes: YAML in, steps run in order, an out DIR with the deployable artifact and the report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeslim.core.errors import UsageError
+from edgeslim.search import load_recipe, load_space, parse_budget
+from edgeslim.search.recipe import Finetune
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from search_toys import SPEC  # noqa: E402
+
+
+def test_unknown_key_names_the_key_and_the_valid_ones():
+    with pytest.raises(UsageError) as e:
+        load_recipe({"steps": [{"type": "channel_prune", "ratoi": 0.5}]})
+    assert "'ratoi'" in e.value.message and "step 1" in e.value.message
+    assert "ratio" in e.value.hint and "importance" in e.value.hint
+
+
+def test_unknown_top_level_key_and_type():
+    with pytest.raises(UsageError, match="'stpes'"):
+        load_recipe({"stpes": []})
+    with pytest.raises(UsageError, match="unknown config type 'channel_prun'"):
+        load_recipe("steps:\n  - {type: channel_prun}\n")
+
+
+def test_quantization_must_be_last():
+    with pytest.raises(UsageError, match="must be the last step"):
+        load_recipe({"steps": [{"type": "ptq"}, {"type": "finetune"}]})
+
+
+def test_yaml_round_trip(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("steps:\n  - {type: channel_prune, ratio: 0.5}\n  - {type: finetune, epochs: 1, max_batches: 2}\n"
+                 "  - {type: ptq, bits: 8, mixed_precision: [[fc, null]]}\nseed: 3\n")
+    steps, extra = load_recipe(p)
+    assert [s.kind for s in steps] == ["channel_prune", "finetune", "ptq"]
+    assert isinstance(steps[1], Finetune) and steps[1].max_batches == 2
+    assert steps[2].mixed_precision == (("fc", None),)
+    assert extra["seed"] == 3
+    from edgeslim.search import recipe_yaml
+
+    again, _ = load_recipe(recipe_yaml(steps, seed=3))
+    assert again == steps
+
+
+def test_compress_writes_the_out_dir(toy_model, toy_data, tmp_path):
+    import edgeslim
+
+    recipe = {"steps": [{"type": "channel_prune", "ratio": 0.5}, {"type": "finetune", "epochs": 1, "max_batches": 2},
+                        {"type": "ptq", "bits": 8}]}
+    small, report = edgeslim.compress(toy_model, recipe, data=toy_data, out=tmp_path / "c", spec=SPEC,
+                                      build={"num_classes": 4, "width": 16}, runs=5)
+    d = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert d["command"] == "compress" and d["baseline"]["artifact"] == "baseline.onnx"
+    assert d["result"]["size_bytes"] == (tmp_path / "c" / "model.onnx").stat().st_size
+    assert d["ratios"]["size"] > 2  # half the channels and int8
+    assert d["ratios"]["macs"] > 2
+    assert not (tmp_path / "c" / "checkpoint").exists()  # int8 is deployed as ONNX only
+    conv2 = next(r for r in d["details"]["layers"] if r["layer"] == "conv2")
+    assert conv2["out"] == 32 and conv2["out_after"] == 16 and conv2["weight_bits"] == 8
+    assert (tmp_path / "c" / "report.md").read_text().startswith("# edgeslim compress")
+
+
+def test_compress_float_result_writes_a_loadable_checkpoint(toy_model, toy_data, tmp_path):
+    import edgeslim
+    from edgeslim import models
+
+    out = tmp_path / "f"
+    edgeslim.compress(toy_model, {"steps": [{"type": "channel_prune", "ratio": 0.25}, {"type": "reparam"}]},
+                      data=toy_data, out=out, spec=SPEC, build={"num_classes": 4, "width": 16}, runs=5)
+    loaded, meta = models.load(out)
+    assert loaded.conv2.out_channels == 24
+
+
+def test_space_overrides_and_refusals():
+    s = load_space({"prune_ratio": [0.5], "bits": 8, "finetune_batches": 7})
+    assert s.prune_ratio == (0.5,) and s.bits == (8,) and s.finetune_batches == 7
+    with pytest.raises(UsageError, match="'prune_ratios'"):
+        load_space({"prune_ratios": [0.5]})
+    with pytest.raises(UsageError, match="4-bit"):
+        load_space({"bits": ["float", 8, 4]})
+
+
+@pytest.mark.parametrize("text,secs", [("30m", 1800), ("90s", 90), ("1h30m", 5400), ("2", 120), (45, 45)])
+def test_parse_budget(text, secs):
+    assert parse_budget(text) == secs
+
+
+def test_parse_budget_refuses_nonsense():
+    with pytest.raises(UsageError):
+        parse_budget("soon")
