@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.edgeslim-installed
 RUNS   ?= runs
+BUDGET ?= 9m
 
-.PHONY: demo test test-all venv data clean
+.PHONY: demo demo-profile test test-all venv data clean
 
 venv: $(STAMP)
 
@@ -18,8 +19,13 @@ $(STAMP): pyproject.toml requirements-dev.txt
 data:
 	@scripts/ensure-fashion-mnist.sh
 
+# the main job: train (or reuse) a reference ResNet-20, then the SLA search (max drop 0.5 points)
 demo: $(STAMP) data
-	$(PY) examples/demo.py --out $(RUNS)/demo
+	$(PY) examples/auto_demo.py --out $(RUNS)/demo --budget $(BUDGET)
+
+# the foundation walk-through: train LeNet-5, profile it, export it with verification
+demo-profile: $(STAMP) data
+	$(PY) examples/demo.py --out $(RUNS)/demo-profile
 
 test: $(STAMP) data
 	$(PY) -m pytest -q
