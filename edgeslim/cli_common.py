@@ -113,3 +113,45 @@ def emit(args: argparse.Namespace, obj: Any, text: str) -> None:
 
 def out_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.out) if getattr(args, "out", None) else None
+
+
+def measure_and_write(args: argparse.Namespace, *, command: str, baseline, result_model, info: dict, data,
+                      shape, details: dict, metrics: dict | None = None, model_name: str | None = None):
+    """What every command with a float result does last: export both models, measure them side by side
+    (ONNX Runtime latency, artifact size, test accuracy of the exported files), record the torch accuracy
+    of the result, and -- with --out -- write DIR/model.onnx, DIR/checkpoint and the Report.
+    Returns (report, out DIR or None)."""
+    import tempfile
+
+    from .core.report import Report
+    from .measure import compare
+    from .models import save
+    from .train import evaluate
+
+    out = out_dir(args)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = out or Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        test = (data.test or data.val) if data is not None else None
+        labelled = bool(data is not None and data.meta.labelled and test is not None)
+        base, result = compare(baseline, result_model, shape, workdir=work, loader=test if labelled else None,
+                               threads=args.threads, runs=args.runs, warmup=args.warmup,
+                               max_batches=args.max_batches)
+        if labelled:
+            details["accuracy_split"] = "test"
+            details["torch_accuracy"] = evaluate(result_model, test, max_batches=args.max_batches)["top1"]
+        if out is not None and info.get("spec"):
+            save(result_model, out / "checkpoint", spec=info["spec"], build=info.get("build") or {},
+                 input_shape=list(shape[1:]), classes=data.meta.classes if labelled else info.get("classes"),
+                 metrics={"test_top1": result["accuracy"], **(metrics or {})})
+        report = Report(command=command, model=model_name or args.model, data=args.data, baseline=base,
+                        result=result, details=details)
+        if out is not None:
+            report.write(out)
+    return report, out
+
+
+def wrote_line(out: Path | None, info: dict) -> list[str]:
+    if out is None:
+        return []
+    return [f"wrote {out}/model.onnx, {out}/report.json" + (f", {out}/checkpoint" if info.get("spec") else "")]

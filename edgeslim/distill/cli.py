@@ -7,10 +7,8 @@ DIR/baseline.onnx (the teacher) and DIR/report.json + report.md with baseline = 
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-from ..cli_common import add_data_args, add_measure_args, add_output_args, emit, load_data, out_dir
+from ..cli_common import add_data_args, add_measure_args, add_output_args, emit, load_data, measure_and_write, wrote_line
 
 
 def register(sub) -> None:
@@ -43,10 +41,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from ..core.report import Report
-    from ..measure import compare
-    from ..models import resolve, save
-    from ..train import evaluate
+    from ..models import resolve
     from . import KD, distill_with_details
 
     cfg = KD(temperature=args.temperature, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
@@ -65,32 +60,14 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     result_model, details = distill_with_details(student, teacher, data, cfg, seed=args.seed, progress=not args.json)
     result_model = result_model.cpu().eval()
-    out = out_dir(args)
-    tmp = None
-    if out is None:
-        tmp = tempfile.TemporaryDirectory()
-        out = Path(tmp.name)
-    out.mkdir(parents=True, exist_ok=True)
-    test = data.test or data.val
-    labelled = bool(data.meta.labelled and test is not None)
-    base, result = compare(teacher.cpu().eval(), result_model, shape, workdir=out, loader=test if labelled else None,
-                           threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=args.max_batches)
     details["teacher"] = args.teacher
     details["student"] = args.student
     details["baseline_is"] = "teacher"
-    if labelled:
-        details["accuracy_split"] = "test"
-        details["student_torch_accuracy"] = evaluate(result_model, test, max_batches=args.max_batches)["top1"]
     details["config"] = cfg.to_dict()
-    if s_info.get("spec") and tmp is None:
-        save(result_model, out / "checkpoint", spec=s_info["spec"], build=s_info.get("build") or {},
-             input_shape=list(shape[1:]), classes=data.meta.classes if data.meta.labelled else None,
-             metrics={"test_top1": result["accuracy"], "distilled_from": args.teacher, "epochs": args.epochs,
-                      "data": args.data})
-    report = Report(command="distill", model=args.student, data=args.data, baseline=base, result=result,
-                    details=details)
-    if tmp is None:
-        report.write(out)
+    report, out = measure_and_write(args, command="distill", baseline=teacher.cpu().eval(), result_model=result_model,
+                                    info=s_info, data=data, shape=shape, details=details, model_name=args.student,
+                                    metrics={"distilled_from": args.teacher, "epochs": args.epochs, "data": args.data})
+    base, result = report.baseline, report.result
     d = report.to_dict()
     lines = [details["notes"][-1],
              f"teacher params {base['params']:,}, student {result['params']:,}; ONNX Runtime latency "
@@ -98,9 +75,6 @@ def run(args) -> int:
     if d["accuracy_drop"] is not None:
         lines.append(f"accuracy teacher {base['accuracy']:.2f}% -> student {result['accuracy']:.2f}% "
                      f"(drop {d['accuracy_drop']:.2f})")
-    if tmp is None:
-        lines.append(f"wrote {out}/model.onnx, {out}/report.json, {out}/checkpoint")
-    else:
-        tmp.cleanup()
+    lines += wrote_line(out, s_info)
     emit(args, d, "\n".join(lines))
     return 0

@@ -6,11 +6,7 @@ latency before/after, and which layers stayed original and why).
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
-                          load_data, load_model, out_dir)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model, measure_and_write, wrote_line)
 
 
 def register(sub) -> None:
@@ -54,10 +50,6 @@ def run(args) -> int:
     import torch
 
     from ..core.errors import DataError
-    from ..core.report import Report
-    from ..measure import compare
-    from ..models import save
-    from ..train import evaluate
     from . import factorize_with_details
 
     cfg = build_config(args)  # validate before loading anything big
@@ -69,28 +61,10 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     result_model, details = factorize_with_details(model, cfg, data, input_shape=shape[1:], seed=args.seed,
                                                    progress=not args.json)
-    out = out_dir(args)
-    tmp = None
-    if out is None:
-        tmp = tempfile.TemporaryDirectory()
-        out = Path(tmp.name)
-    out.mkdir(parents=True, exist_ok=True)
-    test = (data.test or data.val) if data is not None else None
-    labelled = bool(data is not None and data.meta.labelled and test is not None)
-    base, result = compare(model, result_model, shape, workdir=out, loader=test if labelled else None,
-                           threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=args.max_batches)
-    if labelled:
-        details["accuracy_split"] = "test"
-        details["torch_accuracy"] = evaluate(result_model, test, max_batches=args.max_batches)["top1"]
     details["config"] = cfg.to_dict()
-    if info.get("spec") and tmp is None:
-        save(result_model, out / "checkpoint", spec=info["spec"], build=info.get("build") or {},
-             input_shape=list(shape[1:]), classes=info.get("classes"),
-             metrics={"test_top1": result["accuracy"], "factorized": cfg.to_dict()})
-    report = Report(command="factorize", model=args.model, data=args.data, baseline=base, result=result,
-                    details=details)
-    if tmp is None:
-        report.write(out)
+    report, out = measure_and_write(args, command="factorize", baseline=model, result_model=result_model, info=info,
+                                    data=data, shape=shape, details=details, metrics={"factorized": cfg.to_dict()})
+    base, result = report.baseline, report.result
     d = report.to_dict()
     r = d["ratios"]
     lines = [details["notes"][0],
@@ -99,10 +73,8 @@ def run(args) -> int:
     lines += [n for n in details["notes"][1:]]
     if d["accuracy_drop"] is not None:
         lines.append(f"accuracy {base['accuracy']:.2f}% -> {result['accuracy']:.2f}% (drop {d['accuracy_drop']:.2f})")
-    if tmp is None:
-        lines.append(f"wrote {out}/model.onnx, {out}/report.json" + (f", {out}/checkpoint" if info.get("spec") else ""))
+    lines += wrote_line(out, info)
+    if out is not None:
         lines.append(f"per-layer table: {out}/report.md")
-    else:
-        tmp.cleanup()
     emit(args, d, "\n".join(lines))
     return 0

@@ -12,11 +12,9 @@ and with --target-macs DIR/recipe.yaml (a ChannelPrune config with the per-layer
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
-                          load_data, load_model, out_dir)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model, measure_and_write, wrote_line)
 from .importance import IMPORTANCE_NAMES
 from .schedule import SCHEDULES
 
@@ -99,10 +97,6 @@ def run(args) -> int:
     import torch
 
     from ..core.errors import DataError
-    from ..core.report import Report
-    from ..measure import compare
-    from ..models import save
-    from ..train import evaluate
     from . import prune_with_details
 
     data = load_data(args)
@@ -114,29 +108,12 @@ def run(args) -> int:
         raise DataError("--finetune-epochs needs labelled --data")
     torch.set_num_threads(args.threads)
     pruned, details = prune_with_details(model, cfg, data=data, input_shape=shape[1:], progress=not args.json)
-    out = out_dir(args)
-    tmp = None
-    if out is None:
-        tmp = tempfile.TemporaryDirectory()
-        out = Path(tmp.name)
-    out.mkdir(parents=True, exist_ok=True)
-    test = (data.test or data.val) if data is not None else None
-    labelled = bool(data is not None and data.meta.labelled and test is not None)
-    base, result = compare(model, pruned, shape, workdir=out, loader=test if labelled else None,
-                           threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=args.max_batches)
-    if labelled:
-        details["accuracy_split"] = "test"
-        details["torch_accuracy"] = evaluate(pruned, test, max_batches=args.max_batches)["top1"]
     details["config"] = cfg.to_dict()
     if cfg.kind == "sparse_prune":
         details["onnx_is_dense"] = True
-    if info.get("spec") and tmp is None:
-        save(pruned, out / "checkpoint", spec=info["spec"], build=info.get("build") or {},
-             input_shape=list(shape[1:]), classes=getattr(getattr(data, "meta", None), "classes", None) if labelled
-             else info.get("classes"), metrics={"test_top1": result["accuracy"], "pruned": cfg.to_dict()})
-    report = Report(command="prune", model=args.model, data=args.data, baseline=base, result=result, details=details)
-    if tmp is None:
-        report.write(out)
+    report, out = measure_and_write(args, command="prune", baseline=model, result_model=pruned, info=info, data=data,
+                                    shape=shape, details=details, metrics={"pruned": cfg.to_dict()})
+    base, result = report.baseline, report.result
     d = report.to_dict()
     r = d["ratios"]
     lines = [f"{cfg.kind}: params {base['params']:,} -> {result['params']:,}, MACs {base['macs']:,} -> "
@@ -147,11 +124,8 @@ def run(args) -> int:
                      f"dense {details['dense_size_bytes']:,} (the ONNX file stays dense: {result['size_bytes']:,} bytes)")
     if d["accuracy_drop"] is not None:
         lines.append(f"accuracy {base['accuracy']:.2f}% -> {result['accuracy']:.2f}% (drop {d['accuracy_drop']:.2f})")
-    if tmp is None:
-        lines.append(f"wrote {out}/model.onnx, {out}/report.json" + (f", {out}/checkpoint" if info.get("spec") else ""))
+    lines += wrote_line(out, info)
     emit(args, d, "\n".join(lines))
-    if tmp is not None:
-        tmp.cleanup()
     return 0
 
 

@@ -6,11 +6,7 @@ between the folded and the original model in PyTorch.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
-                          load_data, load_model, out_dir)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model, measure_and_write, wrote_line)
 
 
 def register(sub) -> None:
@@ -32,9 +28,6 @@ def run(args) -> int:
 
     from ..core.errors import EdgeslimError
     from ..core.registry import Context
-    from ..core.report import Report
-    from ..measure import compare
-    from ..models import save
     from . import Reparam, reparam
 
     cfg = Reparam(repvgg=not args.no_repvgg, conv_bn=not args.no_conv_bn)
@@ -55,33 +48,15 @@ def run(args) -> int:
     if diff > args.atol:
         raise EdgeslimError(f"the folded model differs from the original by {diff:.3g} (> {args.atol:g})",
                             hint="a fold was not exact; rerun with --debug and report it")
-    out = out_dir(args)
-    tmp = None
-    if out is None:
-        tmp = tempfile.TemporaryDirectory()
-        out = Path(tmp.name)
-    out.mkdir(parents=True, exist_ok=True)
-    test = (data.test or data.val) if data is not None else None
-    labelled = bool(data is not None and data.meta.labelled and test is not None)
-    base, result = compare(model, folded, shape, workdir=out, loader=test if labelled else None,
-                           threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=args.max_batches)
-    if labelled:
-        details["accuracy_split"] = "test"
-    if info.get("spec") and tmp is None:
-        save(folded, out / "checkpoint", spec=info["spec"], build=info.get("build") or {},
-             input_shape=list(shape[1:]), classes=info.get("classes"),
-             metrics={**(info.get("metrics") or {}), "reparam": details["notes"][-1]})
-    report = Report(command="reparam", model=args.model, data=args.data, baseline=base, result=result, details=details)
-    if tmp is None:
-        report.write(out)
+    report, out = measure_and_write(args, command="reparam", baseline=model, result_model=folded, info=info,
+                                    data=data, shape=shape, details=details,
+                                    metrics={**(info.get("metrics") or {}), "reparam": details["notes"][-1]})
+    base, result = report.baseline, report.result
     d = report.to_dict()
     lines = [details["notes"][-1],
              f"max abs difference folded vs original: {diff:.2e}",
              f"ONNX Runtime latency {base['latency_ms']:.3f} -> {result['latency_ms']:.3f} ms "
              f"({d['ratios']['latency']:.2f}x), params {base['params']:,} -> {result['params']:,}"]
-    if tmp is None:
-        lines.append(f"wrote {out}/model.onnx, {out}/report.json" + (f", {out}/checkpoint" if info.get("spec") else ""))
-    if tmp is not None:
-        tmp.cleanup()
+    lines += wrote_line(out, info)
     emit(args, d, "\n".join(lines))
     return 0
