@@ -188,7 +188,7 @@ def plot(curves: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..core.io import atomic_path
+    from ..core.io import save_png
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     for layer in curves["layers"]:
@@ -203,11 +203,7 @@ def plot(curves: dict[str, Any], path: str | Path) -> Path:
     if len(curves["layers"]) <= 24:
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def layer_ratio_regexes(ratios: dict[str, float]) -> tuple[tuple[str, float], ...]:

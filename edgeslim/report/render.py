@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..core.io import atomic_path, atomic_write_text
+from ..core.io import atomic_write_text, save_png
 
 
 def _size(v) -> str:
@@ -77,11 +77,7 @@ def pareto_plot(rows: list[dict], path: str | os.PathLike, *, sla: float | None 
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle("edgeslim auto: every measured trial")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def search_markdown(report) -> str:

@@ -13,13 +13,10 @@ from edgeslim.testing.models import TinyResNet, toy_loader
 
 @pytest.fixture(scope="module")
 def curves_and_model():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # module fixtures run before the per-test one-thread fixture
     loader = toy_loader((1, 8, 8), 4, n=32, batch_size=16)
     data = SimpleNamespace(train=loader, val=loader, test=loader, meta=None)
     model = TinyResNet().eval()
-    yield analyze(model, data, example_shape=(1, 1, 8, 8), ratios=(0.25, 0.5, 0.75)), model
-    torch.set_num_threads(n)
+    return analyze(model, data, example_shape=(1, 1, 8, 8), ratios=(0.25, 0.5, 0.75)), model
 
 
 def test_sensitivity_shape(curves_and_model, tmp_path):

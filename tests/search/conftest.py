@@ -10,17 +10,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from search_toys import SMALL_SPACE, SPEC, toy_bundle, trained_toy, write_imagefolder  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Toy models on a shared 2-core machine: one intra-op thread avoids spin-waiting on a busy core."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="session")
 def toy_data():
     return toy_bundle()
@@ -28,14 +17,7 @@ def toy_data():
 
 @pytest.fixture(scope="session")
 def toy_model():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return trained_toy()
-    finally:
-        torch.set_num_threads(old)
+    return trained_toy()
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +32,7 @@ def toy_folder(tmp_path_factory):
     name = f"imagefolder:{root}"
     data = edgeslim.data.load(name, batch_size=32, val_fraction=0.25)
     model = TinyConvNet(num_classes=4, width=16)
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
     fit(model, data, epochs=8, lr=0.05, progress=False, seed=0)
-    torch.set_num_threads(old)
     ckpt = models.save(model.eval(), root.parent / "ckpt", spec=SPEC, input_shape=data.meta.input_shape,
                        build={"num_classes": 4, "in_channels": 1, "width": 16}, classes=data.meta.classes)
     return name, ckpt
