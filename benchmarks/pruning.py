@@ -213,25 +213,26 @@ def accuracy(spec: str, ref_epochs: float, ft_epochs: float, runs: int, threads:
     return res
 
 
-def lenet300(ft_epochs: float, state: dict, global_ranking: bool = False, schedule: str = "oneshot") -> dict:
+def lenet300(args, state: dict) -> dict:
+    """LeNet-300-100 at 90% fine-grained sparsity (magnitude, per-layer or global ranking)."""
     data = _fmnist()
     res = state.setdefault("accuracy", {})
-    key = ("lenet300_global" if global_ranking else "lenet300") + ("" if schedule == "oneshot" else f"_{schedule}")
-    if key not in res:
-        ranking = "global" if global_ranking else "per-layer"
-        _log(f"accuracy: lenet300 90% fine-grained sparsity ({ranking}, {schedule}), {ft_epochs} fine-tune epochs")
+    cfg = dict(schedule=args.l3_schedule, finetune_epochs=args.l3_ft_epochs, lr=args.l3_lr,
+               global_ranking=args.l3_global, steps=args.l3_steps)
+    old = res.get("lenet300")
+    if old is None or old.get("config") != cfg:
+        _log(f"accuracy: lenet300 90% fine-grained sparsity {cfg}")
         ref, _, _ = cached_trained("lenet300", 5)
         ref.eval()
         b = _test_acc(ref, data)
-        small, det = prune_with_details(ref, SparsePrune(granularity="fine", ratio=0.9, finetune_epochs=ft_epochs,
-                                                         lr=0.01, global_ranking=global_ranking,
-                                                         schedule=schedule),
-                                        data=data, progress=False)
+        t0 = time.perf_counter()
+        small, det = prune_with_details(ref, SparsePrune(granularity="fine", ratio=0.9, **cfg), data=data,
+                                        progress=False)
         a = _test_acc(small, data)
-        res[key] = {"acc_base": b, "acc": a, "drop": b - a, "sparsity": det["sparsity"], "ranking": ranking,
-                    "schedule": schedule,
-                    "per_layer": {r["layer"]: r["sparsity"] for r in det["layers"]},
-                    "sparse_bytes": det["sparse_size_bytes"], "dense_bytes": det["dense_size_bytes"]}
+        res["lenet300"] = {"acc_base": b, "acc": a, "drop": b - a, "sparsity": det["sparsity"], "config": cfg,
+                           "seconds": time.perf_counter() - t0,
+                           "per_layer": {r["layer"]: r["sparsity"] for r in det["layers"]},
+                           "sparse_bytes": det["sparse_size_bytes"], "dense_bytes": det["dense_size_bytes"]}
         _log(f"  acc {b:.2f} -> {a:.2f}, sparsity {det['sparsity']:.3f}")
         _save_partial(state)
     return res
@@ -287,15 +288,15 @@ def accuracy_markdown(acc: dict | None, imp: dict | None, ref_epochs, ft_epochs,
                            f"({r['lat_base'] / r['lat']:.2f}x) | {'yes' if r['drop'] <= limit else 'NO'} |")
             else:
                 out.append(f"| {spec} {label} fewer MACs | not measured in this run | | | | | <= {limit} | | |")
-        for l3 in (acc.get("lenet300"), acc.get("lenet300_global"), acc.get("lenet300_global_agp")):
-            if not l3:
-                continue
+        l3 = acc.get("lenet300")
+        if l3 and "config" in l3:
+            c = l3["config"]
             per = ", ".join(f"{k} {v * 100:.1f}%" for k, v in (l3.get("per_layer") or {}).items())
             out += ["", f"LeNet-300-100 (cached reference, 5 epochs) at {l3['sparsity'] * 100:.1f}% fine-grained "
-                    f"sparsity ({l3.get('ranking', 'per-layer')} magnitude ranking, {l3.get('schedule', 'oneshot')} "
-                    f"schedule{'; ' + per if per else ''}), "
-                    f"{ft_epochs} fine-tune epochs with masks re-applied after every "
-                    f"step: top-1 {l3['acc_base']:.2f} -> {l3['acc']:.2f} (drop {l3['drop']:.2f}, target <= 0.5: "
+                    f"sparsity ({'global' if c['global_ranking'] else 'per-layer'} magnitude ranking, {c['schedule']} "
+                    f"schedule over {c['steps']} steps, {c['finetune_epochs']:g} fine-tune epochs in all, SGD lr "
+                    f"{c['lr']}, masks re-applied after every step; {per}): top-1 {l3['acc_base']:.2f} -> "
+                    f"{l3['acc']:.2f} (drop {l3['drop']:.2f}, target <= 0.5: "
                     f"{'met' if l3['drop'] <= 0.5 else 'NOT met'}). Size with a real sparse encoding (CSR/bitmap, "
                     f"fp32 values): {l3['sparse_bytes']:,} bytes vs {l3['dense_bytes']:,} dense "
                     f"({l3['dense_bytes'] / l3['sparse_bytes']:.1f}x); the ONNX file stays dense."]
@@ -323,6 +324,11 @@ def main() -> int:
     ap.add_argument("--ft-epochs", type=float, default=2)
     ap.add_argument("--imp-ratio", type=float, default=0.3)
     ap.add_argument("--imp-ft-epochs", type=float, default=0.1)
+    ap.add_argument("--l3-schedule", default="iterative", help="LeNet-300-100 schedule (oneshot|iterative|agp)")
+    ap.add_argument("--l3-ft-epochs", type=float, default=6)
+    ap.add_argument("--l3-steps", type=int, default=3)
+    ap.add_argument("--l3-lr", type=float, default=0.05)
+    ap.add_argument("--l3-global", action="store_true", help="rank LeNet-300-100 weights globally")
     ap.add_argument("--fresh", action="store_true", help="ignore measurements saved by an interrupted run")
     ap.add_argument("--note", action="append", default=[], help="a line to add under the tables (repeatable)")
     args = ap.parse_args()
@@ -333,11 +339,7 @@ def main() -> int:
     if "speed" in parts:
         speed(args.models.split(","), args.ratio, args.round_to, args.runs, args.threads, state)
     if "lenet300" in parts or "accuracy" in parts:
-        lenet300(args.ft_epochs, state)
-    if "lenet300-global" in parts or "accuracy" in parts:
-        lenet300(args.ft_epochs, state, global_ranking=True)
-    if "lenet300-agp" in parts or "accuracy" in parts:
-        lenet300(args.ft_epochs, state, global_ranking=True, schedule="agp")
+        lenet300(args, state)
     if "resnet20" in parts or "accuracy" in parts:
         accuracy(args.acc_model, args.ref_epochs, args.ft_epochs, args.runs, args.threads, state)
     if "importance" in parts:

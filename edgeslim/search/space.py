@@ -3,6 +3,7 @@
     prune_ratio: [0.0, 0.3, 0.5, 0.6, 0.7]   # fraction of channels removed
     allocation: [uniform, sensitivity]        # one ratio for every group, or per-group ratios
                                               # from a sensitivity scan at the same MACs
+    round_to: 8                               # pruned channel counts are multiples of 8
     bits: [float, 8]                          # weight/activation format of the artifact
     layer_bits: first_last                    # none | first_last | all: layers that get their own
                                               # float/8 choice (mixed precision) when bits is 8
@@ -32,6 +33,7 @@ class SearchSpace(Config):
     prune_ratio: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
     allocation: tuple[str, ...] = ("uniform", "sensitivity")
     importance: str = "l1"
+    round_to: int = 8  # pruned channel counts are multiples of this (ONNX Runtime's kernels prefer it)
     bits: tuple[Any, ...] = ("float", 8)
     layer_bits: str = "first_last"
     calibration: str = "minmax"
@@ -68,6 +70,8 @@ class SearchSpace(Config):
                 raise UsageError(f"space.finetune_epochs choices must be >= 0, got {e!r}")
         if self.finetune_batches is not None and (not isinstance(self.finetune_batches, int) or self.finetune_batches < 1):
             raise UsageError(f"space.finetune_batches must be a positive integer or null, got {self.finetune_batches!r}")
+        if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
+            raise UsageError(f"space.round_to must be a positive integer, got {self.round_to!r}")
         if not 0 < self.lowrank_energy <= 1:
             raise UsageError(f"space.lowrank_energy must be in (0, 1], got {self.lowrank_energy!r}")
 
@@ -177,9 +181,11 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
     if p["prune_ratio"] > 0:
         if p["allocation"] == "sensitivity" and layer_ratios:
             pairs = tuple((re.escape(k), round(float(v), 4)) for k, v in sorted(layer_ratios.items()))
-            steps.append(ChannelPrune(ratio=0.0, importance=space.importance, layer_ratios=pairs))
+            steps.append(ChannelPrune(ratio=0.0, importance=space.importance, layer_ratios=pairs,
+                                      round_to=space.round_to))
         else:
-            steps.append(ChannelPrune(ratio=float(p["prune_ratio"]), importance=space.importance))
+            steps.append(ChannelPrune(ratio=float(p["prune_ratio"]), importance=space.importance,
+                                      round_to=space.round_to))
     if p.get("lowrank"):
         steps.append(Tucker(energy=space.lowrank_energy, check_latency=True, latency_runs=10, min_channels=16))
     if p["finetune_epochs"] > 0:

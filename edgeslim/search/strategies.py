@@ -1,10 +1,14 @@
 """Search strategies: a fast sensitivity-guided greedy pass, then Optuna (TPE or NSGA-II).
 
-The greedy pass walks the space's prune ratios upwards with the cheapest possible evaluation (no
-fine-tuning: prune with the sensitivity allocation, quantize if the space allows, score a few
-validation batches in PyTorch) and stops at the first ratio that is clearly out of reach even
-allowing for what fine-tuning recovers. It then *enqueues* the most promising full policies in the
-Optuna study, so the first real trials are good ones and TPE / NSGA-II learn from them.
+The greedy pass walks the space's prune ratios upwards with a cheap evaluation of each: prune with
+the sensitivity allocation, a short fine-tune (``PROBE_BATCHES`` batches, when the space allows
+fine-tuning at all), quantize if the space allows, score a few validation batches in PyTorch. A
+pruned network scored before any fine-tuning says little about what it reaches after it, while a
+few dozen steps already recover most of the gap, so the probe judges a ratio by that. The pass
+stops at the first ratio clearly out of reach and *enqueues* full policies in the Optuna study:
+quantization alone first (cheap, and a feasible anchor on disk early), then the most aggressive
+ratio in reach, the next one up, and the next one down, so the first real trials are good ones and
+TPE / NSGA-II learn from them.
 """
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ from typing import Any, Callable
 
 import torch
 
-from .space import SearchSpace, build_steps
+from .space import SearchSpace, bit_layers
 
-# points that fine-tuning is assumed to win back when the greedy pass judges a ratio without it
-RECOVERY_POINTS = 10.0
+PROBE_BATCHES = 24  # fine-tuning batches in a greedy probe
+# points under the SLA at which a probed ratio still counts as within reach of the full fine-tuning
+RECOVERY_POINTS = 3.0
+RECOVERY_POINTS_NO_FT = 10.0  # when the probe could not fine-tune (the space has no fine-tuning)
 
 
 @torch.no_grad()
@@ -31,28 +37,26 @@ def quick_accuracy(model, batches) -> float:
 
 def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_proxy: Callable[[dict], float],
                  log: Callable[[str], None] = print) -> list[dict]:
-    """Policies to enqueue, best guesses first. ``run_proxy(params)`` returns the no-fine-tune
-    accuracy of a policy on ``batches``."""
+    """Policies to enqueue, best guesses first. ``run_proxy(params)`` returns the probe accuracy of
+    a policy on ``batches`` (``params['finetune_epochs']`` > 0 asks the probe to fine-tune briefly)."""
     ratios = sorted(r for r in space.prune_ratio if r > 0)
     alloc = "sensitivity" if "sensitivity" in space.allocation else space.allocation[0]
     quant = "8" if 8 in space.bits else "float"
-    can_ft = max(space.finetune_epochs) > 0
     ep = max(space.finetune_epochs)
     distill = True in space.distill
-    recovery = RECOVERY_POINTS if can_ft else 0.0
-    best_r = 0.0
+    recovery = RECOVERY_POINTS if ep > 0 else RECOVERY_POINTS_NO_FT
+    reach: list[float] = []
     for r in ratios:
-        params = {"prune_ratio": r, "allocation": alloc, "bits": quant, "finetune_epochs": 0}
+        params = {"prune_ratio": r, "allocation": alloc, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0}
         acc = run_proxy(params)
         ok = acc >= sla - recovery
-        log(f"greedy: prune {r:.2f} ({alloc}) {'int8' if quant == '8' else 'fp32'} without fine-tuning: "
+        log(f"greedy: prune {r:.2f} ({alloc}) {'int8' if quant == '8' else 'fp32'}"
+            f"{f' after {PROBE_BATCHES} fine-tuning batches' if ep > 0 else ' without fine-tuning'}: "
             f"{acc:.2f}% ({'within reach' if ok else 'out of reach'} of SLA {sla:.2f}%)")
         if not ok:
             break
-        best_r = r
-    seeds = []
-
-    from .space import bit_layers
+        reach.append(r)
+    seeds: list[dict] = []
 
     def add(r, ft_epochs):
         p = {"prune_ratio": r, "bits": quant, "finetune_epochs": ft_epochs}
@@ -67,12 +71,15 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         if p not in seeds:
             seeds.append(p)
 
-    if best_r > 0:
-        add(best_r, ep if can_ft else 0)
-        below = [r for r in ratios if r < best_r]
-        if below:
-            add(below[-1], ep if can_ft else 0)
-    add(0.0, 0)  # quantization alone: the safe anchor
+    add(0.0, 0)  # quantization alone: cheap, and the safe anchor
+    if reach:
+        best = reach[-1]
+        add(best, ep)
+        above = [r for r in ratios if r > best]
+        if above:  # one step more aggressive than the probe suggests: fine-tuning may carry it
+            add(above[0], ep)
+        if len(reach) > 1:
+            add(reach[-2], ep)
     return seeds
 
 
@@ -93,11 +100,17 @@ def make_sampler(kind: str, *, seed: int, constraints: Callable, n_startup: int 
 
 
 def proxy_runner(model, space: SearchSpace, *, data, input_shape, batches, layer_ratios_for) -> Callable[[dict], float]:
-    """No-fine-tune accuracy of a policy (prune + quantize, PyTorch simulation) on ``batches``."""
+    """Probe accuracy of a policy (prune, at most ``PROBE_BATCHES`` fine-tuning batches, quantize;
+    PyTorch simulation) on ``batches``."""
+    import dataclasses
+
     from .recipe import run_steps
+    from .space import build_steps
+
+    probe_space = dataclasses.replace(space, finetune_batches=PROBE_BATCHES)
 
     def run(params: dict) -> float:
-        steps = build_steps(params, space, layer_ratios=layer_ratios_for(params))
+        steps = build_steps(params, probe_space, layer_ratios=layer_ratios_for(params))
         res = run_steps(copy.deepcopy(model), steps, data=data, input_shape=input_shape, progress=False)
         return quick_accuracy(res.model, batches)
 
