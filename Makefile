@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.edgeslim-installed
 RUNS   ?= runs
 BUDGET ?= 9m
 
-.PHONY: demo demo-profile test test-all venv data clean
+.PHONY: demo demo-profile test test-all venv data pg clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml requirements-dev.txt
 data:
 	@scripts/ensure-fashion-mnist.sh
 
+# PostgreSQL server binaries for the test of `edgeslim auto --worker` (never fatal: that test skips without them)
+pg:
+	@scripts/ensure-postgresql.sh
+
 # the main job: train (or reuse) a reference ResNet-20, then the SLA search (max drop 0.5 points)
 demo: $(STAMP) data
 	$(PY) examples/auto_demo.py --out $(RUNS)/demo --budget $(BUDGET)
@@ -27,10 +31,10 @@ demo: $(STAMP) data
 demo-profile: $(STAMP) data
 	$(PY) examples/demo.py --out $(RUNS)/demo-profile
 
-test: $(STAMP) data
+test: $(STAMP) data pg
 	$(PY) -m pytest -q
 
-test-all: $(STAMP) data
+test-all: $(STAMP) data pg
 	$(PY) -m pytest -q -m "slow or not slow"
 
 clean:

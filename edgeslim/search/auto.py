@@ -32,6 +32,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner,
 
 STUDY_NAME = "edgeslim-auto"
 PRUNE_MARGIN = 3.0  # points under the SLA at which a trial is stopped before export
+SETUP_WAIT_S = 60.0  # a worker that joins a study still being set up waits this long for its SLA
 
 
 def parse_budget(budget: Any) -> float:
@@ -70,9 +72,15 @@ def parse_budget(budget: Any) -> float:
     return secs
 
 
+PG_CONNECT_TIMEOUT = 10  # seconds: an unreachable PostgreSQL host fails fast instead of after the OS's TCP timeout
+
+
 def open_storage(url: str, *, heartbeat: bool):
+    """An Optuna RDBStorage for ``url``; any failure to reach it is one EdgeslimError (exit 1)."""
     import optuna
 
+    given = url
+    url, engine_kw = _engine_args(url)
     try:
         kw: dict = {}
         if heartbeat:  # workers: a trial whose process died is failed after the grace period and retried
@@ -86,14 +94,33 @@ def open_storage(url: str, *, heartbeat: bool):
                     kw = dict(heartbeat_stale_trial_callback=storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
                 else:
                     kw = dict(failed_trial_callback=storages.RetryFailedTrialCallback(max_retry=1))
-                return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90, **kw)
-        return optuna.storages.RDBStorage(url)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kw, heartbeat_interval=30,
+                                                  grace_period=90, **kw)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kw)
     except Exception as e:  # noqa: BLE001 - sqlalchemy / driver errors of every kind
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         hint = "check the URL, that the server is up and reachable, and the credentials"
-        if isinstance(e, ModuleNotFoundError) or "No module named" in msg:
-            hint = "install the database driver (PostgreSQL: pip install psycopg2-binary)"
-        raise EdgeslimError(f"cannot open the study storage {_redact(url)}: {msg}", hint=hint) from None
+        if isinstance(e, ImportError) or "No module named" in msg or "Failed to import DB" in msg:
+            msg = "no database driver for this URL"
+            hint = "install the database driver (PostgreSQL: pip install psycopg2-binary, or psycopg[binary])"
+        raise EdgeslimError(f"cannot open the study storage {_redact(given)}: {_redact(msg)}", hint=hint) from None
+
+
+def _engine_args(url: str) -> tuple[str, dict | None]:
+    """PostgreSQL: when the URL names no driver, use whichever is installed (psycopg2, else psycopg 3;
+    SQLAlchemy's default differs between versions), and give up on an unreachable host after
+    PG_CONNECT_TIMEOUT seconds unless the URL sets its own connect_timeout."""
+    import importlib.util
+
+    scheme, rest = url.split("://", 1) if "://" in url else (url, "")
+    if not scheme.lower().startswith("postgres"):
+        return url, None
+    if scheme.lower() in ("postgresql", "postgres"):
+        driver = next((d for d in ("psycopg2", "psycopg") if importlib.util.find_spec(d) is not None), None)
+        url = f"postgresql+{driver}://{rest}" if driver else f"postgresql://{rest}"
+    if "connect_timeout" in url:
+        return url, None
+    return url, {"connect_args": {"connect_timeout": PG_CONNECT_TIMEOUT}}
 
 
 def _redact(url: str) -> str:
@@ -193,11 +220,19 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
     if not fresh:
         study = optuna.load_study(study_name=STUDY_NAME, storage=store)
         attrs = study.user_attrs
+        waited = time.monotonic()
+        while worker and "sla" not in attrs and time.monotonic() - waited < SETUP_WAIT_S:
+            time.sleep(0.5)  # joined between create_study and the attributes written right after it
+            attrs = study.user_attrs
         if "sla" not in attrs:
             raise EdgeslimError("the study in the storage was not finished setting up (no SLA recorded)",
                                 hint="start a fresh search with another --out / --storage")
         sla, base = attrs["sla"], attrs["baseline"]
         objective, pareto = attrs["objective"], attrs["pareto"]
+        # the sampler and pruner are not stored with the study: set them up as the first run did (a
+        # worker draws from its own random stream, or it would propose what the first run proposes)
+        study.sampler, study.pruner = _sampler_and_pruner(pareto, sla, None if worker else
+                                                          int(attrs.get("seed", seed)) + len(study.trials))
         space = load_space(attrs["space"])
         curves = attrs.get("sensitivity")
         t_trial_est = attrs.get("trial_estimate_s", 0)
@@ -215,8 +250,9 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
                          f"trial takes at least about {t_trial_est:.0f}s here",
                          hint=f"give --budget {max(2, math.ceil((elapsed + 3 * t_trial_est) / 60))}m or more")
 
-    if resume and not worker:
-        _recover_killed(study, log)
+    shared = worker or not storage_url.startswith("sqlite")
+    if resume and not shared:  # on a shared storage RUNNING trials may be other processes' live ones:
+        _recover_killed(study, log)  # the heartbeat fails the dead ones there (after the grace period)
 
     # -- the trial ----------------------------------------------------------------------------------
     sens_cache: dict[float, dict] = {}
@@ -231,8 +267,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         return sens_cache[r]
 
     state = _BestTracker(out, study, objective, pareto, sla, spec, build, data, shape, log)
-    measured: dict[str, dict] = {t.user_attrs["hash"]: dict(t.user_attrs) for t in study.trials
-                                 if t.state.name == "COMPLETE" and "hash" in t.user_attrs}
+    measured = _measured(study)
+    who = f"{socket.gethostname()}:{os.getpid()}"  # which process measured a trial (a study has several)
     val_loader = data.val
     prune_batches = first_batches(data.val, 4)
     teacher = copy.deepcopy(model).eval()
@@ -256,6 +292,9 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         trial.set_user_attr("recipe", recipe_dict(steps, seed=seed))
         trial.set_user_attr("hash", h)
         trial.set_user_attr("origin", origin)
+        trial.set_user_attr("worker", who)
+        if h not in measured and shared:  # measured meanwhile by another process on the same study?
+            measured.update(_measured(study))
         if h in measured:
             m = measured[h]
             for k in ("val_accuracy", "size_bytes", "latency_ms", "macs", "params", "feasible", "constraint", "layers"):
@@ -416,18 +455,36 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
     # the cheapest trial exports, validates and times one artifact (plus fine-tuning when every policy does)
     min_ft = min(space.finetune_epochs)
     t_trial = t_eval * 1.2 + min_ft * (space.finetune_batches or len(data.train)) * t_step
-    if pareto:
-        study = optuna.create_study(study_name=STUDY_NAME, storage=store, directions=["maximize", "minimize", "minimize"],
-                                    sampler=make_sampler("nsga2", seed=seed, constraints=_constraints))
-    else:
-        study = optuna.create_study(study_name=STUDY_NAME, storage=store, direction="minimize",
-                                    sampler=make_sampler("tpe", seed=seed, constraints=_constraints),
-                                    pruner=optuna.pruners.ThresholdPruner(lower=sla - PRUNE_MARGIN))
+    sampler, pruner = _sampler_and_pruner(pareto, sla, seed)
+    directions = ["maximize", "minimize", "minimize"] if pareto else ["minimize"]
+    try:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=store, directions=directions, sampler=sampler,
+                                    pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:  # another run created it while this one set up
+        raise UsageError(f"{_redact(storage_url)} already holds a search (started while this run set up)",
+                         hint="pass --worker to join it, or choose another --out / --storage") from None
     for k, v in {"sla": sla, "baseline": base, "objective": objective, "pareto": pareto, "space": space.to_dict(),
                  "sensitivity": curves, "trial_estimate_s": round(t_trial, 1), "max_drop": max_drop,
                  "min_accuracy": min_accuracy, "seed": seed}.items():
         study.set_user_attr(k, v)
     return study, sla, base, curves, t_trial
+
+
+def _measured(study) -> dict[str, dict]:
+    from optuna.trial import TrialState
+
+    return {t.user_attrs["hash"]: dict(t.user_attrs) for t in study.get_trials(deepcopy=False,
+                                                                                 states=(TrialState.COMPLETE,))
+            if "hash" in t.user_attrs and "constraint" in t.user_attrs}
+
+
+def _sampler_and_pruner(pareto: bool, sla: float, seed: int | None):
+    import optuna
+
+    if pareto:  # multi-objective: no intermediate values, infeasible trials are stopped by _run_trial
+        return make_sampler("nsga2", seed=seed, constraints=_constraints), optuna.pruners.NopPruner()
+    return (make_sampler("tpe", seed=seed, constraints=_constraints),
+            optuna.pruners.ThresholdPruner(lower=sla - PRUNE_MARGIN))
 
 
 def _set_constraint(trial, value: float) -> None:
@@ -547,14 +604,12 @@ def _trial_rows(study) -> list[dict]:
                      "policy": a.get("policy"), "val_accuracy": a.get("val_accuracy"),
                      "float_val_sample": a.get("float_val_sample"), "size_bytes": a.get("size_bytes"),
                      "latency_ms": a.get("latency_ms"), "macs": a.get("macs"), "feasible": a.get("feasible"),
-                     "seconds": a.get("seconds"), "error": a.get("error")})
+                     "seconds": a.get("seconds"), "error": a.get("error"), "worker": a.get("worker")})
     return rows
 
 
 def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective, pareto, out: Path, spec, build,
             model_name, threads, final_runs, storage_url, budget, trials, seconds, seed, space, log) -> AutoResult:
-    from ..report import pareto_plot, write_html
-
     rows = _trial_rows(study)
     feasible = [r for r in rows if r["state"] == "complete" and r["feasible"]]
     best_row = min(feasible, key=lambda r: ((r["size_bytes"] if objective == "size" else r["latency_ms"]),

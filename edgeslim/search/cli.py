@@ -73,8 +73,10 @@ def run_compress(args) -> int:
 
 
 def run_auto(args) -> int:
-    from .auto import auto
+    from .auto import auto, open_storage
 
+    if args.storage:  # an unreachable or misspelled storage fails before the data and the model are loaded
+        open_storage(args.storage, heartbeat=False).engine.dispose()
     data = load_data(args)
     model, info = load_model(args, data)
     res = auto(model, data, max_drop=args.max_drop, min_accuracy=args.min_accuracy, objective=args.objective,
