@@ -5,8 +5,8 @@
 For each model (a cached reference trained on Fashion-MNIST):
 - auto: the SLA search, objective size, with a wall-time budget;
 - int8 PTQ alone (`{type: ptq, bits: 8}`);
-- structured pruning alone with fine-tuning: the largest channel ratio (tried from the top down)
-  whose validation accuracy meets the same SLA.
+- structured pruning alone with fine-tuning: the largest channel ratio whose validation accuracy
+  meets the same SLA (tried upwards, stopping at the first that misses it).
 Then every artifact and the fp32 ONNX baseline are measured in ONE run: bytes on disk, ONNX
 Runtime latency interleaved in one process (batch 1, 2 threads), top-1 on the full TEST split.
 Targets (issue 7): auto >= 10x smaller and >= 3x faster than the fp32 baseline, test accuracy within
@@ -66,8 +66,8 @@ def run_model(spec: str, args, data, log) -> dict:
 
     # 3. structured pruning alone + fine-tuning: the largest ratio that meets the SLA on validation
     t = time.time()
-    prune_note = None
-    for ratio in args.prune_ratios:
+    prune_note, kept, last = None, None, None
+    for ratio in args.prune_ratios:  # upwards: stop at the first ratio that misses the SLA
         steps, _ = load_recipe({"steps": [{"type": "channel_prune", "ratio": ratio, "round_to": 8},
                                           {"type": "finetune", "epochs": 2, "max_batches": args.finetune_batches or None},
                                           {"type": "reparam"}]})
@@ -75,12 +75,15 @@ def run_model(spec: str, args, data, log) -> dict:
         export_artifact(run_steps(model, steps, data=data, input_shape=shape[1:]), p, shape)
         acc = _val_acc(p, data, args.val_batches)
         log(f"pruning alone, ratio {ratio}: val {acc:.2f}% (SLA {sla:.2f}%)")
-        if acc >= sla:
-            arts[f"pruning {ratio} + fine-tuning"] = p
+        last = (ratio, p)
+        if acc < sla:
             break
+        kept = (ratio, p)
+    if kept:
+        arts[f"pruning {kept[0]} + fine-tuning"] = kept[1]
     else:
         prune_note = f"no pruning ratio in {args.prune_ratios} met the SLA; the smallest ratio is shown"
-        arts[f"pruning {args.prune_ratios[-1]} + fine-tuning (misses SLA)"] = p
+        arts[f"pruning {last[0]} + fine-tuning (misses SLA)"] = last[1]
     log(f"pruning alone: {time.time() - t:.0f}s")
 
     # 4. everything measured in one run
@@ -95,22 +98,27 @@ def run_model(spec: str, args, data, log) -> dict:
         r["size_x"] = base["size"] / r["size"]
         r["lat_x"] = base["latency"] / r["latency"]
         r["drop"] = base["test"] - r["test"]
-    return {"spec": spec, "rows": rows, "auto": res, "sla": sla, "t_auto": t_auto, "total": time.time() - t0,
+    d = res.report.details
+    return {"spec": spec, "rows": rows, "sla": sla, "t_auto": t_auto, "total": time.time() - t0,
+            "n_trials": len(d.get("trials", [])), "policy_text": d.get("policy_text"),
+            "trials": [{k: t.get(k) for k in ("trial", "state", "origin", "policy", "val_accuracy", "size_bytes",
+                                              "latency_ms", "feasible", "seconds")} for t in d.get("trials", [])],
+            "budget": args.budget, "finetune_batches": args.finetune_batches,
             "prune_note": prune_note, "ref": meta["metrics"], "epochs": epochs}
 
 
 def markdown(results: list[dict], args) -> str:
-    ft = f"{args.finetune_batches} batches per epoch" if args.finetune_batches else "full epochs"
-    out = [f"Fashion-MNIST, `edgeslim auto --max-drop {args.max_drop} --objective size --budget {args.budget}` "
-           f"(validation capped at {args.val_batches} batches of 128 per trial, fine-tuning in {ft}) against "
+    out = [f"Fashion-MNIST, `edgeslim auto --max-drop {args.max_drop} --objective size` "
+           f"(validation capped at {args.val_batches} batches of 128 per trial) against "
            "single techniques at the same SLA (pruning alone: channel ratio, 2 epochs of fine-tuning). All rows of "
            "one table were measured in one run: ONNX Runtime, batch 1, 2 threads, latency interleaved; "
            "accuracy of the ONNX artifact on the full test split.", ""]
     for r in results:
-        a = r["auto"]
         out += [f"### {r['spec']} (reference: {r['epochs']:g} training epoch(s), test {r['ref'].get('test_top1')}%)", "",
-                f"SLA: validation top-1 >= {r['sla']:.2f}%. Search: {len(a.report.details.get('trials', []))} trials in "
-                f"{r['t_auto'] / 60:.1f} min; winner: {a.report.details.get('policy_text') or 'none (baseline kept)'}.", "",
+                f"SLA: validation top-1 >= {r['sla']:.2f}%. Search (budget {r['budget']}, fine-tuning in "
+                f"{str(r['finetune_batches']) + ' batches per epoch' if r['finetune_batches'] else 'full epochs'}): "
+                f"{r['n_trials']} trials in "
+                f"{r['t_auto'] / 60:.1f} min; winner: {r['policy_text'] or 'none (baseline kept)'}.", "",
                 "| method | size (bytes) | size ratio | latency (ms) | speed-up | test top-1 | drop (points) |",
                 "|---|---:|---:|---:|---:|---:|---:|"]
         for row in r["rows"]:
@@ -127,6 +135,15 @@ def markdown(results: list[dict], args) -> str:
         out += ["", "Targets: " + "; ".join(f"{n}: **{'met' if ok else 'NOT met'}**" for n, ok in checks) + "."]
         if r["prune_note"]:
             out.append(f"Note: {r['prune_note']}.")
+        out += ["", "Trials of the search (validation split):", "",
+                "| trial | origin | policy | state | val top-1 | size (bytes) | latency (ms) | feasible | s |",
+                "|---:|---|---|---|---:|---:|---:|---|---:|"]
+        for t in r["trials"]:
+            num = lambda v, f: "–" if v is None else format(v, f)
+            out.append(f"| {t['trial']} | {t.get('origin') or ''} | {t.get('policy') or ''} | {t['state']} | "
+                       f"{num(t.get('val_accuracy'), '.2f')} | {num(t.get('size_bytes'), ',')} | "
+                       f"{num(t.get('latency_ms'), '.3f')} | {'' if t.get('feasible') is None else ('yes' if t['feasible'] else 'no')} | "
+                       f"{num(t.get('seconds'), '.0f')} |")
         out.append("")
     return "\n".join(out)
 
@@ -139,9 +156,12 @@ def main() -> int:
     ap.add_argument("--max-drop", type=float, default=0.5)
     ap.add_argument("--val-batches", type=int, default=10)
     ap.add_argument("--finetune-batches", type=int, default=0, help="cap fine-tuning batches per epoch (0: full epochs)")
-    ap.add_argument("--prune-ratios", default="0.5,0.4,0.3", help="pruning-alone ratios, tried in this order")
+    ap.add_argument("--prune-ratios", default="0.3,0.4,0.5",
+                    help="pruning-alone ratios, tried in this order while they meet the SLA (the last one that "
+                         "does is kept)")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="re-render the sections from the saved measurements")
     args = ap.parse_args()
     args.prune_ratios = [float(v) for v in args.prune_ratios.split(",")]
     specs = args.models.split(",")
@@ -155,14 +175,22 @@ def main() -> int:
     if os.getloadavg()[0] > (os.cpu_count() or 1):  # shared machine: avoid two spin-waiting torch threads
         torch.set_num_threads(1)
     log = lambda s: print(s, file=sys.stderr, flush=True)
-    data = es_data.load("fashion-mnist")
-    results = [run_model(s, args, data, log) for s in specs]
-    md = markdown(results, args)
-    print(md)
-    if not args.no_write:
-        from _common import results_section
+    data = None if args.report_only else es_data.load("fashion-mnist")
+    import json
 
-        results_section("auto", md)
+    from _common import CACHE, results_section
+
+    for spec in specs:  # one RESULTS.md section per model, so runs of different models never clobber each other
+        saved = CACHE / "auto" / f"{spec}.json"
+        if args.report_only:
+            r = json.loads(saved.read_text())
+        else:
+            r = run_model(spec, args, data, log)
+            saved.write_text(json.dumps(r, indent=1))
+        md = markdown([r], args)
+        print(md)
+        if not args.no_write:
+            results_section(f"auto-{spec}", md)
     return 0
 
 

@@ -188,6 +188,9 @@ def accuracy(spec: str, ref_epochs: float, ft_epochs: float, runs: int, threads:
     # resnet20 at 2x and 3x fewer MACs
     ref, ck, meta = cached_trained(spec, ref_epochs)
     ref.eval()
+    if (res.get("model"), res.get("ref_epochs")) != (spec, ref_epochs):  # saved figures are of another reference
+        for k in ("resnet20_base", "resnet20_2x", "resnet20_3x"):
+            res.pop(k, None)
     res["model"], res["ref_epochs"] = spec, ref_epochs
     base_acc = res.get("resnet20_base") or _test_acc(ref, data)
     res["resnet20_base"] = base_acc
