@@ -25,6 +25,11 @@ def register(sub) -> None:
                    help="whole-model MACs ratio result/original (default 0.5 = 2x fewer)")
     g.add_argument("--target-params", type=float, metavar="FRACTION", help="whole-model params ratio result/original")
     g.add_argument("--vbmf", action="store_true", help="ranks by variational Bayesian matrix factorization")
+    p.add_argument("--allocation", choices=["energy", "uniform"], default="energy",
+                   help="with a target ratio: one kept-energy fraction for all layers (default) or the same "
+                        "cost fraction per layer")
+    p.add_argument("--bn-batches", type=int, default=50,
+                   help="with --data: re-estimate BatchNorm statistics on this many batches (default 50, 0 = off)")
     p.add_argument("--include", action="append", default=[], metavar="REGEX", help="only these layers (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="keep these layers (repeatable)")
     p.add_argument("--no-latency-check", action="store_true",
@@ -40,7 +45,8 @@ def build_config(args):
     from ..core.config import config_type
 
     kw = dict(rank=args.rank, energy=args.energy, target_macs=args.target_macs, target_params=args.target_params,
-              vbmf=args.vbmf, include=tuple(args.include), exclude=tuple(args.exclude),
+              vbmf=args.vbmf, allocation=args.allocation, bn_batches=args.bn_batches,
+              include=tuple(args.include), exclude=tuple(args.exclude),
               check_latency=not args.no_latency_check, min_speedup=args.min_speedup, threads=args.threads,
               finetune_epochs=args.finetune_epochs, lr=args.lr, finetune_distill=args.distill)
     return config_type(args.method)(**kw)

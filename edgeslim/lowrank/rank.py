@@ -18,9 +18,13 @@ from torch import nn
 
 # ---------------------------------------------------------------------------- spectra
 def unfold_spectrum(weight: torch.Tensor, mode: int) -> np.ndarray:
+    """Singular values (descending) of the mode-``mode`` unfolding, from the eigenvalues of its small
+    Gram matrix (``C x C``), never an SVD of the wide ``C x (rest)`` matrix."""
     w = weight.detach().double().cpu()
     mat = w.movedim(mode, 0).reshape(w.shape[mode], -1)
-    return torch.linalg.svdvals(mat).numpy()
+    if mat.shape[0] > mat.shape[1]:
+        mat = mat.T
+    return torch.linalg.eigvalsh(mat @ mat.T).flip(0).clamp_min(0).sqrt().numpy()
 
 
 def energy_rank(s: np.ndarray, energy: float) -> int:

@@ -87,3 +87,56 @@ def test_factorized_checkpoint_reloads(cfg, tmp_path):
     loaded, _ = M.load(tmp_path / "ck")
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(loaded(x), out(x))
+
+
+class TwoConv(nn.Module):
+    """Two 3x3 convs of equal cost: ``a`` is nearly rank 2 in both channel modes, ``b`` is dense."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = nn.Conv2d(16, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 16, 3, padding=1)
+        with torch.no_grad():
+            core = torch.randn(2, 2, 3, 3, generator=g)
+            u, v = torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g)
+            w = torch.einsum("abkl,oa,ib->oikl", core, u, v)
+            self.a.weight.copy_(w + 1e-3 * torch.randn(w.shape, generator=g))
+            self.b.weight.copy_(torch.randn(self.b.weight.shape, generator=g))
+        self.bn = nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        return self.bn(self.b(torch.relu(self.a(x))))
+
+
+def test_energy_allocation_takes_rank_from_the_compressible_layer():
+    model = TwoConv().eval()
+    out, det = factorize_with_details(model, Tucker(target_macs=0.5, check_latency=False, min_channels=1),
+                                      input_shape=(16, 8, 8))
+    rows = {r["layer"]: r for r in det["layers"]}
+    ra, rb = (tuple(map(int, rows[n]["ranks"].split("x"))) for n in ("a", "b"))
+    assert max(ra) <= 3 and min(rb) > max(ra), (ra, rb)
+    assert det["macs_after"] <= 0.5 * det["macs_before"]
+    _, uni = factorize_with_details(model, Tucker(target_macs=0.5, check_latency=False, min_channels=1,
+                                                  allocation="uniform"), input_shape=(16, 8, 8))
+    assert {r["layer"]: r["ranks"] for r in uni["layers"]}["a"] == {r["layer"]: r["ranks"] for r in uni["layers"]}["b"]
+    with pytest.raises(UsageError, match="allocation"):
+        Tucker(allocation="greedy")
+
+
+def test_bn_recalibrated_with_data():
+    from edgeslim.lowrank import recalibrate_bn
+
+    model = TwoConv()
+    x = torch.randn(64, 16, 8, 8) * 3 + 1
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(64, dtype=torch.long)),
+                                         batch_size=16)
+    assert recalibrate_bn(model, loader, 4) == 1
+    with torch.no_grad():
+        feats = model.b(torch.relu(model.a(x)))
+    torch.testing.assert_close(model.bn.running_mean, feats.mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
+    assert model.bn.momentum == 0.1 and model.training
+    out, det = factorize_with_details(model.eval(), Tucker(rank=4, check_latency=False, min_channels=1), loader,
+                                      input_shape=(16, 8, 8))
+    assert any("BatchNorm" in n for n in det["notes"])
+    assert not torch.equal(out.bn.running_mean, model.bn.running_mean)
