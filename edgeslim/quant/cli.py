@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor instead of per channel")
     p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (default 8)")
     p.add_argument("--adaround", action="store_true", help="learn weight rounding (for 4-bit weights)")
+    p.add_argument("--adaround-iters", type=int, default=1000, help="AdaRound optimisation steps per layer")
     p.add_argument("--data-free", action="store_true", help="weights only, no data: equalization + bias correction")
     p.add_argument("--mixed-precision", metavar="FILE", help='JSON/YAML {"layer regex": bits or null}')
     p.add_argument("--epochs", type=float, default=1.0, help="QAT / low-bit fine-tuning epochs")
@@ -74,7 +75,8 @@ def build_config(args):
                   mixed_precision=_bitmap(args.mixed_precision))
     if args.method == "ptq":
         return PTQ(bits=bits, calibration=args.calibration, weight_observer=args.weight_observer,
-                   calib_batches=args.calib_batches, adaround=args.adaround, data_free=args.data_free, **common)
+                   calib_batches=args.calib_batches, adaround=args.adaround, adaround_iters=args.adaround_iters,
+                   data_free=args.data_free, **common)
     if args.method == "qat":
         return QAT(bits=bits, calibration=args.calibration, calib_batches=args.calib_batches, epochs=args.epochs,
                    lr=args.lr, max_batches=args.train_batches, learn_ranges=not args.frozen_ranges, **common)

@@ -86,18 +86,142 @@ def _first_line(e: Exception) -> str:
 
 
 def _tidy(path: Path) -> None:
-    """Drop float initializers nothing uses any more (the exporter keeps float weights as buffers)."""
+    """Drop float initializers nothing uses any more (the exporter keeps float weights as buffers)
+    and store the graph compactly (see ``compact``)."""
     m = onnx.load(str(path))
-    used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
-    keep = [t for t in m.graph.initializer if t.name in used]
-    del m.graph.initializer[:]
-    m.graph.initializer.extend(keep)
-    for n in m.graph.node:  # the exporter's per-node stack traces only add bytes
-        del n.metadata_props[:]
-        n.doc_string = ""
-    for v in m.graph.value_info:
-        del v.metadata_props[:]
+    compact(m)
     onnx.save(m, str(path))
+
+
+def compact(m: onnx.ModelProto) -> onnx.ModelProto:
+    """Store a QDQ graph without the exporter's overhead, in place; what it computes is unchanged.
+
+    - Constant nodes, and Cast / Identity nodes of constants, become (plain) initializers;
+    - identical initializers are stored once;
+    - all-zero zero points of weight and bias DequantizeLinear are dropped (the default is 0);
+    - an all-zero int32 bias is dropped with its DequantizeLinear (Conv / Gemm without bias);
+    - a bias scale equal to input scale x weight scale (as ONNX Runtime's QLinearConv requires)
+      is computed by a Mul of the two, which ONNX Runtime constant-folds before it fuses the
+      integer kernels, instead of being stored a second time per output channel;
+    - node names and the exporter's metadata are dropped, internal tensor and small constant
+      names shortened; weight initializers keep their names (they say which layer they are).
+    """
+    from onnx import helper, numpy_helper
+
+    g = m.graph
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    keep_nodes = []
+    for n in g.node:  # constants and casts / copies of constants -> initializers
+        if n.op_type == "Constant" and len(n.output) == 1 and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+            continue
+        if n.op_type in ("Cast", "Identity") and len(n.input) == 1 and n.input[0] in consts:
+            a = consts[n.input[0]]
+            if n.op_type == "Cast":
+                to = next(at.i for at in n.attribute if at.name == "to")
+                a = a.astype(helper.tensor_dtype_to_np_dtype(to))
+            consts[n.output[0]] = a
+            continue
+        keep_nodes.append(n)
+    producer = {o: n for n in keep_nodes for o in n.output}
+
+    def is_zero(name: str) -> bool:
+        return name in consts and not np.any(consts[name])
+
+    drop: set[int] = set()
+    extra: list = []
+    mul_count = [0]
+    consumers: dict[str, list] = {}
+    for n in keep_nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    for n in keep_nodes:
+        if n.op_type == "DequantizeLinear" and len(n.input) == 3 and n.input[0] in consts and is_zero(n.input[2]):
+            # bias (int32) and Conv weight (int8) zero points 0 are the default; ONNX Runtime's
+            # QGemm fusion wants the weight's zero point spelled out, so Gemm weights keep theirs
+            a = consts[n.input[0]]
+            users = consumers.get(n.output[0], [])
+            if a.dtype == np.int32 or (a.dtype == np.int8 and users and all(u.op_type == "Conv" for u in users)):
+                del n.input[2]
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1 \
+                and n.input[1] in consts and consts[n.input[1]].ndim == 0:
+            kept = [a for a in n.attribute if a.name != "axis"]  # axis means nothing for a scalar scale
+            del n.attribute[:]
+            n.attribute.extend(kept)
+    for n in keep_nodes:
+        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3 or not n.input[2]:
+            continue
+        bdq = producer.get(n.input[2])
+        if bdq is None or bdq.op_type != "DequantizeLinear" or bdq.input[0] not in consts:
+            continue
+        sole = len(consumers.get(bdq.output[0], [])) == 1
+        if not np.any(consts[bdq.input[0]]) and len(n.input) == 3 and sole:
+            del n.input[2]  # a zero bias: the layer without one computes the same
+            drop.add(id(bdq))
+            continue
+        xdq, wdq = producer.get(n.input[0]), producer.get(n.input[1])
+        if xdq is None or wdq is None or xdq.op_type != "DequantizeLinear" or wdq.op_type != "DequantizeLinear":
+            continue
+        xs, ws, bs = xdq.input[1], wdq.input[1], bdq.input[1]
+        if not all(k in consts for k in (xs, ws, bs)):
+            continue
+        prod = (consts[xs].astype(np.float32) * consts[ws].astype(np.float32)).astype(np.float32)
+        if prod.shape == consts[bs].shape and np.array_equal(prod, consts[bs]):
+            out = f"__bias_scale{mul_count[0]}"
+            mul_count[0] += 1
+            extra.append((bdq, helper.make_node("Mul", [xs, ws], [out])))
+            bdq.input[1] = out
+    nodes = []
+    for n in keep_nodes:
+        if id(n) in drop:
+            continue
+        for b, mul in extra:
+            if b is n:
+                nodes.append(mul)
+        nodes.append(n)
+    # initializers that are used, each distinct array once
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+    canon: dict[tuple, str] = {}
+    alias: dict[str, str] = {}
+    order = []
+    for name, a in consts.items():
+        if name not in used:
+            continue
+        key = (a.dtype.str, a.shape, a.tobytes())
+        if key in canon:
+            alias[name] = canon[key]
+            continue
+        canon[key] = name
+        order.append(name)
+    # short names for internal tensors and small constants; graph inputs / outputs and weight
+    # initializers keep theirs
+    fixed = {i.name for i in g.input} | {o.name for o in g.output} | \
+        {name for name in canon.values() if consts[name].dtype == np.int8 and consts[name].ndim >= 2}
+    short: dict[str, str] = {}
+
+    def rename(x: str) -> str:
+        x = alias.get(x, x)
+        if not x or x in fixed:
+            return x
+        if x not in short:
+            short[x] = f"t{len(short)}"
+        return short[x]
+
+    inits = [numpy_helper.from_array(consts[name], rename(name)) for name in order]
+    for n in nodes:
+        n.name = ""
+        n.doc_string = ""
+        del n.metadata_props[:]
+        for k, x in enumerate(n.input):
+            n.input[k] = rename(x)
+        for k, x in enumerate(n.output):
+            n.output[k] = rename(x)
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    del g.value_info[:]
+    return m
 
 
 def integer_ops(path: str | os.PathLike, threads: int = 2) -> dict[str, Any]:

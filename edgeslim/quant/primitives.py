@@ -84,6 +84,44 @@ def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
     return x.detach() + (xg - xg.detach())  # exactly x in the forward pass
 
 
+def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Sum ``t`` over the dimensions that ``shape`` broadcasts."""
+    if t.shape == shape:
+        return t
+    if len(shape) == 0:
+        return t.sum()
+    dims = tuple(d for d, (a, b) in enumerate(zip(t.shape, shape)) if b == 1 and a != 1)
+    return t.sum(dims, keepdim=True) if dims else t
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    """Fake quantization with the clipped straight-through estimator for x and LSQ's gradient for
+    the scale, in one node: it keeps only its input for the backward pass and recomputes the
+    rest there (QAT is memory-bound on CPU; the unfused version stores several full-size
+    intermediates per quantizer and runs about twice as many element-wise kernels)."""
+
+    @staticmethod
+    def forward(ctx, x, s, z, qmin: int, qmax: int):
+        ctx.save_for_backward(x, s, z)
+        ctx.qmin, ctx.qmax = qmin, qmax
+        q = torch.round(x / s).add_(z).clamp_(qmin, qmax)
+        return q.sub_(z).mul_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s, z = ctx.saved_tensors
+        xs = x / s
+        v = xs + z
+        inside = (v >= ctx.qmin) & (v <= ctx.qmax)  # LSQ: on the unrounded value, bounds included
+        gx = g * inside if ctx.needs_input_grad[0] else None
+        gs = None
+        if ctx.needs_input_grad[1]:
+            # d out / d s = (q - z) - x / s inside the grid, (q - z) where clipped
+            d = torch.round(xs).add_(z).clamp_(ctx.qmin, ctx.qmax).sub_(z).sub_(xs.mul_(inside))
+            gs = _sum_to(d.mul_(g), s.shape)
+        return gx, gs, None, None, None
+
+
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,
                axis: int | None = None) -> torch.Tensor:
     """Quantize-dequantize with a straight-through estimator (gradients to x and to scale)."""
@@ -92,8 +130,18 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, q
     if not (torch.is_grad_enabled() and (x.requires_grad or s.requires_grad)):
         # inference: the same arithmetic in place (calibration and evaluation are memory-bound)
         return torch.round(x / s).add_(z).clamp_(qmin, qmax).sub_(z).mul_(s)
-    q = torch.clamp(round_ste(x / s) + z, qmin, qmax)
-    return (q - z) * s
+    return _FakeQuantSTE.apply(x, s, z, qmin, qmax)
+
+
+def _fake_quant_reference(x, scale, zero_point, qmin, qmax, axis=None):
+    """The same estimator written with plain autograd ops (for tests): inside the grid
+    ``round_ste(x / s) * s``, outside it the clipped code times s (gradient to s only)."""
+    s = _bcast(scale.to(x.dtype), x, axis)
+    z = _bcast(zero_point.to(x.dtype), x, axis)
+    v = (x / s + z).detach()
+    inside = (v >= qmin) & (v <= qmax)
+    clipped = (torch.clamp(torch.round(x / s).detach() + z, qmin, qmax) - z) * s
+    return torch.where(inside, round_ste(x / s) * s, clipped)
 
 
 def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,

@@ -127,3 +127,23 @@ def test_bits_outside_range_rejected(bad):
 def test_nan_range_rejected():
     with pytest.raises(UsageError):
         compute_qparams(torch.tensor(float("nan")), torch.tensor(1.0), 8, signed=False, symmetric=False)
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_fused_ste_matches_autograd_reference(axis):
+    from edgeslim.quant.primitives import _fake_quant_reference, grad_scale
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64) * 2
+    n = 1 if axis is None else x0.shape[axis]
+    s0 = (torch.rand(n, generator=g, dtype=torch.float64) * 0.2 + 0.1).reshape(() if axis is None else (n,))
+    z = torch.randint(-3, 4, s0.shape, generator=g, dtype=torch.int32)
+    up = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    grads = []
+    for fn in (fake_quant, _fake_quant_reference):
+        x, s = x0.clone().requires_grad_(), s0.clone().requires_grad_()
+        y = fn(x, grad_scale(s, 0.5), z, -8, 7, axis)
+        (y * up).sum().backward()
+        grads.append((y.detach(), x.grad, s.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
