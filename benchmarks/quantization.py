@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import statistics
 import time
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def accuracy_table(done: dict, n_test: int, *_):
 
 # -- speed ---------------------------------------------------------------------------------------------
 
-def speed_part(names, calib_images: dict, runs: int, work: Path, done: dict) -> None:
+def speed_part(names, calib_images: dict, runs: int, work: Path, done: dict, rounds: int = 5) -> None:
     """Fills ``done`` (model name -> measurements) for the speed table."""
     import torch
     import torchvision
@@ -207,21 +208,28 @@ def speed_part(names, calib_images: dict, runs: int, work: Path, done: dict) -> 
         iops = integer_ops(d / "edgeslim_int8.onnx")
         peer_s = peer_quantize(d / "fp32.onnx", d / "peer_int8.onnx", batches, "minmax")
         paths = [d / "fp32.onnx", d / "edgeslim_int8.onnx", d / "peer_int8.onnx"]
-        lat = bench(paths, (1, 3, 224, 224), threads=2, warmup=5, runs=runs)
-        ms = [r["median_ms"] for r in lat]
+        # fresh ONNX Runtime sessions per round: a session's speed on this shared machine drifts more
+        # between sessions than between runs, so the figure is the median over rounds of interleaved medians
+        per_round = [[r["median_ms"] for r in bench(paths, (1, 3, 224, 224), threads=2, warmup=5, runs=runs)]
+                     for _ in range(rounds)]
+        ms = [statistics.median(col) for col in zip(*per_round)]
         mb = [artifact_size(p) / 1e6 for p in paths]
         print(f"{name}: {ms} ms, {mb} MB, ours {ours_s:.1f}s (calib {det['calib_seconds']}s), peer {peer_s:.1f}s, "
               f"int ops {iops['integer_ops']}", flush=True)
         done[name] = {"ms": ms, "mb": mb, "ours_s": ours_s, "calib_s": det["calib_seconds"], "peer_s": peer_s,
                       "images": n, "load": [load0, _load()], "bytes": [p.stat().st_size for p in paths],
-                      "runs": runs, "float_compute": len(iops["float_compute"])}
+                      "runs": runs, "rounds": rounds, "per_round_ms": per_round,
+                      "float_compute": len(iops["float_compute"])}
 
 
 def speed_table(rows: dict) -> str:
     runs = sorted({v.get("runs") for v in rows.values() if v.get("runs")})
+    rounds = sorted({v.get("rounds", 1) for v in rows.values() if v.get("runs")})
     lines = ["Speed: torchvision models (random weights), 1x3x224x224, batch 1, 2 intra-op threads, ONNX Runtime "
-             f"CPU, {'/'.join(map(str, runs)) or 'n'} interleaved timed runs each; both int8 files calibrated on the "
-             "same random images (MinMax for the peer; entropy for edgeslim).", "",
+             f"CPU; {'/'.join(map(str, rounds)) or 'n'} round(s) of fresh sessions, each timing the three files "
+             f"interleaved ({'/'.join(map(str, runs)) or 'n'} runs each); the figure is the median over rounds of "
+             "the per-round medians. Both int8 files calibrated on the same random images (MinMax for the peer; "
+             "entropy for edgeslim).", "",
              "| model | calib images | fp32 ms | edgeslim int8 ms (speed-up) | ORT quantize_static int8 ms (speed-up) "
              "| fp32 MB | edgeslim MB (x smaller) | peer MB (x smaller) | edgeslim quantize s (of which calibration) "
              "| peer quantize s |",
@@ -231,6 +239,10 @@ def speed_table(rows: dict) -> str:
         lines.append(f"| {name} | {n} | {ms[0]:.2f} | {ms[1]:.2f} ({ms[0] / ms[1]:.2f}x) | {ms[2]:.2f} "
                      f"({ms[0] / ms[2]:.2f}x) | {mb[0]:.2f} | {mb[1]:.2f} ({mb[0] / mb[1]:.3f}x) | {mb[2]:.2f} "
                      f"({mb[0] / mb[2]:.3f}x) | {v['ours_s']:.1f} ({v['calib_s']:.1f}) | {v['peer_s']:.1f} |")
+        if v.get("per_round_ms") and len(v["per_round_ms"]) > 1:
+            sp = [(r[0] / r[1], r[0] / r[2]) for r in v["per_round_ms"]]
+            lines.append(f"| | speed-ups per round, edgeslim / peer: " + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in sp)
+                         + " | | | | | | | | |")
         if v.get("float_compute"):
             lines.append(f"| | float compute nodes left in edgeslim's file: {v['float_compute']} | | | | | | | | |")
     return "\n".join(lines)
@@ -316,7 +328,8 @@ def main(argv=None) -> int:
     ap.add_argument("--qat-lr", type=float, default=5e-4)
     ap.add_argument("--qat-calibration", default="mse")
     ap.add_argument("--w4-calibration", default="minmax", help="activation calibration of the W4A8 rows")
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=60, help="timed runs per file and round (speed part)")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of fresh sessions (speed part)")
     ap.add_argument("--adaround-iters", type=int, default=500)
     ap.add_argument("--only", default="", help="comma-separated label prefixes to (re)run, e.g. 'edgeslim QAT'")
     args = ap.parse_args(argv)
@@ -359,7 +372,7 @@ def main(argv=None) -> int:
     if args.part in ("all", "speed"):
         calib = {"resnet18": 256, "mobilenet_v2": 64, "resnet50": 32}
         rows: dict = {}
-        speed_part(args.speed_models.split(","), calib, args.runs, work, rows)
+        speed_part(args.speed_models.split(","), calib, args.runs, work, rows, rounds=args.rounds)
         parts = merge({"speed_rows": rows, "speed_command": _command()})
     parts = merge({})
     if parts.get("speed_rows"):

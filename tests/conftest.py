@@ -1,10 +1,11 @@
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from edgeslim.testing import cli_command
 
 # The suite runs tiny models: one intra-op thread avoids thread-pool synchronisation, which on a busy
 # shared machine costs more than the second core gives. Latency checks set their threads explicitly.
@@ -21,17 +22,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def _cli_path() -> list[str]:
-    exe = Path(sys.executable).parent / "edgeslim"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "edgeslim.cli"]
-
-
 @pytest.fixture
 def cli(tmp_path):
     """Run the real console script; returns CompletedProcess (text)."""
     def run(*args, check_rc=None, env=None, timeout=600):
         e = dict(os.environ, **(env or {}))
-        p = subprocess.run(_cli_path() + [str(a) for a in args], capture_output=True, text=True, cwd=tmp_path,
+        p = subprocess.run(cli_command() + [str(a) for a in args], capture_output=True, text=True, cwd=tmp_path,
                            env=e, timeout=timeout)
         if check_rc is not None:
             assert p.returncode == check_rc, f"rc={p.returncode}\nstdout:{p.stdout}\nstderr:{p.stderr}"

@@ -175,11 +175,14 @@ def _apply_masks(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) 
 def _loss(teacher: nn.Module | None):
     """Cross-entropy on labelled batches; distillation from the uncompressed model otherwise."""
 
+    from ..distill.losses import teacher_runner
+
+    run_teacher = teacher_runner(teacher) if teacher is not None else None
+
     def loss_fn(out, y, x):
         if (y >= 0).all():
             return F.cross_entropy(out, y)
-        with torch.no_grad():
-            t = teacher(x)
+        t = run_teacher(x)
         return F.kl_div(F.log_softmax(out, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True)
 
     return loss_fn

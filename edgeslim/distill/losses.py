@@ -16,6 +16,8 @@ with it, runs the teacher inside the loss, and collects layer outputs with forwa
 """
 from __future__ import annotations
 
+import copy
+
 import difflib
 import re
 from typing import Any, Callable, Iterable
@@ -85,13 +87,32 @@ def kd_loss_fn(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0
     for p in teacher.parameters():
         p.requires_grad_(False)
 
+    run_teacher = teacher_runner(teacher)
+
     def loss_fn(outputs, targets, inputs):
-        _to_device(teacher, inputs.device)
-        with torch.no_grad():
-            t = teacher(inputs)
+        t = run_teacher(inputs)
         return soft_hard_loss(outputs, t, targets, temperature=temperature, alpha=alpha, pseudo_labels=pseudo_labels)
 
     return loss_fn
+
+
+def teacher_runner(teacher: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``run(x)``: the teacher's outputs for ``x`` without gradients, computed on ``x``'s device. When
+    training runs on another device than the teacher's, a copy of the teacher moves there: the
+    caller's teacher stays where it is."""
+    copies: dict[torch.device, nn.Module] = {}
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        p = next(teacher.parameters(), None)
+        model = teacher
+        if p is not None and p.device != x.device:
+            if x.device not in copies:
+                copies[x.device] = copy.deepcopy(teacher).to(x.device)
+            model = copies[x.device]
+        with torch.no_grad():
+            return model(x)
+
+    return run
 
 
 def _to_device(module: nn.Module, device: torch.device) -> None:

@@ -12,3 +12,13 @@ def fashion_mnist_available() -> bool:
     except DataError:
         return False
     return True
+
+
+def cli_command() -> list[str]:
+    """The argv prefix that runs the real ``edgeslim`` console script: the installed script beside
+    this Python, else the module (a checkout on PYTHONPATH without ``pip install``)."""
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("edgeslim")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "edgeslim.cli"]

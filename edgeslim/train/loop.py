@@ -80,9 +80,32 @@ def fit(
     """
     if epochs <= 0:
         return model
+    home = _device_of(model)
+    dev = pick_device(device)
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    if dev.type == "cuda":  # same seed, same result: deterministic cuDNN kernels while training
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        return _fit(model, data, dev, epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+                    momentum=momentum, schedule=schedule, max_batches=max_batches, loss_fn=loss_fn, hooks=hooks,
+                    on_step=on_step, params=params, seed=seed, progress=progress, log=log)
+    finally:  # trained on the accelerator, handed back where it came from
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        if home is not None and home != dev:
+            model.to(home)
+
+
+def _device_of(model: nn.Module) -> torch.device | None:
+    t = next(model.parameters(), None)
+    if t is None:
+        t = next(model.buffers(), None)
+    return None if t is None else t.device
+
+
+def _fit(model, data, dev, *, epochs, lr, optimizer, weight_decay, momentum, schedule, max_batches, loss_fn, hooks,
+         on_step, params, seed, progress, log) -> nn.Module:
     seed_everything(seed)
     loader = _loader(data, "train")
-    dev = pick_device(device)
     model.to(dev).train()
     hooks, on_step = list(hooks), list(on_step)
     per_epoch = len(loader) if max_batches is None else min(len(loader), max_batches)
@@ -136,9 +159,18 @@ def evaluate(model: nn.Module, loader: Any, *, max_batches: int | None = None,
              device: str | torch.device | None = None) -> dict[str, Any]:
     """Top-1 accuracy (percent) and mean cross-entropy; both None when the data has no labels."""
     loader = _loader(loader, "test")
-    dev = pick_device(device)
+    home, dev = _device_of(model), pick_device(device)
     was_training = model.training
     model.to(dev).eval()
+    try:
+        return _evaluate(model, loader, dev, max_batches)
+    finally:
+        model.train(was_training)
+        if home is not None and home != dev:
+            model.to(home)
+
+
+def _evaluate(model, loader, dev, max_batches) -> dict[str, Any]:
     correct, total, loss_sum, labelled = 0, 0, 0.0, True
     for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
@@ -151,7 +183,6 @@ def evaluate(model: nn.Module, loader: Any, *, max_batches: int | None = None,
             continue
         loss_sum += F.cross_entropy(out, y, reduction="sum").item()
         correct += (out.argmax(1) == y).sum().item()
-    model.train(was_training)
     if not labelled or total == 0:
         return {"top1": None, "loss": None, "n": total}
     return {"top1": 100.0 * correct / total, "loss": loss_sum / total, "n": total}

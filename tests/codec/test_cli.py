@@ -1,16 +1,15 @@
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from edgeslim.testing import cli_command
 
-EDGESLIM = Path(sys.executable).with_name("edgeslim")
+CMD = cli_command()
 
 
 def _run(*args, timeout=240):
-    return subprocess.run([str(EDGESLIM), *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,13 @@
 """`edgeslim distill`: the real console script once, bad input in-process."""
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from edgeslim.cli import main
+from edgeslim.testing import cli_command
 
-EDGESLIM = str(Path(sys.executable).with_name("edgeslim"))
+EDGESLIM = cli_command()
 TINY = "edgeslim.testing.models:TinyConvNet"
 TINYRES = "edgeslim.testing.models:TinyResNet"
 DATA = "synthetic:1,8,8:64"  # unlabelled: distilled from the teacher's predictions alone
@@ -28,7 +27,7 @@ def test_distill_cli_in_process(tmp_path, capsys):
 @pytest.mark.slow
 def test_distill_console_script(tmp_path):
     out = tmp_path / "ds"
-    p = subprocess.run([EDGESLIM, *_distill_args(out)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([*EDGESLIM, *_distill_args(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     _check(json.loads(p.stdout), out)
 

@@ -1,14 +1,13 @@
 """`edgeslim factorize`: the real console script once, bad input in-process."""
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from edgeslim.cli import main
+from edgeslim.testing import cli_command
 
-EDGESLIM = str(Path(sys.executable).with_name("edgeslim"))
+EDGESLIM = cli_command()
 TINY = "edgeslim.testing.models:TinyConvNet"
 
 
@@ -26,7 +25,7 @@ def test_factorize_cli_in_process(tmp_path, capsys):
 @pytest.mark.slow
 def test_factorize_console_script(tmp_path):
     out = tmp_path / "fz"
-    p = subprocess.run([EDGESLIM, *_args(out)], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([*EDGESLIM, *_args(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     _check(json.loads(p.stdout), out)
 

@@ -1,17 +1,16 @@
 """`edgeslim reparam` through the real console script."""
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import torch
+from edgeslim.testing import cli_command
 
-EDGESLIM = str(Path(sys.executable).with_name("edgeslim"))
+EDGESLIM_CMD = cli_command()
 
 
 def test_reparam_cli(tmp_path):
     out = tmp_path / "rp"
-    p = subprocess.run([EDGESLIM, "reparam", "edgeslim.testing.models:TinyResNet", "--input-shape", "1,1,8,8",
+    p = subprocess.run([*EDGESLIM_CMD, "reparam", "edgeslim.testing.models:TinyResNet", "--input-shape", "1,1,8,8",
                         "--runs", "3", "--warmup", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "folded 0 RepVGG block(s), 0 switch_to_deploy module(s), 5 Conv+BN pair(s)" in p.stdout
