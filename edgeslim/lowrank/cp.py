@@ -17,6 +17,7 @@ from torch import nn
 
 from ..core.errors import UsageError
 from .svd import check_rank
+from .tucker import conv_unsupported
 
 
 def max_rank(layer: nn.Conv2d) -> int:
@@ -26,14 +27,9 @@ def max_rank(layer: nn.Conv2d) -> int:
 
 
 def supported(layer: nn.Module) -> str | None:
-    if type(layer) is not nn.Conv2d:
-        return "not a Conv2d"
-    if layer.groups != 1:
-        return "grouped/depthwise conv"
-    if isinstance(layer.padding, str):
-        return "string padding"
-    if layer.kernel_size == (1, 1):
-        return "1x1 kernel (nothing for CP to separate)"
+    why = conv_unsupported(layer, "nothing for CP to separate")
+    if why is not None:
+        return why
     if layer.padding_mode != "zeros":
         return f"padding_mode={layer.padding_mode!r} does not separate into H and W passes"
     return None

@@ -27,8 +27,9 @@ def max_ranks(layer: nn.Conv2d) -> tuple[int, int]:
     return layer.out_channels, layer.in_channels
 
 
-def supported(layer: nn.Module) -> str | None:
-    """None when Tucker-2 applies, else why not."""
+def conv_unsupported(layer: nn.Module, one_by_one: str) -> str | None:
+    """Why a layer cannot be split into thin convolutions (None: it can); ``one_by_one`` says why a 1x1
+    kernel is left alone by the calling decomposition."""
     if type(layer) is not nn.Conv2d:
         return "not a Conv2d"
     if layer.groups != 1:
@@ -36,8 +37,13 @@ def supported(layer: nn.Module) -> str | None:
     if isinstance(layer.padding, str):
         return "string padding"
     if layer.kernel_size == (1, 1):
-        return "1x1 kernel (Tucker-2 would only split it into more 1x1 convs)"
+        return f"1x1 kernel ({one_by_one})"
     return None
+
+
+def supported(layer: nn.Module) -> str | None:
+    """None when Tucker-2 applies, else why not."""
+    return conv_unsupported(layer, "Tucker-2 would only split it into more 1x1 convs")
 
 
 @contextlib.contextmanager
