@@ -252,7 +252,9 @@ def importance_table(spec: str, ref_epochs: float, ratio: float, ft_epochs: floa
 
     data = _fmnist()
     res = state.setdefault("importance", {})
-    res["_model"] = spec
+    if (res.get("_model"), res.get("_ref_epochs"), res.get("_ratio"), res.get("_ft")) != (spec, ref_epochs, ratio, ft_epochs):
+        res.clear()  # saved rows are of another model or setting
+    res.update({"_model": spec, "_ref_epochs": ref_epochs, "_ratio": ratio, "_ft": ft_epochs})
     ref, _, _ = cached_trained(spec, ref_epochs)
     ref.eval()
     res.setdefault("_base", _test_acc(ref, data, IMP_EVAL_BATCHES))
