@@ -25,7 +25,7 @@ from torch import nn
 from ..core.errors import DataError, UsageError
 from ..graph import build_graph, excluded_modules
 from .importance import Magnitude, calibration_batches, get_importance
-from .structured import macs_of, prune_once
+from .structured import bisect_kept, macs_of, prune_once
 
 DEFAULT_RATIOS = (0.2, 0.4, 0.6, 0.8)
 
@@ -145,14 +145,8 @@ def allocate(model: nn.Module, curves: dict[str, Any], target_macs: float, *, ex
         raise UsageError(
             f"target_macs {target_macs} is out of reach with the scanned ratios (up to {max(curves['ratios'])}): "
             f"best is {kept(hi):.3f}", hint="scan higher ratios (--ratios) or raise --target-macs")
-    lo = 0.0
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if kept(mid) <= target_macs:
-            hi = mid
-        else:
-            lo = mid
-    return {k: v for k, v in ratios_for(hi).items() if v > 0}
+    tau = bisect_kept(kept, target_macs, 0.0, hi, iters)
+    return {k: v for k, v in ratios_for(tau).items() if v > 0}
 
 
 # -- outputs ------------------------------------------------------------------------------

@@ -262,7 +262,12 @@ def search_ratio(model, example, target: float, *, prune_kwargs: dict, max_ratio
         raise UsageError(
             f"target_macs {target} is out of reach: even ratio {max_ratio} keeps {kept(max_ratio):.3f} of the MACs",
             hint="raise --target-macs, raise max_layer_ratio, or exclude fewer layers")
-    lo, hi = 0.0, max_ratio
+    return bisect_kept(kept, target, 0.0, max_ratio, iters)
+
+
+def bisect_kept(kept, target: float, lo: float, hi: float, iters: int) -> float:
+    """The smallest x in [lo, hi] (to bisection precision) with ``kept(x) <= target``, for a ``kept``
+    that falls as x grows and ``kept(hi) <= target``."""
     for _ in range(iters):
         mid = (lo + hi) / 2
         if kept(mid) <= target:

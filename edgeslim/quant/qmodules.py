@@ -20,7 +20,7 @@ from torch import nn
 
 from ..core.errors import UsageError
 from .observers import canonical, make_observer
-from .primitives import check_bits, compute_qparams, fake_quant, grad_scale, qrange, quantize
+from .primitives import check_bits, fake_quant, grad_scale, qrange, quantize
 
 _STATE = {"export": False}
 
@@ -223,6 +223,19 @@ def activation_quantizer(bits: int = 8, *, observer: str = "minmax", signed: boo
 class _QMixin:
     """Shared by QConv2d / QLinear: weight quantizer, optional input quantizer link, int32 bias."""
 
+    @classmethod
+    def from_float(cls, layer: nn.Module, weight_fq: FakeQuant):
+        """The quantized twin of ``layer``, sharing its parameters (no copy)."""
+        q = cls.__new__(cls)
+        nn.Module.__init__(q)
+        q.__dict__.update({k: v for k, v in layer.__dict__.items()
+                           if k not in ("_parameters", "_buffers", "_modules")})
+        q._parameters = dict(layer._parameters)
+        q._buffers = dict(layer._buffers)
+        q._modules = dict(layer._modules)
+        q._init_q(weight_fq)
+        return q
+
     weight_fq: FakeQuant
 
     def _init_q(self, weight_fq: FakeQuant) -> None:
@@ -314,36 +327,12 @@ class _QMixin:
 
 
 class QConv2d(nn.Conv2d, _QMixin):
-    @classmethod
-    def from_float(cls, conv: nn.Conv2d, weight_fq: FakeQuant) -> "QConv2d":
-        q = cls.__new__(cls)
-        nn.Module.__init__(q)
-        q.__dict__.update({k: v for k, v in conv.__dict__.items()
-                           if k not in ("_parameters", "_buffers", "_modules")})
-        q._parameters = dict(conv._parameters)
-        q._buffers = dict(conv._buffers)
-        q._modules = dict(conv._modules)
-        q._init_q(weight_fq)
-        return q
-
     def forward(self, x):
         w, b = self.export_weight_bias() if _STATE["export"] else self.q_weight_bias()
         return self._conv_forward(x, w, b)
 
 
 class QLinear(nn.Linear, _QMixin):
-    @classmethod
-    def from_float(cls, lin: nn.Linear, weight_fq: FakeQuant) -> "QLinear":
-        q = cls.__new__(cls)
-        nn.Module.__init__(q)
-        q.__dict__.update({k: v for k, v in lin.__dict__.items()
-                           if k not in ("_parameters", "_buffers", "_modules")})
-        q._parameters = dict(lin._parameters)
-        q._buffers = dict(lin._buffers)
-        q._modules = dict(lin._modules)
-        q._init_q(weight_fq)
-        return q
-
     def forward(self, x):
         w, b = self.export_weight_bias() if _STATE["export"] else self.q_weight_bias()
         return F.linear(x, w, b)

@@ -10,7 +10,6 @@ import base64
 import html
 import os
 from pathlib import Path
-from typing import Any
 
 from ..core.io import atomic_write_text, save_png
 
@@ -91,8 +90,8 @@ def search_markdown(report) -> str:
                 f"(baseline {sla.get('baseline_val_accuracy', 0):.2f}% on the validation split)",
                 f"- objective: {d.get('objective')}; strategy: {d.get('strategy')}; budget {d.get('budget')}, "
                 f"{d.get('search_seconds')} s; storage {d.get('storage')}",
-                f"- search figures come from the validation split; the table above is the test split, measured "
-                f"again for baseline and winner side by side", ""]
+                "- search figures come from the validation split; the table above is the test split, measured "
+                "again for baseline and winner side by side", ""]
     if d.get("policy_text"):
         out += [f"**Winner:** trial {d.get('best_trial')}: {d['policy_text']} "
                 f"(validation {d.get('val_accuracy', 0):.2f}%). Replay with "
