@@ -35,8 +35,6 @@ def _val_acc(path, data, batches):
 def run_model(spec: str, args, data, log) -> dict:
     import edgeslim
     from _common import CACHE, cached_trained
-    from edgeslim.export import onnx as export_onnx
-    from edgeslim.measure import artifact_size, bench, onnx_accuracy
     from edgeslim.search.recipe import export_artifact, load_recipe, run_steps
 
     t0 = time.time()
@@ -87,32 +85,46 @@ def run_model(spec: str, args, data, log) -> dict:
     log(f"pruning alone: {time.time() - t:.0f}s")
 
     # 4. everything measured in one run
-    names = list(arts)
-    lats = bench([arts[n] for n in names], shape, threads=2, warmup=10, runs=args.runs)
-    rows = []
-    for n, lat in zip(names, lats):
-        acc = onnx_accuracy(arts[n], data.test)["top1"]
-        rows.append({"method": n, "size": artifact_size(arts[n]), "latency": lat["median_ms"], "test": acc})
-    base = rows[0]
-    for r in rows:
-        r["size_x"] = base["size"] / r["size"]
-        r["lat_x"] = base["latency"] / r["latency"]
-        r["drop"] = base["test"] - r["test"]
+    rows = measure_rows(arts, data, args)
     d = res.report.details
     return {"spec": spec, "rows": rows, "sla": sla, "t_auto": t_auto, "total": time.time() - t0,
             "n_trials": len(d.get("trials", [])), "policy_text": d.get("policy_text"),
             "trials": [{k: t.get(k) for k in ("trial", "state", "origin", "policy", "val_accuracy", "size_bytes",
                                               "latency_ms", "feasible", "seconds")} for t in d.get("trials", [])],
             "budget": args.budget, "finetune_batches": args.finetune_batches,
-            "prune_note": prune_note, "ref": meta["metrics"], "epochs": epochs}
+            "prune_note": prune_note, "ref": meta["metrics"], "epochs": epochs,
+            "artifacts": {n: str(p) for n, p in arts.items()}}
+
+
+def measure_rows(arts: dict, data, args) -> list[dict]:
+    """Bytes on disk, ONNX Runtime latency (every artifact interleaved in one process, median over
+    ``args.rounds`` rounds of fresh sessions) and top-1 on the full test split; ratios against the
+    first artifact (the fp32 baseline)."""
+    from edgeslim.measure import artifact_size, bench, onnx_accuracy
+
+    names = list(arts)
+    shape = (1, *data.meta.input_shape)
+    lats = bench([arts[n] for n in names], shape, threads=2, warmup=10, runs=args.runs, rounds=args.rounds)
+    rows = []
+    for n, lat in zip(names, lats):
+        acc = onnx_accuracy(arts[n], data.test)["top1"]
+        rows.append({"method": n, "size": artifact_size(arts[n]), "latency": lat["median_ms"], "test": acc,
+                     "per_round_ms": lat.get("per_round_ms")})
+    base = rows[0]
+    for r in rows:
+        r["size_x"] = base["size"] / r["size"]
+        r["lat_x"] = base["latency"] / r["latency"]
+        r["drop"] = base["test"] - r["test"]
+    return rows
 
 
 def markdown(results: list[dict], args) -> str:
     out = [f"Fashion-MNIST, `edgeslim auto --max-drop {args.max_drop} --objective size` "
            f"(validation capped at {args.val_batches} batches of 128 per trial) against "
            "single techniques at the same SLA (pruning alone: channel ratio, 2 epochs of fine-tuning). All rows of "
-           "one table were measured in one run: ONNX Runtime, batch 1, 2 threads, latency interleaved; "
-           "accuracy of the ONNX artifact on the full test split.", ""]
+           "one table were measured in one run: ONNX Runtime, batch 1, 2 threads, latency interleaved, the median "
+           "over rounds of fresh sessions (each row says how many); accuracy of the ONNX artifact on the full "
+           "test split.", ""]
     for r in results:
         out += [f"### {r['spec']} (reference: {r['epochs']:g} training epoch(s), test {r['ref'].get('test_top1')}%)", "",
                 f"SLA: validation top-1 >= {r['sla']:.2f}%. Search (budget {r['budget']}, fine-tuning in "
@@ -124,6 +136,11 @@ def markdown(results: list[dict], args) -> str:
         for row in r["rows"]:
             out.append(f"| {row['method']} | {row['size']:,} | {row['size_x']:.2f}x | {row['latency']:.3f} | "
                        f"{row['lat_x']:.2f}x | {row['test']:.2f} | {row['drop']:+.2f} |")
+        per = r["rows"][0].get("per_round_ms")
+        if per:
+            out += ["", f"Latency rounds: {len(per)}; per-round speed-up of auto: " + ", ".join(
+                f"{b / a:.2f}x" for b, a in zip(per, next(x for x in r["rows"] if x["method"] == "auto")["per_round_ms"]))
+                + (f" (re-measured at {r['remeasured']})" if r.get("remeasured") else "") + "."]
         auto_row = next(x for x in r["rows"] if x["method"] == "auto")
         singles = [x for x in r["rows"] if x["method"] not in ("auto", "fp32 baseline")]
         checks = [
@@ -156,10 +173,14 @@ def main() -> int:
     ap.add_argument("--max-drop", type=float, default=0.5)
     ap.add_argument("--val-batches", type=int, default=10)
     ap.add_argument("--finetune-batches", type=int, default=0, help="cap fine-tuning batches per epoch (0: full epochs)")
-    ap.add_argument("--prune-ratios", default="0.3,0.4,0.5",
+    ap.add_argument("--prune-ratios", default="0.2,0.3,0.4,0.5",
                     help="pruning-alone ratios, tried in this order while they meet the SLA (the last one that "
                          "does is kept)")
     ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=5, help="latency: rounds of fresh ONNX Runtime sessions")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="measure the saved artifacts again (size, latency, test top-1) and re-render; for a quiet "
+                         "machine after searches that ran side by side")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="re-render the sections from the saved measurements")
     args = ap.parse_args()
@@ -176,6 +197,8 @@ def main() -> int:
         torch.set_num_threads(1)
     log = lambda s: print(s, file=sys.stderr, flush=True)
     data = None if args.report_only else es_data.load("fashion-mnist")
+    if args.remeasure:
+        torch.set_num_threads(2)
     import json
 
     from _common import CACHE, results_section
@@ -184,6 +207,11 @@ def main() -> int:
         saved = CACHE / "auto" / f"{spec}.json"
         if args.report_only:
             r = json.loads(saved.read_text())
+        elif args.remeasure:
+            r = json.loads(saved.read_text())
+            r["rows"] = measure_rows({n: Path(p) for n, p in r["artifacts"].items()}, data, args)
+            r["remeasured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            saved.write_text(json.dumps(r, indent=1))
         else:
             r = run_model(spec, args, data, log)
             saved.write_text(json.dumps(r, indent=1))

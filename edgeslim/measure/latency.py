@@ -64,9 +64,25 @@ def _shape(input_shape) -> tuple[int, ...]:
 
 
 def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50,
-          seed: int = 0) -> list[dict[str, Any]]:
+          seed: int = 0, rounds: int = 1) -> list[dict[str, Any]]:
     """Median/p90 latency of each target (nn.Module -> torch eager, .onnx path -> ONNX Runtime),
-    measured interleaved in one process on the same input."""
+    measured interleaved in one process on the same input.
+
+    ``rounds`` > 1 repeats that with fresh ONNX Runtime sessions each time and reports the median
+    over rounds of the per-round figures (with ``per_round_ms``): on a shared machine a session's
+    speed drifts more between sessions than between runs."""
+    if rounds > 1:
+        per = [bench(targets, input_shape, threads=threads, warmup=warmup, runs=runs, seed=seed + k)
+               for k in range(rounds)]
+        out = []
+        for i in range(len(targets)):
+            rs = [r[i] for r in per]
+            s = dict(rs[0])
+            for k in ("median_ms", "p90_ms", "mean_ms"):
+                s[k] = float(np.median([r[k] for r in rs]))
+            s.update(runs=sum(r["runs"] for r in rs), rounds=rounds, per_round_ms=[r["median_ms"] for r in rs])
+            out.append(s)
+        return out
     shape = _shape(input_shape)
     x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
     runners = [_runner(t, x, threads) for t in targets]

@@ -89,7 +89,7 @@ def _tidy(path: Path) -> None:
     """Drop float initializers nothing uses any more (the exporter keeps float weights as buffers)
     and store the graph compactly (see ``compact``)."""
     m = onnx.load(str(path))
-    compact(m)
+    m = pack_int4(compact(m))
     onnx.save(m, str(path))
 
 
@@ -222,6 +222,58 @@ def compact(m: onnx.ModelProto) -> onnx.ModelProto:
     g.initializer.extend(inits)
     del g.value_info[:]
     return m
+
+
+INT4_OPSET = 21  # Cast to and from int4 entered the standard domain in opset 21
+
+
+def pack_int4(m: onnx.ModelProto) -> onnx.ModelProto:
+    """Store int8 weight initializers whose codes all fit in 4 bits ([-8, 7]: 4-bit, ternary and
+    binary weights) as packed INT4, two codes a byte, each followed by a Cast back to int8.
+
+    The Cast of a constant is folded by ONNX Runtime when the session starts, so the
+    ``DequantizeLinear -> Conv`` groups still fuse into the int8 kernels and compute exactly what
+    they did; only the file shrinks. Needs opset 21: the graph is converted to it first, and left
+    as it is when that conversion fails. Returns the model to use (the same one when nothing fits)."""
+    from onnx import TensorProto, helper, numpy_helper, version_converter
+
+    dq_inputs = {n.input[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    fits = [t.name for t in m.graph.initializer if t.data_type == TensorProto.INT8 and len(t.dims) >= 2
+            and t.name in dq_inputs and _fits_int4(numpy_helper.to_array(t))]
+    if not fits:
+        return m
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < INT4_OPSET:
+        try:
+            m = version_converter.convert_version(m, INT4_OPSET)
+        except Exception:  # noqa: BLE001 - an op without an adapter: keep the int8 file
+            return m
+        del m.graph.value_info[:]  # the converter infers shapes; the file does not need them
+    g = m.graph
+    fits_set = set(fits)
+    inits, casts = [], []
+    for t in g.initializer:
+        if t.name not in fits_set:
+            inits.append(t)
+            continue
+        a = numpy_helper.to_array(t)
+        nib = a.reshape(-1).astype(np.uint8) & 0x0F  # two's complement nibbles
+        if nib.size % 2:
+            nib = np.append(nib, np.uint8(0))
+        packed = (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)  # first code in the low nibble
+        inits.append(helper.make_tensor(t.name + ".int4", TensorProto.INT4, a.shape, packed.tobytes(), raw=True))
+        casts.append(helper.make_node("Cast", [t.name + ".int4"], [t.name], to=TensorProto.INT8))
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    m.ir_version = max(m.ir_version, 10)  # INT4 needs IR version 10
+    return m
+
+
+def _fits_int4(a: np.ndarray) -> bool:
+    return a.size > 0 and int(a.min()) >= -8 and int(a.max()) <= 7
 
 
 def integer_ops(path: str | os.PathLike, threads: int = 2) -> dict[str, Any]:

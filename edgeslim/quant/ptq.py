@@ -305,7 +305,7 @@ def layer_table(model: nn.Module) -> list[dict]:
 
 def bit_cost(model: nn.Module, details: dict) -> None:
     """Where weights or activations are narrower than 8 bits: the size at their real bit cost, and
-    a note that the ONNX file stores them in 8-bit containers."""
+    a note on how the ONNX file stores them."""
     layers = qgraph.quant_layers(model)
     low_w = [n for n, m in layers if m.weight_fq.mode == "quant" and m.weight_fq.bits < 8]
     low_a = sorted({fq.bits for _, fq in qgraph.activation_quants(model) if fq.mode == "quant" and fq.bits < 8})
@@ -319,11 +319,18 @@ def bit_cost(model: nn.Module, details: dict) -> None:
     notes = details.setdefault("notes", [])
     if low_w:
         bits = sorted({m.weight_fq.bits for n, m in layers if n in low_w})
-        notes.append(
-            f"{len(low_w)} of {len(layers)} layers have {'/'.join(map(str, bits))}-bit weights: simulated exactly on "
-            "their narrower grid, but model.onnx stores them in int8 containers (ONNX Runtime has no kernels for "
-            "fewer bits), so the file has the 8-bit size; estimated_size_bytes counts them at their real bit cost "
-            "(packed codes + a float32 scale per channel + int32 biases, other parameters at 32 bits)")
+        packed = [b for b in bits if b <= 4]
+        wide = [b for b in bits if b > 4]
+        text = (f"{len(low_w)} of {len(layers)} layers have {'/'.join(map(str, bits))}-bit weights, simulated exactly "
+                "on their narrower grid. ")
+        if packed:
+            text += (f"model.onnx stores the {'/'.join(map(str, packed))}-bit ones packed as INT4 (two codes a byte, "
+                     "opset 21), cast to int8 when ONNX Runtime loads the file, so they run on its int8 kernels. ")
+        if wide:
+            text += (f"The {'/'.join(map(str, wide))}-bit ones sit in int8 containers (ONNX has no narrower "
+                     "type that ONNX Runtime reads). ")
+        notes.append(text + "estimated_size_bytes counts every layer at its real bit cost (packed codes + a float32 "
+                     "scale per channel + int32 biases, other parameters at 32 bits)")
     if low_a:
         notes.append(f"{'/'.join(map(str, low_a))}-bit activations are clipped to their grid inside uint8 tensors "
                      "in model.onnx (a Clip before each QuantizeLinear); ONNX Runtime computes them in 8 bits")

@@ -1,12 +1,13 @@
 """The policy space of ``edgeslim auto``: what a trial may choose, as a YAML-expressible config.
 
-    prune_ratio: [0.0, 0.3, 0.5, 0.6, 0.7]   # fraction of channels removed
+    prune_ratio: [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]   # fraction of channels removed
     allocation: [uniform, sensitivity]        # one ratio for every group, or per-group ratios
                                               # from a sensitivity scan at the same MACs
     round_to: 8                               # pruned channel counts are multiples of 8
-    bits: [float, 8]                          # weight/activation format of the artifact
+    bits: [float, 8, 4]                       # format of the artifact: fp32, int8, or 4-bit weights
+                                              # (AdaRound; packed INT4 in the file) with int8 activations
     layer_bits: first_last                    # none | first_last | all: layers that get their own
-                                              # float/8 choice (mixed precision) when bits is 8
+                                              # choice among the same formats (mixed precision)
     lowrank: [false, true]                    # Tucker-2 on the convolutions (kept only where faster)
     distill: [false, true]                    # fine-tune with KD from the input model, or plain CE
     finetune_epochs: [0, 1, 2]                # epochs of at most finetune_batches batches
@@ -30,13 +31,14 @@ LAYER_BITS = ("none", "first_last", "all")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SearchSpace(Config):
     kind = "search_space"
-    prune_ratio: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7)
+    prune_ratio: tuple[float, ...] = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     allocation: tuple[str, ...] = ("uniform", "sensitivity")
     importance: str = "l1"
     round_to: int = 8  # pruned channel counts are multiples of this (ONNX Runtime's kernels prefer it)
-    bits: tuple[Any, ...] = ("float", 8)
+    bits: tuple[Any, ...] = ("float", 8, 4)
     layer_bits: str = "first_last"
     calibration: str = "minmax"
+    adaround_iters: int = 300  # per layer, where any layer has 4-bit weights
     lowrank: tuple[bool, ...] = (False, True)
     lowrank_energy: float = 0.95
     distill: tuple[bool, ...] = (False, True)
@@ -57,12 +59,11 @@ class SearchSpace(Config):
             if a not in ("uniform", "sensitivity"):
                 raise UsageError(f"unknown allocation {a!r}", hint="use uniform and/or sensitivity")
         for b in self.bits:
-            if b == 4:
-                raise UsageError("4-bit is not in the search space: edgeslim.quant stores sub-8-bit weights in "
-                                 "8-bit containers in the ONNX file, so 4 bits would not shrink the artifact",
-                                 hint="use bits: [float, 8]")
-            if b not in ("float", 8):
-                raise UsageError(f"space.bits choices are 'float' and 8, got {b!r}")
+            if b not in ("float", 8, 4):
+                raise UsageError(f"space.bits choices are 'float', 8 and 4, got {b!r}",
+                                 hint="4 means 4-bit weights with 8-bit activations (W4A8)")
+        if not isinstance(self.adaround_iters, int) or self.adaround_iters < 0:
+            raise UsageError(f"space.adaround_iters must be an integer >= 0, got {self.adaround_iters!r}")
         if self.layer_bits not in LAYER_BITS:
             raise UsageError(f"unknown layer_bits {self.layer_bits!r}", hint=f"one of: {', '.join(LAYER_BITS)}")
         for e in self.finetune_epochs:
@@ -126,10 +127,11 @@ def suggest(trial, space: SearchSpace, model) -> dict[str, Any]:
     p["prune_ratio"] = trial.suggest_categorical("prune_ratio", list(space.prune_ratio))
     if p["prune_ratio"] > 0 and len(space.allocation) > 1:
         p["allocation"] = trial.suggest_categorical("allocation", list(space.allocation))
-    p["bits"] = trial.suggest_categorical("bits", [str(b) for b in space.bits])
-    if p["bits"] == "8" and len(space.bits) > 1:
-        for layer in bit_layers(space, model):
-            p[_param_name(layer)] = trial.suggest_categorical(_param_name(layer), ["8", "float"])
+    formats = [str(b) for b in space.bits]
+    p["bits"] = trial.suggest_categorical("bits", formats)
+    if p["bits"] != "float" and len(formats) > 1:
+        for layer in bit_layers(space, model):  # a per-layer override among the same formats
+            p[_param_name(layer)] = trial.suggest_categorical(_param_name(layer), formats)
     if len(space.lowrank) > 1:
         p["lowrank"] = trial.suggest_categorical("lowrank", list(space.lowrank))
     p["finetune_epochs"] = trial.suggest_categorical("finetune_epochs", list(space.finetune_epochs))
@@ -157,12 +159,18 @@ def describe(params: dict, space: SearchSpace) -> str:
         parts.append("tucker")
     if p["finetune_epochs"] > 0:
         parts.append(f"{'kd' if p['distill'] else 'ft'} {p['finetune_epochs']:g}ep")
-    if p["bits"] == "8":
-        fl = [k[5:] for k, v in p.items() if k.startswith("bits:") and v == "float"]
-        parts.append("int8" + (f" (float: {', '.join(fl)})" if fl else ""))
-    else:
+    if p["bits"] == "float":
         parts.append("fp32")
+    else:
+        other = {}
+        for k, v in p.items():
+            if k.startswith("bits:") and v != p["bits"]:
+                other.setdefault(FORMAT_NAMES[v], []).append(k[5:])
+        parts.append(FORMAT_NAMES[p["bits"]] + "".join(f" ({f}: {', '.join(ls)})" for f, ls in other.items()))
     return " · ".join(parts)
+
+
+FORMAT_NAMES = {"float": "float", "8": "int8", "4": "w4a8"}
 
 
 def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, float] | None = None) -> list[Config]:
@@ -194,10 +202,15 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
         else:
             steps.append(Finetune(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr,
                                   max_batches=space.finetune_batches))
-    if p["bits"] == "8":
-        floats = tuple((f"{re.escape(k[5:])}", None) for k, v in sorted(p.items())
-                       if k.startswith("bits:") and v == "float")
-        steps.append(PTQ(bits=8, calibration=space.calibration, mixed_precision=floats))
+    if p["bits"] != "float":
+        default = int(p["bits"])
+        layer = {k[5:]: (None if v == "float" else int(v)) for k, v in sorted(p.items()) if k.startswith("bits:")}
+        overrides = tuple((re.escape(k), b) for k, b in layer.items() if b != default)
+        low = default < 8 or any(b is not None and b < 8 for b in layer.values())
+        kw: dict[str, Any] = {"weight_bits": default} if default != 8 else {}
+        if low and space.adaround_iters > 0:  # learned rounding: 4-bit weights lose ~1 point without it
+            kw.update(adaround=True, adaround_iters=space.adaround_iters)
+        steps.append(PTQ(bits=8, calibration=space.calibration, mixed_precision=overrides, **kw))
     elif space.fold_bn:
         steps.append(Reparam())
     return steps

@@ -41,6 +41,13 @@ def test_bench_interleaves_torch_and_onnx(tmp_path):
         assert r["threads"] == 1 and r["batch"] == 1
 
 
+def test_bench_rounds_report_the_median_over_fresh_sessions(tmp_path):
+    export_onnx(TinyConvNet().eval(), tmp_path / "m.onnx", input_shape=(1, 8, 8))
+    (r,) = bench([tmp_path / "m.onnx"], (1, 1, 8, 8), threads=1, warmup=1, runs=4, rounds=3)
+    assert r["rounds"] == 3 and len(r["per_round_ms"]) == 3 and r["runs"] == 12
+    assert r["median_ms"] == pytest.approx(sorted(r["per_round_ms"])[1])
+
+
 def test_onnx_accuracy_equals_torch_accuracy(tmp_path):
     m = TinyMLP().eval()
     loader = toy_loader()

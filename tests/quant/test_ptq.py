@@ -178,4 +178,45 @@ def test_low_bit_weights_counted_at_real_bit_cost(loader):
     est = d4["estimated_size_bytes"]
     assert w // 2 <= est < w  # 4-bit codes plus scales and biases: about half a byte per weight
     assert sum(r["bytes_at_bit_cost"] for r in layers) <= est
-    assert any("int8 containers" in n for n in d4["notes"])
+    assert any("packed as INT4" in n for n in d4["notes"])
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_four_bit_weights_packed_in_the_file_and_still_fused(bits, loader, tmp_path):
+    import onnx
+    from onnx import TensorProto
+
+    model = _bn_stats(TinyResNet())
+    q = quantize(model, PTQ(weight_bits=bits, act_bits=8, calib_batches=2), data=loader)
+    x = next(iter(loader))[0]
+    path = tmp_path / "q.onnx"
+    export_qdq(q, path, x)
+    inits = onnx.load(str(path)).graph.initializer
+    n4 = sum(t.data_type == TensorProto.INT4 for t in inits)
+    n_layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    assert n4 == (n_layers if bits == 4 else 0)
+    ops = integer_ops(path)
+    assert not ops["float_compute"], ops["float_compute"]  # the Cast folds, the int8 kernels still fuse
+    assert parity(q, path, [x])["max_abs_diff"] < 1e-4
+
+
+def test_int4_packing_is_lossless():
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeslim.quant.onnx_qdq import pack_int4
+
+    codes = np.arange(-8, 7, dtype=np.int8).reshape(3, 5)  # odd count: the last byte is half used
+    g = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s"], ["y"], axis=0)], "g", [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
+        [numpy_helper.from_array(codes, "w"), numpy_helper.from_array(np.ones(3, np.float32), "s")])
+    m = pack_int4(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    t = next(t for t in m.graph.initializer if t.data_type == TensorProto.INT4)
+    assert len(t.raw_data) == 8
+    onnx.checker.check_model(m)
+    import onnxruntime as ort
+
+    y = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
+    np.testing.assert_array_equal(y, codes.astype(np.float32))

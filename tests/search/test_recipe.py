@@ -84,8 +84,22 @@ def test_space_overrides_and_refusals():
     assert s.prune_ratio == (0.5,) and s.bits == (8,) and s.finetune_batches == 7
     with pytest.raises(UsageError, match="'prune_ratios'"):
         load_space({"prune_ratios": [0.5]})
-    with pytest.raises(UsageError, match="4-bit"):
-        load_space({"bits": ["float", 8, 4]})
+    with pytest.raises(UsageError, match="'float', 8 and 4"):
+        load_space({"bits": ["float", 8, 2]})
+
+
+def test_four_bit_policy_builds_w4a8_with_adaround_and_per_layer_overrides():
+    from edgeslim.quant import PTQ
+    from edgeslim.search.space import build_steps, describe
+
+    space = load_space({"bits": ["float", 8, 4]})
+    params = {"prune_ratio": 0.0, "bits": "4", "bits:conv1": "8", "bits:fc": "float", "finetune_epochs": 0}
+    (ptq,) = build_steps(params, space)
+    assert isinstance(ptq, PTQ) and ptq.w_bits == 4 and ptq.a_bits == 8 and ptq.adaround
+    assert dict(ptq.mixed_precision) == {"conv1": 8, "fc": None}
+    assert describe(params, space) == "w4a8 (int8: conv1) (float: fc)"
+    (ptq8,) = build_steps({**params, "bits": "8", "bits:conv1": "8", "bits:fc": "8"}, space)
+    assert ptq8.w_bits == 8 and not ptq8.adaround and not ptq8.mixed_precision
 
 
 @pytest.mark.parametrize("text,secs", [("30m", 1800), ("90s", 90), ("1h30m", 5400), ("2", 120), (45, 45)])

@@ -19,20 +19,28 @@ def _seeds(accs: dict[float, float], sla: float, **space):
 
 def test_greedy_queues_anchor_then_most_aggressive_in_reach():
     seeds, asked = _seeds({0.3: 90.0, 0.5: 89.0 - RECOVERY_POINTS + 0.5, 0.7: 60.0}, sla=89.0)
-    ratios = [s["prune_ratio"] for s in seeds]
-    assert ratios == [0.0, 0.5, 0.7, 0.3]  # int8 alone, best in reach, one step up, one step down
-    assert seeds[0]["finetune_epochs"] == 0 and all(s["finetune_epochs"] == 2 for s in seeds[1:])
+    ratios = [(s["prune_ratio"], s["bits"]) for s in seeds]
+    # int8 alone, 4-bit alone, then in 4 bits: best in reach, one step up, one step down
+    assert ratios == [(0.0, "8"), (0.0, "4"), (0.5, "4"), (0.7, "4"), (0.3, "4")]
+    assert all(s["finetune_epochs"] == 0 for s in seeds[:2]) and all(s["finetune_epochs"] == 2 for s in seeds[2:])
     assert [a["prune_ratio"] for a in asked] == [0.3, 0.5, 0.7]  # stops at the first ratio out of reach
-    assert all(a["finetune_epochs"] == 1 for a in asked)  # the probe fine-tunes briefly
+    assert all(a["finetune_epochs"] == 1 and a["bits"] == "8" for a in asked)  # the probe: brief fine-tune, int8
+    first, last = "conv1", "fc"
+    assert all(s[f"bits:{first}"] == s[f"bits:{last}"] == "8" for s in seeds)  # first / last layers stay 8-bit
 
 
 def test_greedy_without_reach_keeps_only_the_anchor():
     seeds, asked = _seeds({0.3: 10.0, 0.5: 10.0, 0.7: 10.0}, sla=89.0)
-    assert [s["prune_ratio"] for s in seeds] == [0.0]
+    assert [s["prune_ratio"] for s in seeds] == [0.0, 0.0]  # int8 alone and 4-bit alone
     assert len(asked) == 1
+
+
+def test_greedy_seeds_in_int8_when_the_space_has_no_4_bits():
+    seeds, _ = _seeds({0.3: 90.0, 0.5: 10.0, 0.7: 10.0}, sla=89.0, bits=("float", 8))
+    assert [(s["prune_ratio"], s["bits"]) for s in seeds] == [(0.0, "8"), (0.3, "8"), (0.5, "8")]
 
 
 def test_greedy_probe_without_finetuning_when_the_space_has_none():
     seeds, asked = _seeds({0.3: 85.0, 0.5: 70.0, 0.7: 10.0}, sla=89.0, finetune_epochs=(0,))
     assert all(a["finetune_epochs"] == 0 for a in asked)
-    assert [s["prune_ratio"] for s in seeds] == [0.0, 0.3, 0.5]  # 85 is within 10 points without fine-tuning
+    assert [s["prune_ratio"] for s in seeds] == [0.0, 0.0, 0.3, 0.5]  # 85 is within 10 points without fine-tuning
