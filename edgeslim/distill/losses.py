@@ -81,12 +81,8 @@ def _match_spatial(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torc
 def kd_loss_fn(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0.9,
                pseudo_labels: bool = True) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``loss_fn(outputs, targets, inputs)`` for ``edgeslim.train.fit``: logit KD from ``teacher``
-    (kept in eval mode, no gradients). Pruning/quantization fine-tuning pass the uncompressed
-    model here."""
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
+    (an eval-mode copy, no gradients; the caller's teacher is not touched). Pruning, quantization
+    and low-rank fine-tuning pass the uncompressed model here."""
     run_teacher = teacher_runner(teacher)
 
     def loss_fn(outputs, targets, inputs):
@@ -97,20 +93,19 @@ def kd_loss_fn(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0
 
 
 def teacher_runner(teacher: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``run(x)``: the teacher's outputs for ``x`` without gradients, computed on ``x``'s device. When
-    training runs on another device than the teacher's, a copy of the teacher moves there: the
-    caller's teacher stays where it is."""
+    """``run(x)``: the teacher's outputs for ``x`` without gradients, in eval mode, computed on ``x``'s
+    device. It runs a copy of the teacher (made once per device): the caller's teacher keeps its
+    mode, its ``requires_grad`` flags and its device."""
     copies: dict[torch.device, nn.Module] = {}
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        p = next(teacher.parameters(), None)
-        model = teacher
-        if p is not None and p.device != x.device:
-            if x.device not in copies:
-                copies[x.device] = copy.deepcopy(teacher).to(x.device)
-            model = copies[x.device]
+        if x.device not in copies:
+            t = copy.deepcopy(teacher).eval().to(x.device)
+            for p in t.parameters():
+                p.requires_grad_(False)
+            copies[x.device] = t
         with torch.no_grad():
-            return model(x)
+            return copies[x.device](x)
 
     return run
 

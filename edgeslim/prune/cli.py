@@ -50,6 +50,9 @@ def register(sub) -> None:
     p.add_argument("--train-batches", type=int, help="cap fine-tuning batches per epoch")
     p.add_argument("--calib-batches", type=int, default=4, help="batches for taylor/activation/apoz (default 4)")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the unpruned model")
+    p.add_argument("--bn-batches", type=int, default=50,
+                   help="channel: re-estimate BatchNorm statistics on this many training batches after pruning "
+                        "(0 = off; default 50; needs --data)")
     p.set_defaults(func=run)
 
     s = sub.add_parser("sensitivity", help="per-layer accuracy-vs-pruning-ratio curves (table + plot)",
@@ -82,7 +85,7 @@ def build_config(args):
         labelled = getattr(args, "_labelled", False)
         allocation = args.allocation or ("sensitivity" if labelled and args.target_macs else "uniform")
         return ChannelPrune(ratio=args.ratio, round_to=args.round_to, target_macs=args.target_macs,
-                            allocation=allocation, **common)
+                            allocation=allocation, bn_batches=args.bn_batches, **common)
     from ..core.errors import UsageError
 
     if args.target_macs is not None:

@@ -54,6 +54,7 @@ class ChannelPrune(Config):
     max_batches: int | None = None  # cap fine-tuning batches per epoch (quick runs)
     calibration_batches: int = 4  # batches for taylor / activation / apoz
     distill: bool = False  # fine-tune with a KD loss from the unpruned model
+    bn_batches: int = 50  # with data: re-estimate BatchNorm statistics on this many batches after pruning
 
     def validate(self) -> None:
         if isinstance(self.layer_ratios, dict):
@@ -79,6 +80,8 @@ class ChannelPrune(Config):
             raise UsageError("steps must be >= 1")
         if self.finetune_epochs < 0:
             raise UsageError("finetune_epochs must be >= 0")
+        if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
+            raise UsageError(f"bn_batches must be an integer >= 0, got {self.bn_batches!r}")
 
 
 def _check_ratio(r: Any, what: str) -> None:
@@ -339,6 +342,10 @@ def _apply(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> nn.Module:
                           clamp=cfg.target_macs is not None, **kw)
         _check_forward(model, example, ref_shape)
         step_info = {"step": i + 1, "fraction": round(f, 4), "macs": macs_of(model, example)}
+        if cfg.bn_batches and ctx.data is not None:
+            from ..train import recalibrate_bn
+
+            step_info["bn_recalibrated"] = recalibrate_bn(model, ctx.data, cfg.bn_batches)
         if epochs_per_step:
             _finetune(model, ctx, cfg, epochs_per_step)
             if ctx.data is not None and getattr(ctx.data, "val", None) is not None:
@@ -346,6 +353,10 @@ def _apply(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> nn.Module:
 
                 step_info["val_top1_sample"] = evaluate(model, ctx.data.val, max_batches=10)["top1"]
         history.append(step_info)
+    n_bn = max((h.get("bn_recalibrated", 0) for h in history), default=0)
+    if n_bn:
+        notes.append(f"re-estimated the statistics of {n_bn} BatchNorm layer(s) on {cfg.bn_batches} training batches "
+                     "after each pruning step (the next layers' inputs changed)")
     if getattr(crit, "fallback_groups", None):
         notes.append(f"bn importance fell back to L1 for {len(crit.fallback_groups)} group(s) without a norm layer")
     if getattr(crit, "pseudo_labels", False):
@@ -375,24 +386,8 @@ def _finetune(model: nn.Module, ctx: Context, cfg, epochs: float, on_step=()) ->
 
     loss_fn = None
     if ctx.teacher is not None:
-        loss_fn = _kd_loss(ctx.teacher)
+        from ..distill.losses import kd_loss_fn
+
+        loss_fn = kd_loss_fn(ctx.teacher)
     fit(model, ctx.data, epochs=epochs, lr=cfg.lr, max_batches=cfg.max_batches, loss_fn=loss_fn, on_step=list(on_step), seed=ctx.seed,
         progress=ctx.progress)
-
-
-def _kd_loss(teacher: nn.Module):
-    """Distillation from the unpruned model (edgeslim.distill's soft+hard loss); None if unavailable."""
-    try:
-        from ..distill.losses import soft_hard_loss
-    except Exception:  # noqa: BLE001 - distillation is optional here
-        return None
-    teacher = teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-
-    def loss(outputs, targets, inputs):
-        with torch.no_grad():
-            t = teacher.to(inputs.device)(inputs)
-        return soft_hard_loss(outputs, t, targets)
-
-    return loss

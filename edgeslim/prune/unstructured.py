@@ -273,11 +273,10 @@ def _apply(model: nn.Module, cfg: SparsePrune, ctx: Context) -> nn.Module:
     if cfg.finetune_epochs and (cfg.distill or ctx.teacher is not None):
         import copy
 
-        from .structured import _kd_loss
+        from ..distill.losses import kd_loss_fn
 
-        loss_fn = _kd_loss(ctx.teacher if ctx.teacher is not None else copy.deepcopy(model))
-        if loss_fn is not None:
-            notes.append("fine-tuned with distillation from the unpruned model")
+        loss_fn = kd_loss_fn(ctx.teacher if ctx.teacher is not None else copy.deepcopy(model))
+        notes.append("fine-tuned with distillation from the unpruned model")
     if cfg.schedule == "agp" and cfg.granularity != "nm" and cfg.finetune_epochs:
         from ..train import fit
 

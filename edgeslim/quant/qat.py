@@ -59,22 +59,6 @@ class QAT(Config):
                    first_last_bits=self.first_last_bits)
 
 
-def _kd_loss(teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.7) -> Callable:
-    import torch
-    import torch.nn.functional as F
-
-    teacher.eval()
-
-    def loss(out, y, x):
-        with torch.no_grad():
-            t = teacher(x)
-        soft = F.kl_div(F.log_softmax(out / temperature, 1), F.softmax(t / temperature, 1),
-                        reduction="batchmean") * temperature ** 2
-        return alpha * soft + (1 - alpha) * F.cross_entropy(out, y)
-
-    return loss
-
-
 def _check_labelled(data: Any) -> None:
     meta = getattr(data, "meta", None)
     if meta is not None and not getattr(meta, "labelled", True):
@@ -104,7 +88,9 @@ def qat(model: nn.Module, cfg: QAT, *, data: Any, loss_fn: Callable | None = Non
                 layer.requant_weight()
         on_step = (refit,)
     if loss_fn is None and cfg.distill and teacher is not None:
-        loss_fn = _kd_loss(teacher)
+        from ..distill.losses import kd_loss_fn
+
+        loss_fn = kd_loss_fn(teacher, alpha=0.7)
     fit(q, data, epochs=cfg.epochs, lr=cfg.lr or (5e-4 if cfg.optimizer == "adam" else 1e-2),
         optimizer=cfg.optimizer, weight_decay=0.0, max_batches=cfg.max_batches, loss_fn=loss_fn,
         on_step=on_step, progress=progress, seed=seed)

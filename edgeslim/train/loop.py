@@ -186,3 +186,41 @@ def _evaluate(model, loader, dev, max_batches) -> dict[str, Any]:
     if not labelled or total == 0:
         return {"top1": None, "loss": None, "n": total}
     return {"top1": 100.0 * correct / total, "loss": loss_sum / total, "n": total}
+
+
+def recalibrate_bn(model: nn.Module, data: Any, batches: int = 50) -> int:
+    """Re-estimate every BatchNorm's running mean/variance (cumulative average over ``batches``
+    training batches, no gradients, weights untouched); returns how many BN layers it reset.
+
+    After channel pruning or factorizing, a layer's inputs are no longer what the statistics were
+    measured on, and the errors compound from layer to layer: without this, resnet20 pruned or
+    factorized to 0.5x MACs scores near chance before any fine-tuning."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not bns or batches <= 0:
+        return 0
+    loader = getattr(data, "train", None) or data
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
+    was_training = model.training
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    seen = 0
+    model.train()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if i >= batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x.to(dev))
+                seen += 1
+    finally:
+        for m, (mom, mean, var, nbt) in zip(bns, saved):
+            m.momentum = mom
+            if not seen:  # no data: put the old statistics back
+                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(nbt)
+        model.train(was_training)
+    return len(bns) if seen else 0

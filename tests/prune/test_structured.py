@@ -220,6 +220,34 @@ def test_finetune_with_distillation_from_unpruned_model():
     assert any("distillation" in n for n in d["notes"])
 
 
+def test_batchnorm_statistics_re_estimated_after_pruning():
+    from edgeslim.train import recalibrate_bn
+
+    model = _randomize_bn(TinyResNet())
+    data = _data()
+    plain = prune(model, ChannelPrune(ratio=0.5, bn_batches=0), data=data, input_shape=(1, 8, 8), progress=False)
+    fresh, d = prune_with_details(model, ChannelPrune(ratio=0.5, bn_batches=2), data=data, input_shape=(1, 8, 8),
+                                  progress=False)
+    # bn_batches=0 keeps the old statistics (the pruned model equals the masked one); with batches
+    # they are what a separate re-estimation on the same batches gives
+    assert not torch.equal(plain.block1.bn2.running_mean, fresh.block1.bn2.running_mean)
+    assert recalibrate_bn(plain, data, 2) > 0
+    for k, v in fresh.state_dict().items():
+        assert torch.allclose(v.float(), plain.state_dict()[k].float(), atol=1e-6), k
+    assert d["steps"][0]["bn_recalibrated"] > 0 and any("BatchNorm" in n for n in d["notes"])
+    # without data there is nothing to re-estimate on: pruning still works
+    prune(model, ChannelPrune(ratio=0.5), input_shape=(1, 8, 8))
+
+
+def test_distillation_leaves_the_callers_teacher_as_it_was():
+    teacher = TinyResNet().train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    prune(TinyResNet(), ChannelPrune(ratio=0.5, finetune_epochs=1), data=_data(), input_shape=(1, 8, 8),
+          teacher=teacher, progress=False)
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
 def test_sensitivity_allocation_keeps_unlisted_layers_whole(monkeypatch):
     import edgeslim.prune.sensitivity as sens
 
