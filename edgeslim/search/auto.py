@@ -49,6 +49,7 @@ from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner,
 
 STUDY_NAME = "edgeslim-auto"
 PRUNE_MARGIN = 3.0  # points under the SLA at which a trial is stopped before export
+EPOCH_PRUNE_MARGIN = 6.0  # ... and between fine-tuning epochs
 SETUP_WAIT_S = 60.0  # a worker that joins a study still being set up waits this long for its SLA
 
 
@@ -385,27 +386,43 @@ def _values(m: dict, objective: str, pareto: bool):
 
 
 def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, batches) -> Compressed:
-    """Run the recipe; after the last float step report the float accuracy so the pruner can stop a
-    clearly infeasible trial before quantization, export and full validation."""
+    """Run the recipe. Between fine-tuning epochs, and after the last float step, the float accuracy
+    on a few validation batches is reported, so that a clearly infeasible trial stops early: mid-way
+    when it is more than EPOCH_PRUNE_MARGIN points under the SLA (the remaining epochs, at a lower
+    learning rate, rarely win that back), before quantization, export and full validation when it
+    is more than PRUNE_MARGIN under."""
     import optuna
+
+    from ..train.loop import on_epoch_end
+
+    n_images = sum(len(y) for _, y in batches)
+    reports = [0]
+
+    def report(acc: float, margin: float, where: str) -> None:
+        trial.report(acc, reports[0])
+        reports[0] += 1
+        out = acc < sla - margin
+        if not pareto and margin == PRUNE_MARGIN:
+            out = trial.should_prune()  # the study's ThresholdPruner (sla - PRUNE_MARGIN)
+        if out:
+            trial.set_user_attr("constraint", sla - acc)
+            _set_constraint(trial, sla - acc)
+            raise optuna.TrialPruned(f"float accuracy {acc:.2f}% on {n_images} validation images {where} is more "
+                                     f"than {margin:g} points under the SLA")
+
+    def between_epochs(epoch: int, m) -> None:
+        acc = quick_accuracy(m, batches)
+        trial.set_user_attr("epoch_val_sample", trial.user_attrs.get("epoch_val_sample", []) + [acc])
+        report(acc, EPOCH_PRUNE_MARGIN, f"after fine-tuning epoch {epoch}")
 
     float_steps = [s for s in steps if s.kind not in ("ptq", "qat")]
     q_steps = steps[len(float_steps):]
-    res = run_steps(model, float_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
+    with on_epoch_end(between_epochs):
+        res = run_steps(model, float_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
     if float_steps:
         acc = quick_accuracy(res.model, batches)
         trial.set_user_attr("float_val_sample", acc)
-        pruned = False
-        if pareto:
-            pruned = acc < sla - PRUNE_MARGIN
-        else:
-            trial.report(acc, 0)
-            pruned = trial.should_prune()
-        if pruned:
-            trial.set_user_attr("constraint", sla - acc)
-            _set_constraint(trial, sla - acc)
-            raise optuna.TrialPruned(f"float accuracy {acc:.2f}% on {sum(len(y) for _, y in batches)} validation "
-                                     f"images is more than {PRUNE_MARGIN} points under the SLA")
+        report(acc, PRUNE_MARGIN, "before quantization")
     if q_steps:
         q = run_steps(res.model, q_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
         res = Compressed(q.model, res.model, True, list(steps), res.details + q.details)

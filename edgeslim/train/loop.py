@@ -8,6 +8,8 @@ and schedules plug in without their own training code.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import os
 import random
@@ -37,6 +39,21 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+_EPOCH_END: contextvars.ContextVar[tuple] = contextvars.ContextVar("edgeslim_epoch_end", default=())
+
+
+@contextlib.contextmanager
+def on_epoch_end(callback: Callable[[int, nn.Module], None]):
+    """Inside the block, every ``fit`` calls ``callback(epoch, model)`` after each epoch but its last
+    (epoch counts from 1; the model is in train mode and must be left so). The callback may raise
+    to stop the training, e.g. Optuna's TrialPruned for a search trial that is clearly out of reach."""
+    token = _EPOCH_END.set(_EPOCH_END.get() + (callback,))
+    try:
+        yield
+    finally:
+        _EPOCH_END.reset(token)
 
 
 def _loader(data: Any, split: str):
@@ -150,6 +167,10 @@ def _fit(model, data, dev, *, epochs, lr, optimizer, weight_decay, momentum, sch
             seen += x.shape[0]
         if log is not None and seen:
             log(f"epoch {epoch + 1}: train loss {running / seen:.4f}")
+        if epoch + 1 < math.ceil(epochs) and step < total_steps:
+            for cb in _EPOCH_END.get():
+                cb(epoch + 1, model)
+                model.train()
     model.eval()
     return model
 

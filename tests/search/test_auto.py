@@ -108,3 +108,18 @@ def test_a_worker_joins_the_study_and_reports_its_best(toy_model, toy_data, tmp_
     assert any("joining the search" in l for l in lines)
     assert w.report.details["sla"]["min_val_accuracy"] == first.report.details["sla"]["min_val_accuracy"]
     assert len(w.report.details["trials"]) >= 3  # the first run's trial plus the worker's
+
+
+def test_a_hopeless_trial_stops_between_fine_tuning_epochs(toy_model, toy_data):
+    import optuna
+
+    from edgeslim.search.auto import _run_trial
+    from edgeslim.search.recipe import Finetune
+    from edgeslim.search.strategies import first_batches
+
+    trial = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(lower=90.0)).ask()
+    steps = [Finetune(epochs=3.0, lr=0.0, max_batches=2)]  # an SLA of 200% is out of reach at any epoch
+    with pytest.raises(optuna.TrialPruned, match="after fine-tuning epoch 1 "):
+        _run_trial(trial, toy_model, None, steps, toy_data, (1, 8, 8), 0, 200.0, False, first_batches(toy_data.val, 2))
+    (acc,) = trial.user_attrs["epoch_val_sample"]
+    assert trial.user_attrs["constraint"] == pytest.approx(200.0 - acc)

@@ -58,3 +58,24 @@ def test_evaluate_unlabelled_gives_none():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.full((8,), -1)), batch_size=4)
     r = evaluate(TinyConvNet(), loader)
     assert r == {"top1": None, "loss": None, "n": 8}
+
+
+def test_epoch_end_callbacks_run_between_epochs_and_may_stop_training():
+    from edgeslim.train.loop import on_epoch_end
+
+    seen = []
+    model = TinyConvNet()
+    with on_epoch_end(lambda e, m: seen.append((e, m.training))):
+        fit(model, toy_loader(n=32, batch_size=16), epochs=3, progress=False)
+    assert seen == [(1, True), (2, True)]  # not after the last epoch; the model is training
+    fit(model, toy_loader(n=32, batch_size=16), epochs=2, progress=False)
+    assert len(seen) == 2  # outside the block nothing is called
+
+    class Stop(Exception):
+        pass
+
+    def stop(e, m):
+        raise Stop(e)
+
+    with on_epoch_end(stop), pytest.raises(Stop):
+        fit(TinyConvNet(), toy_loader(n=32, batch_size=16), epochs=2, progress=False)
