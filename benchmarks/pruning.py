@@ -6,6 +6,7 @@
                                                        # (or --part resnet20 / --part lenet300 alone)
     python benchmarks/pruning.py --part none           # re-render RESULTS.md from saved measurements
     python benchmarks/pruning.py --part importance     # importance criteria on one table
+    python benchmarks/pruning.py --part profile        # where the time goes: ORT per-op profile, base vs pruned
 
 Speed: each torchvision model (random weights; speed does not depend on them) is pruned at channel
 ratio 0.5 by edgeslim, by Torch-Pruning used directly (MetaPruner, L1, same ratio and round_to), and
@@ -56,6 +57,83 @@ def _load_partial() -> dict:
 def _save_partial(d: dict) -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     PARTIAL.write_text(json.dumps(d, indent=1))
+
+
+# -- profile: where the speed-up is lost ------------------------------------------------------------
+def profile(models, ratio: float, round_to: int, runs: int, threads: int, state: dict) -> None:
+    """ONNX Runtime's own profiler on the baseline and the edgeslim-pruned file: kernel time per op
+    type (median over runs), and the convolutions' throughput (conv MACs / conv kernel time)."""
+    import collections
+
+    import numpy as np
+    import onnxruntime as ort
+    import torchvision
+
+    shape = (1, 3, 224, 224)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    out = state.setdefault("profile", {})
+    state["profile_args"] = [ratio, round_to, runs, threads]
+    d = WORK / "profile"
+    d.mkdir(parents=True, exist_ok=True)
+    for name in models:
+        _log(f"profile: {name}")
+        base = getattr(torchvision.models, name)(weights=None).eval()
+        es, _ = prune_with_details(base, ChannelPrune(ratio=ratio, round_to=round_to), input_shape=shape[1:],
+                                   progress=False)
+        row = {}
+        for tag, m in (("baseline", base), ("edgeslim", es)):
+            path = d / f"{name}-{tag}.onnx"
+            edgeslim.export.onnx(m, path, input_shape=shape)
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.enable_profiling = True
+            so.profile_file_prefix = str(d / f"{name}-{tag}")
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            feed = {sess.get_inputs()[0].name: x}
+            for _ in range(3):
+                sess.run(None, feed)
+            for _ in range(runs):
+                sess.run(None, feed)
+            trace = Path(sess.end_profiling())
+            per_node = collections.defaultdict(list)
+            model_runs = []
+            for e in json.loads(trace.read_text()):
+                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                    per_node[(e["name"], e["args"].get("op_name", "?"))].append(e["dur"] / 1e3)
+                elif e.get("cat") == "Session" and e["name"] == "model_run":
+                    model_runs.append(e["dur"] / 1e3)
+            trace.unlink()
+            path.unlink()
+            by_op = collections.Counter()
+            for (_, op), v in per_node.items():  # the last `runs` calls of each node (after warm-up)
+                by_op[op] += float(np.median(v[-runs:]))
+            conv_macs = sum(r["macs"] for r in count_macs(m, shape)[1] if r.get("type") == "Conv2d")
+            row[tag] = {"run_ms": float(np.median(model_runs[-runs:])), "ops_ms": dict(by_op.most_common()),
+                        "conv_gmacs": conv_macs / 1e9}
+        out[name] = row
+        _save_partial(state)
+
+
+def profile_table(prof: dict, ratio: float, round_to: int, runs: int, threads: int) -> str:
+    lines = [f"### Where the time goes: ONNX Runtime's profiler, baseline vs edgeslim (ratio {ratio}, round_to "
+             f"{round_to}; median of {runs} runs, {threads} threads)", "",
+             "Kernel time per op type. Conv throughput = MACs of the convolutions / their kernel time: when it "
+             "falls after pruning, the speed-up falls short of the MACs reduction.", "",
+             "| model | file | run ms | conv ms | conv GMACs | conv GMAC/s | other ops (ms) |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for name, row in prof.items():
+        for tag in ("baseline", "edgeslim"):
+            r = row[tag]
+            conv = sum(v for k, v in r["ops_ms"].items() if "Conv" in k)
+            other = ", ".join(f"{k} {v:.1f}" for k, v in r["ops_ms"].items() if "Conv" not in k and v >= 0.5)
+            lines.append(f"| {name} | {tag} | {r['run_ms']:.1f} | {conv:.1f} | {r['conv_gmacs']:.3f} | "
+                         f"{r['conv_gmacs'] / conv * 1e3:.1f} | {other} |")
+        b, e = row["baseline"], row["edgeslim"]
+        cb = sum(v for k, v in b["ops_ms"].items() if "Conv" in k)
+        ce = sum(v for k, v in e["ops_ms"].items() if "Conv" in k)
+        lines.append(f"| {name} | ratio | {b['run_ms'] / e['run_ms']:.2f}x | {cb / ce:.2f}x | "
+                     f"{b['conv_gmacs'] / e['conv_gmacs']:.2f}x | {(e['conv_gmacs'] / ce) / (b['conv_gmacs'] / cb):.2f} | |")
+    return "\n".join(lines)
 
 
 # -- speed ------------------------------------------------------------------------------------
@@ -331,6 +409,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="rounds of fresh ONNX Runtime sessions (speed part)")
+    ap.add_argument("--profile-models", default="densenet121,vgg16_bn", help="models for --part profile")
     ap.add_argument("--acc-model", default="resnet20", help="model for the 2x/3x-MACs and importance tables")
     ap.add_argument("--ref-epochs", type=float, default=4)
     ap.add_argument("--ft-epochs", type=float, default=2)
@@ -356,9 +435,13 @@ def main() -> int:
         accuracy(args.acc_model, args.ref_epochs, args.ft_epochs, args.runs, args.threads, state)
     if "importance" in parts:
         importance_table(args.acc_model, args.ref_epochs, args.imp_ratio, args.imp_ft_epochs, state)
+    if "profile" in parts:
+        profile(args.profile_models.split(","), args.ratio, args.round_to, args.runs, args.threads, state)
     md = []
     if state.get("speed"):
         md.append(speed_table(state["speed"], *state["speed_args"]))
+    if state.get("profile"):
+        md.append(profile_table(state["profile"], *state["profile_args"]))
     md.append(accuracy_markdown(state.get("accuracy"), state.get("importance"), args.ref_epochs, args.ft_epochs,
                                 args.imp_ratio, args.imp_ft_epochs))
     if args.note:
