@@ -265,17 +265,18 @@ def _onnx_figures(base, small, shape, data, runs, threads, tag):
     return lat, accs, sizes
 
 
-def accuracy(spec: str, ref_epochs: float, ft_epochs: float, runs: int, threads: int, state: dict) -> dict:
+def accuracy(spec: str, ref_epochs: float, ft_epochs: float, runs: int, threads: int, state: dict,
+             bn_batches: int = 50) -> dict:
     data = _fmnist()
     shape = (1, 1, 28, 28)
     res = state.setdefault("accuracy", {})
     # resnet20 at 2x and 3x fewer MACs
     ref, ck, meta = cached_trained(spec, ref_epochs)
     ref.eval()
-    if (res.get("model"), res.get("ref_epochs")) != (spec, ref_epochs):  # saved figures are of another reference
-        for k in ("resnet20_base", "resnet20_2x", "resnet20_3x"):
+    if (res.get("model"), res.get("ref_epochs"), res.get("bn_batches", 0)) != (spec, ref_epochs, bn_batches):
+        for k in ("resnet20_base", "resnet20_2x", "resnet20_3x"):  # saved figures are of another setting
             res.pop(k, None)
-    res["model"], res["ref_epochs"] = spec, ref_epochs
+    res["model"], res["ref_epochs"], res["bn_batches"] = spec, ref_epochs, bn_batches
     base_acc = res.get("resnet20_base") or _test_acc(ref, data)
     res["resnet20_base"] = base_acc
     _save_partial(state)
@@ -284,7 +285,8 @@ def accuracy(spec: str, ref_epochs: float, ft_epochs: float, runs: int, threads:
         if key in res:
             continue
         _log(f"accuracy: {spec} {label} fewer MACs (target_macs {target:.3f}), {ft_epochs} fine-tune epochs")
-        cfg = ChannelPrune(target_macs=target, allocation="sensitivity", importance="l1", finetune_epochs=ft_epochs)
+        cfg = ChannelPrune(target_macs=target, allocation="sensitivity", importance="l1", finetune_epochs=ft_epochs,
+                           bn_batches=bn_batches)
         t0 = time.perf_counter()
         small, det = prune_with_details(ref, cfg, data=data, progress=False)
         elapsed = time.perf_counter() - t0
@@ -325,14 +327,17 @@ def lenet300(args, state: dict) -> dict:
     return res
 
 
-def importance_table(spec: str, ref_epochs: float, ratio: float, ft_epochs: float, state: dict) -> dict:
+def importance_table(spec: str, ref_epochs: float, ratio: float, ft_epochs: float, state: dict,
+                     bn_batches: int = 50) -> dict:
     from edgeslim.prune import IMPORTANCE_NAMES
+    from edgeslim.train import fit, recalibrate_bn
 
     data = _fmnist()
     res = state.setdefault("importance", {})
-    if (res.get("_model"), res.get("_ref_epochs"), res.get("_ratio"), res.get("_ft")) != (spec, ref_epochs, ratio, ft_epochs):
+    key = (spec, ref_epochs, ratio, ft_epochs, bn_batches)
+    if (res.get("_model"), res.get("_ref_epochs"), res.get("_ratio"), res.get("_ft"), res.get("_bn")) != key:
         res.clear()  # saved rows are of another model or setting
-    res.update({"_model": spec, "_ref_epochs": ref_epochs, "_ratio": ratio, "_ft": ft_epochs})
+    res.update({"_model": spec, "_ref_epochs": ref_epochs, "_ratio": ratio, "_ft": ft_epochs, "_bn": bn_batches})
     ref, _, _ = cached_trained(spec, ref_epochs)
     ref.eval()
     res.setdefault("_base", _test_acc(ref, data, IMP_EVAL_BATCHES))
@@ -340,14 +345,15 @@ def importance_table(spec: str, ref_epochs: float, ratio: float, ft_epochs: floa
         if name in res:
             continue
         _log(f"importance: {name}")
-        small, det = prune_with_details(ref, ChannelPrune(ratio=ratio, importance=name), data=data, progress=False)
+        small, det = prune_with_details(ref, ChannelPrune(ratio=ratio, importance=name, bn_batches=0), data=data,
+                                        progress=False)
         a0 = _test_acc(small, data, IMP_EVAL_BATCHES)
-        from edgeslim.train import fit
-
+        recalibrate_bn(small, data, bn_batches)  # what ChannelPrune(bn_batches=...) does after pruning
+        a_bn = _test_acc(small, data, IMP_EVAL_BATCHES)
         fit(small, data, epochs=ft_epochs, progress=False)
         a1 = _test_acc(small, data, IMP_EVAL_BATCHES)
-        res[name] = {"no_ft": a0, "ft": a1, "macs_kept": det["macs_kept"]}
-        _log(f"  {name}: {a0:.2f} -> {a1:.2f} after {ft_epochs} epochs")
+        res[name] = {"no_ft": a0, "bn": a_bn, "ft": a1, "macs_kept": det["macs_kept"]}
+        _log(f"  {name}: {a0:.2f}, BN re-estimated {a_bn:.2f} -> {a1:.2f} after {ft_epochs} epochs")
         _save_partial(state)
     return res
 
@@ -359,7 +365,9 @@ def accuracy_markdown(acc: dict | None, imp: dict | None, ref_epochs, ft_epochs,
         spec = acc.get("model", "resnet20")
         out += [f"### Accuracy on Fashion-MNIST (test set, 10,000 images)", "",
                 f"{spec} reference trained {acc.get('ref_epochs', ref_epochs)} epochs (cached); pruned with sensitivity-guided per-layer "
-                f"ratios (L1 importance) to a MACs target, then fine-tuned {ft_epochs} epochs. Note the pruned models "
+                f"ratios (L1 importance) to a MACs target"
+                + (f", BatchNorm statistics re-estimated on {acc['bn_batches']} training batches" if acc.get("bn_batches") else "")
+                + f", then fine-tuned {ft_epochs} epochs. Note the pruned models "
                 f"get {ft_epochs} more training epochs than the reference.", "",
                 "| model | MACs kept | params | top-1 torch | top-1 ONNX | drop (points) | target drop | ORT latency ms (1x1x28x28) | met |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -392,11 +400,15 @@ def accuracy_markdown(acc: dict | None, imp: dict | None, ref_epochs, ft_epochs,
     if imp:
         out += ["", f"### Importance criteria ({imp.get('_model', 'resnet20')}, channel ratio {imp_ratio} per layer)", "",
                 f"Reference top-1 {imp['_base']:.2f}% on the first {IMP_EVAL_BATCHES * 128:,} test images (the same "
-                f"images for every row). Accuracy right after pruning and after {imp_ft} epoch(s) of fine-tuning.", "",
-                "| importance | MACs kept | top-1 no fine-tune | top-1 after fine-tune |", "|---|---:|---:|---:|"]
+                f"images for every row). Accuracy right after pruning (BatchNorm statistics as they were), after "
+                f"re-estimating them on {imp.get('_bn', 0)} training batches (no training), and after {imp_ft} "
+                f"epoch(s) of fine-tuning.", "",
+                "| importance | MACs kept | top-1 no fine-tune | top-1 BN re-estimated | top-1 after fine-tune |",
+                "|---|---:|---:|---:|---:|"]
         for k, v in imp.items():
             if not k.startswith("_"):
-                out.append(f"| {k} | {v['macs_kept']:.3f} | {v['no_ft']:.2f} | {v['ft']:.2f} |")
+                bn = "–" if v.get("bn") is None else f"{v['bn']:.2f}"
+                out.append(f"| {k} | {v['macs_kept']:.3f} | {v['no_ft']:.2f} | {bn} | {v['ft']:.2f} |")
     return "\n".join(out)
 
 
@@ -413,6 +425,8 @@ def main() -> int:
     ap.add_argument("--acc-model", default="resnet20", help="model for the 2x/3x-MACs and importance tables")
     ap.add_argument("--ref-epochs", type=float, default=4)
     ap.add_argument("--ft-epochs", type=float, default=2)
+    ap.add_argument("--bn-batches", type=int, default=50,
+                    help="BatchNorm re-estimation after channel pruning (resnet20 and importance parts)")
     ap.add_argument("--imp-ratio", type=float, default=0.3)
     ap.add_argument("--imp-ft-epochs", type=float, default=0.1)
     ap.add_argument("--l3-schedule", default="iterative", help="LeNet-300-100 schedule (oneshot|iterative|agp)")
@@ -432,9 +446,9 @@ def main() -> int:
     if "lenet300" in parts or "accuracy" in parts:
         lenet300(args, state)
     if "resnet20" in parts or "accuracy" in parts:
-        accuracy(args.acc_model, args.ref_epochs, args.ft_epochs, args.runs, args.threads, state)
+        accuracy(args.acc_model, args.ref_epochs, args.ft_epochs, args.runs, args.threads, state, args.bn_batches)
     if "importance" in parts:
-        importance_table(args.acc_model, args.ref_epochs, args.imp_ratio, args.imp_ft_epochs, state)
+        importance_table(args.acc_model, args.ref_epochs, args.imp_ratio, args.imp_ft_epochs, state, args.bn_batches)
     if "profile" in parts:
         profile(args.profile_models.split(","), args.ratio, args.round_to, args.runs, args.threads, state)
     md = []
