@@ -88,9 +88,26 @@ def _first_line(e: Exception) -> str:
 def _tidy(path: Path) -> None:
     """Drop float initializers nothing uses any more (the exporter keeps float weights as buffers)
     and store the graph compactly (see ``compact``)."""
-    m = onnx.load(str(path))
-    m = pack_int4(compact(m))
+    m = compact(onnx.load(str(path)))
+    packed = onnx.ModelProto()
+    packed.CopyFrom(m)
+    packed = pack_int4(packed)
+    if any(t.data_type == onnx.TensorProto.INT4 for t in packed.graph.initializer) and _runtime_loads(packed):
+        # (an ONNX Runtime without INT4 Cast, older than the pinned one, keeps the int8 file)
+        m = packed
     onnx.save(m, str(path))
+
+
+def _runtime_loads(m: onnx.ModelProto) -> bool:
+    import onnxruntime as ort
+
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: keep the int8 containers
+        return False
 
 
 def compact(m: onnx.ModelProto) -> onnx.ModelProto:

@@ -220,3 +220,17 @@ def test_int4_packing_is_lossless():
 
     y = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})[0]
     np.testing.assert_array_equal(y, codes.astype(np.float32))
+
+
+def test_runtime_without_int4_keeps_the_int8_file(loader, tmp_path, monkeypatch):
+    import onnx
+    from onnx import TensorProto
+
+    import edgeslim.quant.onnx_qdq as oq
+
+    monkeypatch.setattr(oq, "_runtime_loads", lambda m: False)  # as an ONNX Runtime without INT4 Cast would
+    q = quantize(_bn_stats(TinyConvNet()), PTQ(weight_bits=4, act_bits=8, calib_batches=1), data=loader)
+    x = next(iter(loader))[0]
+    export_qdq(q, tmp_path / "q.onnx", x)
+    assert not any(t.data_type == TensorProto.INT4 for t in onnx.load(str(tmp_path / "q.onnx")).graph.initializer)
+    assert parity(q, tmp_path / "q.onnx", [x])["max_abs_diff"] < 1e-4
