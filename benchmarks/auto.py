@@ -127,7 +127,7 @@ def markdown(results: list[dict], args) -> str:
     for r in results:
         out += [f"### {r['spec']} (reference: {r['epochs']:g} training epoch(s), test {r['ref'].get('test_top1')}%)", "",
                 f"SLA: validation top-1 >= {r['sla']:.2f}% ("
-                + (f"first {r['val_batches']} validation batches of 128" if r.get("val_batches", 10)
+                + (f"first {r.get('val_batches', 10)} validation batches of 128" if r.get("val_batches", 10)
                    else "the whole validation split") + f" per trial). Search (budget {r['budget']}, fine-tuning in "
                 f"{str(r['finetune_batches']) + ' batches per epoch' if r['finetune_batches'] else 'full epochs'}): "
                 f"{r['n_trials']} trials in "
