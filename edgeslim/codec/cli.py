@@ -136,7 +136,7 @@ def run(args) -> int:
 
 
 def _latency(args, model, out, report, tempfile) -> None:
-    """Dense fp32 baseline vs the decoded model, both in ONNX Runtime, interleaved."""
+    """Dense fp32 baseline vs the decoded model, both in ONNX Runtime, side by side."""
     from pathlib import Path
 
     from ..export import onnx as export_onnx

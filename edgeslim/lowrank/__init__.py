@@ -5,7 +5,7 @@
 Ranks come from exactly one of ``rank`` (fixed), ``energy``, ``target_macs`` / ``target_params``
 (whole-model ratio result/original) or ``vbmf=True``; with none given, ``target_macs=0.5``.
 Each factorized layer is then timed against the original in ONNX Runtime (one single-layer ONNX
-file each, interleaved in one process); a layer that is not faster stays as it was and the
+file each, side by side in one process); a layer that is not faster stays as it was and the
 details say so. When a target ratio was asked for, the remaining layers are re-ranked to still
 meet it (up to three rounds).
 
@@ -231,7 +231,7 @@ def _set(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _layer_latency(orig: nn.Module, fact: nn.Module, geo: dict, config: _LowRank, tmp: Path, tag: str) -> tuple[float, float]:
-    """Median ms of the original and the factorized layer, each as its own ONNX file, interleaved."""
+    """Median ms of the original and the factorized layer, each as its own ONNX file, side by side."""
     from ..export import onnx as export_onnx
     from ..measure import bench
 

@@ -1,4 +1,4 @@
-"""`edgeslim profile` (one model, every figure, per layer) and `edgeslim bench` (several, interleaved)."""
+"""`edgeslim profile` (one model, every figure, per layer) and `edgeslim bench` (several, side by side)."""
 from __future__ import annotations
 
 import tempfile
@@ -17,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_profile)
 
-    b = sub.add_parser("bench", help="time several models/.onnx files interleaved in one process")
+    b = sub.add_parser("bench", help="time several models/.onnx files side by side in one process")
     b.add_argument("models", nargs="+", metavar="MODEL", help="checkpoints, specs or .onnx files")
     b.add_argument("--num-classes", type=int)
     b.add_argument("--in-channels", type=int)
@@ -25,6 +25,8 @@ def register(sub) -> None:
     add_measure_args(b)
     b.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime",
                    help="where PyTorch models run (.onnx files always run in ONNX Runtime)")
+    b.add_argument("--rounds", type=int, default=3,
+                   help="rounds of fresh sessions in shuffled order; the figure is the median over rounds (default 3)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=run_bench)
 
@@ -113,7 +115,8 @@ def run_bench(args) -> int:
                 else:
                     targets.append(model)
             names.append(spec)
-        res = bench(targets, shape, threads=args.threads, warmup=args.warmup, runs=args.runs)
+        res = bench(targets, shape, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                    rounds=max(1, args.rounds))
     base = res[0]["median_ms"]
     rows = [{"model": n, "median_ms": r["median_ms"], "p90_ms": r["p90_ms"], "ratio_to_first": r["median_ms"] / base,
              "runtime": r["runtime"]} for n, r in zip(names, res)]
@@ -122,6 +125,7 @@ def run_bench(args) -> int:
     text = [f"{'model':<{w}}  {'median ms':>10}  {'p90 ms':>10}  {'x first':>8}  runtime"]
     text += [f"{r['model']:<{w}}  {r['median_ms']:>10.3f}  {r['p90_ms']:>10.3f}  {r['ratio_to_first']:>8.2f}  {r['runtime']}"
              for r in rows]
-    text.append(f"(interleaved, {args.runs} runs each, {args.threads} threads, input {list(shape)})")
+    text.append(f"(one session at a time, median over {max(1, args.rounds)} rounds in shuffled order, {args.runs} "
+                f"runs each, {args.threads} threads, input {list(shape)})")
     emit(args, out, "\n".join(text))
     return 0

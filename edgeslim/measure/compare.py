@@ -1,6 +1,6 @@
 """Baseline-versus-result figures for a Report, measured side by side in one process.
 
-Both models are exported to ONNX (unless given as .onnx files), timed interleaved with
+Both models are exported to ONNX (unless given as .onnx files), timed side by side with
 ``bench``, sized on disk, and scored by running the exported artifacts in ONNX Runtime.
 """
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Latency measured in the runtime that deploys the model (ONNX Runtime) or in torch eager.
 
 Rules: warm-up runs first, then N timed runs; report median and p90 with batch, threads and
-runtime. ``bench`` times several targets interleaved in one process (round-robin, order shuffled
-each round) so that the noise of a shared machine hits all of them alike: compare only figures
-from one ``bench`` call.
+runtime. ``bench`` times several targets in one process, one at a time (an ONNX Runtime session's
+idle threads spin and would slow a session running beside it), over rounds in shuffled order so
+that the noise of a shared machine hits all of them alike: compare only figures from one
+``bench`` call.
 """
 from __future__ import annotations
 
@@ -66,11 +67,13 @@ def _shape(input_shape) -> tuple[int, ...]:
 def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50,
           seed: int = 0, rounds: int = 1) -> list[dict[str, Any]]:
     """Median/p90 latency of each target (nn.Module -> torch eager, .onnx path -> ONNX Runtime),
-    measured interleaved in one process on the same input.
+    measured in one process on the same input, one target at a time in shuffled order (a block of
+    warm-up and timed runs each, its session alone alive).
 
-    ``rounds`` > 1 repeats that with fresh ONNX Runtime sessions each time and reports the median
-    over rounds of the per-round figures (with ``per_round_ms``): on a shared machine a session's
-    speed drifts more between sessions than between runs."""
+    ``rounds`` > 1 repeats that with fresh ONNX Runtime sessions and a new order each time and
+    reports the median over rounds of the per-round figures (with ``per_round_ms``): rounds
+    alternate the targets, so the noise of a shared machine hits them alike, and a session's speed
+    drifts more between sessions than between runs."""
     if rounds > 1:
         per = [bench(targets, input_shape, threads=threads, warmup=warmup, runs=runs, seed=seed + k)
                for k in range(rounds)]
@@ -85,20 +88,24 @@ def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10
         return out
     shape = _shape(input_shape)
     x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-    runners = [_runner(t, x, threads) for t in targets]
-    for fn, _ in runners:
+    # One live session at a time, in shuffled order: ONNX Runtime's idle intra-op threads spin-wait
+    # after each run, so sessions alternating run by run steal each other's cores (on 2 cores this
+    # made a pruned densenet121 look 1.4x and a pruned vgg16_bn 1.8x slower than it runs alone)
+    order = list(range(len(targets)))
+    random.Random(seed).shuffle(order)
+    results: list[dict[str, Any] | None] = [None] * len(targets)
+    for i in order:
+        fn, name = _runner(targets[i], x, threads)
         for _ in range(warmup):
             fn()
-    times: list[list[float]] = [[] for _ in runners]
-    order = list(range(len(runners)))
-    rng = random.Random(seed)
-    for _ in range(runs):
-        rng.shuffle(order)
-        for i in order:
+        times = []
+        for _ in range(runs):
             t0 = time.perf_counter()
-            runners[i][0]()
-            times[i].append((time.perf_counter() - t0) * 1e3)
-    return [_summary(t, name, threads, shape) for t, (_, name) in zip(times, runners)]
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        del fn  # the session and its threads go before the next target's start
+        results[i] = _summary(times, name, threads, shape)
+    return results
 
 
 def latency(target: Any, input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50) -> dict[str, Any]:
