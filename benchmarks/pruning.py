@@ -11,7 +11,8 @@
 Speed: each torchvision model (random weights; speed does not depend on them) is pruned at channel
 ratio 0.5 by edgeslim, by Torch-Pruning used directly (MetaPruner, L1, same ratio and round_to), and
 by torch.nn.utils.prune (ln_structured on every conv, which only zeroes weights). All four ONNX files
-are timed interleaved in one process with ONNX Runtime (batch 1, 2 threads).
+are timed in one process with ONNX Runtime (batch 1, 2 threads), one session at a time, in rounds of
+shuffled order (edgeslim.measure.bench).
 
 Accuracy: trained references are cached under benchmarks/.cache/ (first run trains them).
 Results go to the `pruning` section of benchmarks/RESULTS.md.
@@ -22,7 +23,6 @@ import argparse
 import copy
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -162,20 +162,24 @@ def _torch_nn_utils_prune(model: nn.Module, ratio: float) -> nn.Module:
     return m
 
 
-def speed(models, ratio: float, round_to: int, runs: int, threads: int, state: dict, rounds: int = 5) -> list[dict]:
+def speed(models, ratio: float, round_to: int, runs: int, threads: int, state: dict, rounds: int = 5,
+          redo: bool = False) -> list[dict]:
     """Rows per (model, method); each model's rows are saved as soon as they are measured, so an
-    interrupted run resumes with the next model."""
+    interrupted run resumes with the next model. ``redo`` measures the given models again (their
+    saved rows are replaced; other models' rows stay)."""
     import torchvision
 
     shape = (1, 3, 224, 224)
     x = torch.randn(shape)
+    if redo:
+        state["speed"] = [r for r in state.get("speed", []) if r["model"] not in models]
     out = state.setdefault("speed", [])
     state["speed_args"] = [ratio, round_to, runs, threads, rounds]
     onnx_dir = WORK / "onnx"
     onnx_dir.mkdir(parents=True, exist_ok=True)
     for name in models:
         if any(r["model"] == name for r in out):
-            _log(f"speed: {name} already measured (use --fresh to redo)")
+            _log(f"speed: {name} already measured (use --redo to measure it again)")
             continue
         _log(f"speed: {name}")
         base = getattr(torchvision.models, name)(weights=None).eval()
@@ -195,15 +199,15 @@ def speed(models, ratio: float, round_to: int, runs: int, threads: int, state: d
             paths[k], parity[k] = p, info["max_abs_diff"]
         macs = {k: count_macs(m, shape)[0] for k, m in variants.items()}
         params = {k: count_params(m) for k, m in variants.items()}
-        _log(f"  timing {len(paths)} ONNX files interleaved ({rounds} rounds of fresh sessions x {runs} runs)")
-        # a session's speed on this shared machine drifts more between sessions than between runs: the figure
-        # is the median over rounds (fresh sessions each) of the per-round interleaved medians
-        per_round = [bench(list(paths.values()), shape, threads=threads, warmup=3, runs=runs) for _ in range(rounds)]
-        lat = {k: {"median_ms": statistics.median(r[i]["median_ms"] for r in per_round),
-                   "p90_ms": statistics.median(r[i]["p90_ms"] for r in per_round)} for i, k in enumerate(paths)}
+        _log(f"  timing {len(paths)} ONNX files ({rounds} rounds of fresh sessions in shuffled order x {runs} runs)")
+        # one session at a time (idle ONNX Runtime threads spin and slow a neighbour); a session's speed on this
+        # shared machine drifts more between sessions than between runs: the figure is the median over rounds
+        res = bench(list(paths.values()), shape, threads=threads, warmup=10, runs=runs, rounds=rounds)
+        lat = {k: res[i] for i, k in enumerate(paths)}
         for k in variants:
             row = {"model": name, "method": k, "params": params[k], "macs": macs[k],
                    "latency_ms": lat[k]["median_ms"], "p90_ms": lat[k]["p90_ms"],
+                   "per_round_ms": lat[k].get("per_round_ms"),
                    "macs_reduction": macs["baseline"] / macs[k], "speedup": lat["baseline"]["median_ms"] / lat[k]["median_ms"],
                    "onnx_max_abs_diff": parity[k], "onnx_mb": paths[k].stat().st_size / 1e6,
                    "prune_s": {"edgeslim": t_es, "torch-pruning": t_tp}.get(k)}
@@ -220,8 +224,8 @@ def speed(models, ratio: float, round_to: int, runs: int, threads: int, state: d
 
 def speed_table(rows: list[dict], ratio: float, round_to: int, runs: int, threads: int, rounds: int = 1) -> str:
     lines = [f"### Speed: channel ratio {ratio} (round_to {round_to}), 1x3x224x224, ONNX Runtime batch 1, "
-             f"{threads} threads; {rounds} round(s) of fresh sessions timing a model's four files interleaved "
-             f"({runs} runs each), median over rounds of the per-round medians", "",
+             f"{threads} threads; {rounds} round(s) of fresh sessions timing a model's four files one session at a "
+             f"time in shuffled order ({runs} runs each), median over rounds of the per-round medians", "",
              "| model | method | params | GMACs | MACs reduction | latency ms (p90) | speedup | speedup / MACs reduction | ONNX parity |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -363,7 +367,7 @@ def accuracy_markdown(acc: dict | None, imp: dict | None, ref_epochs, ft_epochs,
     if acc:
         base = acc.get("resnet20_base")
         spec = acc.get("model", "resnet20")
-        out += [f"### Accuracy on Fashion-MNIST (test set, 10,000 images)", "",
+        out += ["### Accuracy on Fashion-MNIST (test set, 10,000 images)", "",
                 f"{spec} reference trained {acc.get('ref_epochs', ref_epochs)} epochs (cached); pruned with sensitivity-guided per-layer "
                 f"ratios (L1 importance) to a MACs target"
                 + (f", BatchNorm statistics re-estimated on {acc['bn_batches']} training batches" if acc.get("bn_batches") else "")
@@ -435,6 +439,7 @@ def main() -> int:
     ap.add_argument("--l3-lr", type=float, default=0.05)
     ap.add_argument("--l3-global", action="store_true", help="rank LeNet-300-100 weights globally")
     ap.add_argument("--fresh", action="store_true", help="ignore measurements saved by an interrupted run")
+    ap.add_argument("--redo", action="store_true", help="speed: measure --models again, keeping other saved rows")
     ap.add_argument("--note", action="append", default=[], help="a line to add under the tables (repeatable)")
     args = ap.parse_args()
     if float(args.ref_epochs).is_integer():  # cache keys spell whole epochs as "e4", not "e4.0"
@@ -442,7 +447,8 @@ def main() -> int:
     parts = set(args.part.split(","))
     state = {} if args.fresh else _load_partial()
     if "speed" in parts:
-        speed(args.models.split(","), args.ratio, args.round_to, args.runs, args.threads, state, rounds=args.rounds)
+        speed(args.models.split(","), args.ratio, args.round_to, args.runs, args.threads, state, rounds=args.rounds,
+              redo=args.redo)
     if "lenet300" in parts or "accuracy" in parts:
         lenet300(args, state)
     if "resnet20" in parts or "accuracy" in parts:
