@@ -9,14 +9,13 @@ benchmarks/_common.cached_trained: lenet5 3 epochs, resnet20 4, mobilenetv2_tiny
 calibration images (the first two training batches) for both tools, accuracy of every deployed
 file measured in ONNX Runtime on the same test images.
 Speed: torchvision resnet18 / mobilenet_v2 / resnet50 at 1x3x224x224, batch 1, 2 threads; fp32,
-edgeslim int8 and the peer's int8 files timed interleaved in one process.
+edgeslim int8 and the peer's int8 files timed in one process, one session at a time, in shuffled rounds.
 Writes the `quantization` section of benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
 import os
 import sys
-import statistics
 import time
 from pathlib import Path
 
@@ -208,11 +207,11 @@ def speed_part(names, calib_images: dict, runs: int, work: Path, done: dict, rou
         iops = integer_ops(d / "edgeslim_int8.onnx")
         peer_s = peer_quantize(d / "fp32.onnx", d / "peer_int8.onnx", batches, "minmax")
         paths = [d / "fp32.onnx", d / "edgeslim_int8.onnx", d / "peer_int8.onnx"]
-        # fresh ONNX Runtime sessions per round: a session's speed on this shared machine drifts more
-        # between sessions than between runs, so the figure is the median over rounds of interleaved medians
-        per_round = [[r["median_ms"] for r in bench(paths, (1, 3, 224, 224), threads=2, warmup=5, runs=runs)]
-                     for _ in range(rounds)]
-        ms = [statistics.median(col) for col in zip(*per_round)]
+        # one session at a time, fresh sessions per round in shuffled order: a session's speed on this shared
+        # machine drifts more between sessions than between runs, so the figure is the median over rounds
+        res = bench(paths, (1, 3, 224, 224), threads=2, warmup=10, runs=runs, rounds=rounds)
+        ms = [r["median_ms"] for r in res]
+        per_round = [list(col) for col in zip(*(r["per_round_ms"] for r in res))] if rounds > 1 else [ms]
         mb = [artifact_size(p) / 1e6 for p in paths]
         print(f"{name}: {ms} ms, {mb} MB, ours {ours_s:.1f}s (calib {det['calib_seconds']}s), peer {peer_s:.1f}s, "
               f"int ops {iops['integer_ops']}", flush=True)
@@ -227,7 +226,7 @@ def speed_table(rows: dict) -> str:
     rounds = sorted({v.get("rounds", 1) for v in rows.values() if v.get("runs")})
     lines = ["Speed: torchvision models (random weights), 1x3x224x224, batch 1, 2 intra-op threads, ONNX Runtime "
              f"CPU; {'/'.join(map(str, rounds)) or 'n'} round(s) of fresh sessions, each timing the three files "
-             f"interleaved ({'/'.join(map(str, runs)) or 'n'} runs each); the figure is the median over rounds of "
+             f"one session at a time in shuffled order ({'/'.join(map(str, runs)) or 'n'} runs each); the figure is the median over rounds of "
              "the per-round medians. Both int8 files calibrated on the same random images (MinMax for the peer; "
              "entropy for edgeslim).", "",
              "| model | calib images | fp32 ms | edgeslim int8 ms (speed-up) | ORT quantize_static int8 ms (speed-up) "
