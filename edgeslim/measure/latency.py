@@ -89,8 +89,8 @@ def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10
     shape = _shape(input_shape)
     x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
     # One live session at a time, in shuffled order: ONNX Runtime's idle intra-op threads spin-wait
-    # after each run, so sessions alternating run by run steal each other's cores (on 2 cores this
-    # made a pruned densenet121 look 1.4x and a pruned vgg16_bn 1.8x slower than it runs alone)
+    # after each run, so sessions alternating run by run steal each other's cores (on 2 cores the
+    # faster, compressed file suffered most; see benchmarks/RESULTS.md)
     order = list(range(len(targets)))
     random.Random(seed).shuffle(order)
     results: list[dict[str, Any] | None] = [None] * len(targets)

@@ -89,11 +89,8 @@ def _tidy(path: Path) -> None:
     """Drop float initializers nothing uses any more (the exporter keeps float weights as buffers)
     and store the graph compactly (see ``compact``)."""
     m = compact(onnx.load(str(path)))
-    packed = onnx.ModelProto()
-    packed.CopyFrom(m)
-    packed = pack_int4(packed)
-    if any(t.data_type == onnx.TensorProto.INT4 for t in packed.graph.initializer) and _runtime_loads(packed):
-        # (an ONNX Runtime without INT4 Cast, older than the pinned one, keeps the int8 file)
+    packed = pack_int4(m)
+    if packed is not m and _runtime_loads(packed):  # a runtime without INT4 Cast keeps the int8 file
         m = packed
     onnx.save(m, str(path))
 
@@ -250,8 +247,8 @@ def pack_int4(m: onnx.ModelProto) -> onnx.ModelProto:
 
     The Cast of a constant is folded by ONNX Runtime when the session starts, so the
     ``DequantizeLinear -> Conv`` groups still fuse into the int8 kernels and compute exactly what
-    they did; only the file shrinks. Needs opset 21: the graph is converted to it first, and left
-    as it is when that conversion fails. Returns the model to use (the same one when nothing fits)."""
+    they did; only the file shrinks. Needs opset 21: the graph is converted to it first. ``m`` is
+    not modified: returns a new model, or ``m`` itself when nothing fits or the conversion fails."""
     from onnx import TensorProto, helper, numpy_helper, version_converter
 
     dq_inputs = {n.input[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
@@ -266,6 +263,8 @@ def pack_int4(m: onnx.ModelProto) -> onnx.ModelProto:
         except Exception:  # noqa: BLE001 - an op without an adapter: keep the int8 file
             return m
         del m.graph.value_info[:]  # the converter infers shapes; the file does not need them
+    else:
+        m = copy.deepcopy(m)
     g = m.graph
     fits_set = set(fits)
     inits, casts = [], []

@@ -398,11 +398,11 @@ def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, bat
     n_images = sum(len(y) for _, y in batches)
     reports = [0]
 
-    def report(acc: float, margin: float, where: str) -> None:
+    def report(acc: float, margin: float, where: str, *, use_pruner: bool = False) -> None:
         trial.report(acc, reports[0])
         reports[0] += 1
         out = acc < sla - margin
-        if not pareto and margin == PRUNE_MARGIN:
+        if use_pruner and not pareto:
             out = trial.should_prune()  # the study's ThresholdPruner (sla - PRUNE_MARGIN)
         if out:
             trial.set_user_attr("constraint", sla - acc)
@@ -422,7 +422,7 @@ def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, bat
     if float_steps:
         acc = quick_accuracy(res.model, batches)
         trial.set_user_attr("float_val_sample", acc)
-        report(acc, PRUNE_MARGIN, "before quantization")
+        report(acc, PRUNE_MARGIN, "before quantization", use_pruner=True)
     if q_steps:
         q = run_steps(res.model, q_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
         res = Compressed(q.model, res.model, True, list(steps), res.details + q.details)

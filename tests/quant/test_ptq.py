@@ -212,6 +212,10 @@ def test_int4_packing_is_lossless():
         [helper.make_node("DequantizeLinear", ["w", "s"], ["y"], axis=0)], "g", [],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
         [numpy_helper.from_array(codes, "w"), numpy_helper.from_array(np.ones(3, np.float32), "s")])
+    src21 = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    src21.ir_version = 10
+    assert pack_int4(src21) is not src21
+    assert not any(t.data_type == TensorProto.INT4 for t in src21.graph.initializer)  # the input is not modified
     m = pack_int4(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     t = next(t for t in m.graph.initializer if t.data_type == TensorProto.INT4)
     assert len(t.raw_data) == 8
