@@ -128,10 +128,12 @@ def artifact_size(path: str | os.PathLike) -> int:
 
 
 def onnx_accuracy(onnx_path: str | os.PathLike, loader: Any, *, max_batches: int | None = None,
-                  threads: int = 2) -> dict[str, Any]:
-    """Top-1 of the deployed artifact, run in ONNX Runtime (None when the data has no labels)."""
+                  threads: int = 2, per_image: bool = False) -> dict[str, Any]:
+    """Top-1 of the deployed artifact, run in ONNX Runtime (None when the data has no labels).
+    ``per_image``: also return ``correct``, one boolean per image in the loader's order."""
     sess = runtime.session(onnx_path, threads=threads)
-    correct = total = 0
+    hits: list[np.ndarray] = []
+    total = 0
     labelled = True
     for i, (x, y) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
@@ -141,5 +143,9 @@ def onnx_accuracy(onnx_path: str | os.PathLike, loader: Any, *, max_batches: int
         if (y < 0).any():
             labelled = False
             continue
-        correct += int((out.argmax(1) == y.numpy()).sum())
-    return {"top1": 100.0 * correct / total if labelled and total else None, "n": total}
+        hits.append(out.argmax(1) == y.numpy())
+    correct = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+    res: dict[str, Any] = {"top1": 100.0 * int(correct.sum()) / total if labelled and total else None, "n": total}
+    if per_image:
+        res["correct"] = correct if labelled else None
+    return res

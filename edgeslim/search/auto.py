@@ -11,7 +11,9 @@ One loop on an Optuna study:
 3. TPE (one objective, SLA as a constraint) or NSGA-II (``pareto``: accuracy, size, latency);
    each trial builds a recipe, runs it, reports the float accuracy after fine-tuning to a pruner
    (clearly infeasible trials stop there), exports the artifact and MEASURES it: accuracy of the
-   ONNX file on the validation split, bytes on disk, ONNX Runtime latency, MACs alongside.
+   ONNX file on the validation split, bytes on disk, ONNX Runtime latency, MACs alongside. A trial
+   is feasible when a lower confidence bound of its validation accuracy clears the SLA (paired with
+   the baseline's per-image results for a drop SLA; ``confidence``, see search/confidence.py).
    Identical recipes are measured once (hash of the recipe);
 4. every new best feasible trial is written at once, atomically: DIR/model.onnx, DIR/winner.yaml,
    DIR/checkpoint (float results), DIR/best.json;
@@ -44,6 +46,7 @@ from torch import nn
 from ..core.errors import DataError, EdgeslimError, UsageError
 from ..core.io import atomic_path, atomic_write_text, write_json
 from .recipe import Compressed, export_artifact, layer_policy, recipe_dict, recipe_yaml, run_steps, write_outputs
+from .confidence import DEFAULT_CONFIDENCE, margin as accuracy_margin, pack, unpack, z_value
 from .space import SearchSpace, build_steps, describe, full_policy, load_space, suggest
 from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner, quick_accuracy
 
@@ -154,12 +157,14 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
          space: Any = None, pareto: bool = False, greedy: bool = True, seed: int = 0, spec: str | None = None,
          build: dict | None = None, model_name: str | None = None, input_shape=None, threads: int = 2,
          val_batches: int | None = None, latency_runs: int = 30, final_runs: int = 50,
-         log: Callable[[str], None] | None = None) -> AutoResult:
+         confidence: float = DEFAULT_CONFIDENCE, log: Callable[[str], None] | None = None) -> AutoResult:
     """Search compression policies for ``model`` under an accuracy SLA; see the module docstring.
 
     ``data``: a DataBundle (or a dataset name) with labelled train and validation splits.
     ``max_drop`` (points below the baseline's validation accuracy, default 0.5) or ``min_accuracy``.
     ``budget``: wall time for this call ('30m'); ``trials``: finished trials for the whole study.
+    ``confidence``: a candidate is feasible when a one-sided lower bound of its validation accuracy
+    at this confidence clears the SLA (see ``edgeslim.search.confidence``; 0 turns the margin off).
     Writes ``out`` (see docs/auto.md) and returns an AutoResult; ``feasible`` is False when no
     policy met the SLA (the baseline is kept and written as the result).
     """
@@ -185,6 +190,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
     if trials is not None and trials < 1:
         raise UsageError(f"trials must be >= 1, got {trials}")
     budget_s = parse_budget(budget)
+    z_value(confidence)  # validates it
     if data is None or getattr(data, "meta", None) is None:
         raise DataError("auto needs data (a DataBundle with train and validation splits)", hint="pass --data D")
     if not data.meta.labelled:
@@ -229,6 +235,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             raise EdgeslimError("the study in the storage was not finished setting up (no SLA recorded)",
                                 hint="start a fresh search with another --out / --storage")
         sla, base = attrs["sla"], attrs["baseline"]
+        confidence = float(attrs.get("confidence", 0.0))
+        base_correct = unpack(attrs["baseline_correct"]) if attrs.get("baseline_correct") else None
         objective, pareto = attrs["objective"], attrs["pareto"]
         # the sampler and pruner are not stored with the study: set them up as the first run did (a
         # worker draws from its own random stream, or it would propose what the first run proposes)
@@ -240,10 +248,10 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         log(f"{'joining' if worker else 'resuming'} the search in {_redact(storage_url)}: SLA val >= {sla:.2f}%, "
             f"objective {'pareto' if pareto else objective}, {len(study.trials)} trial(s) so far")
     else:
-        study, sla, base, curves, t_trial_est = _setup(model, data, space, xshape, work, store, storage_url,
-                                                       max_drop, min_accuracy, objective, pareto, seed, threads,
-                                                       val_batches, latency_runs, log,
-                                                       deadline=(t_start + budget_s, budget))
+        study, sla, base, curves, t_trial_est, base_correct = _setup(
+            model, data, space, xshape, work, store, storage_url, max_drop, min_accuracy, objective, pareto, seed,
+            threads, val_batches, latency_runs, confidence, log, deadline=(t_start + budget_s, budget))
+    paired = base_correct if study.user_attrs.get("max_drop") is not None else None
     elapsed = time.monotonic() - t_start
     remaining = budget_s - elapsed
     if remaining < t_trial_est:
@@ -298,7 +306,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             measured.update(_measured(study))
         if h in measured:
             m = measured[h]
-            for k in ("val_accuracy", "size_bytes", "latency_ms", "macs", "params", "feasible", "constraint", "layers"):
+            for k in ("val_accuracy", "val_margin", "size_bytes", "latency_ms", "macs", "params", "feasible",
+                      "constraint", "layers"):
                 if k in m:
                     trial.set_user_attr(k, m[k])
             trial.set_user_attr("cached_from", m.get("trial", None))
@@ -310,19 +319,23 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         export_artifact(res, onnx_path, xshape)
         from ..measure import artifact_size, count_macs, latency, onnx_accuracy
 
-        val = onnx_accuracy(onnx_path, val_loader, max_batches=val_batches, threads=threads)["top1"]
+        scored = onnx_accuracy(onnx_path, val_loader, max_batches=val_batches, threads=threads, per_image=True)
+        val = scored["top1"]
+        margin = accuracy_margin(scored["correct"], paired, confidence=confidence)
         size = artifact_size(onnx_path)
         lat = latency(onnx_path, xshape, threads=threads, warmup=5, runs=latency_runs)["median_ms"]
         macs = count_macs(res.float_model, xshape)[0]
         m = {"trial": trial.number, "val_accuracy": val, "size_bytes": size, "latency_ms": lat, "macs": macs,
-             "params": sum(p.numel() for p in res.float_model.parameters()), "feasible": val >= sla,
-             "constraint": sla - val, "layers": layer_policy(model, res), "seconds": round(time.monotonic() - t0, 1)}
+             "params": sum(p.numel() for p in res.float_model.parameters()), "val_margin": round(margin, 4),
+             "feasible": val - margin >= sla, "constraint": sla - (val - margin), "layers": layer_policy(model, res),
+             "seconds": round(time.monotonic() - t0, 1)}
         for k, v in m.items():
             trial.set_user_attr(k, v)
         _set_constraint(trial, m["constraint"])
         measured[h] = {**m, "hash": h}
         state.offer(trial.number, m, res, steps, onnx_path, policy_text, seed)
-        log(f"trial {trial.number} [{origin}] {policy_text} | val {val:.2f}% (SLA {sla:.2f}) | {_fmt_size(size)} | "
+        log(f"trial {trial.number} [{origin}] {policy_text} | val {val:.2f}% (-{margin:.2f} at {confidence:g}: "
+            f"{val - margin:.2f}; SLA {sla:.2f}) | {_fmt_size(size)} | "
             f"{lat:.3f} ms | {macs / 1e6:.2f} MMACs | {'feasible' if m['feasible'] else 'infeasible'} | "
             f"{m['seconds']:.0f}s | best: {state.summary()}")
         if onnx_path.exists() and state.best_trial != trial.number:
@@ -430,7 +443,7 @@ def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, bat
 
 
 def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_accuracy, objective, pareto, seed,
-           threads, val_batches, latency_runs, log, deadline=(math.inf, None)):
+           threads, val_batches, latency_runs, confidence, log, deadline=(math.inf, None)):
     import optuna
 
     from ..export import onnx as export_onnx
@@ -440,7 +453,8 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
     t0 = time.monotonic()
     b_path = work / "baseline.onnx"
     export_onnx(model, b_path, input_shape=xshape)
-    b_val = onnx_accuracy(b_path, data.val, max_batches=val_batches, threads=threads)["top1"]
+    scored = onnx_accuracy(b_path, data.val, max_batches=val_batches, threads=threads, per_image=True)
+    b_val, b_correct = scored["top1"], scored["correct"]
     b_size = artifact_size(b_path)
     b_lat = latency(b_path, xshape, threads=threads, warmup=5, runs=latency_runs)["median_ms"]
     t_eval = time.monotonic() - t0
@@ -450,7 +464,9 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
     sla = b_val - max_drop if max_drop is not None else float(min_accuracy)
     base = {"val_accuracy": b_val, "size_bytes": b_size, "latency_ms": b_lat}
     log(f"baseline (fp32 ONNX): val {b_val:.2f}% | {_fmt_size(b_size)} | {b_lat:.3f} ms -> SLA: val accuracy >= "
-        f"{sla:.2f}%" + (f" (baseline - {max_drop:g} points)" if max_drop is not None else ""))
+        f"{sla:.2f}%" + (f" (baseline - {max_drop:g} points)" if max_drop is not None else "")
+        + (f", as a lower bound at confidence {confidence:g} ({'paired with the baseline' if max_drop is not None else 'binomial'}"
+           f" over {len(b_correct)} validation images)" if z_value(confidence) > 0 else ""))
     # one fine-tuning step, timed, to size a trial
     probe = copy.deepcopy(model)
     t1 = time.monotonic()
@@ -482,9 +498,10 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
                          hint="pass --worker to join it, or choose another --out / --storage") from None
     for k, v in {"sla": sla, "baseline": base, "objective": objective, "pareto": pareto, "space": space.to_dict(),
                  "sensitivity": curves, "trial_estimate_s": round(t_trial, 1), "max_drop": max_drop,
-                 "min_accuracy": min_accuracy, "seed": seed}.items():
+                 "min_accuracy": min_accuracy, "seed": seed, "confidence": confidence,
+                 "baseline_correct": pack(b_correct)}.items():
         study.set_user_attr(k, v)
-    return study, sla, base, curves, t_trial
+    return study, sla, base, curves, t_trial, b_correct
 
 
 def _measured(study) -> dict[str, dict]:
@@ -618,7 +635,7 @@ def _trial_rows(study) -> list[dict]:
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         rows.append({"trial": t.number, "state": t.state.name.lower(), "origin": a.get("origin"),
-                     "policy": a.get("policy"), "val_accuracy": a.get("val_accuracy"),
+                     "policy": a.get("policy"), "val_accuracy": a.get("val_accuracy"), "val_margin": a.get("val_margin"),
                      "float_val_sample": a.get("float_val_sample"), "size_bytes": a.get("size_bytes"),
                      "latency_ms": a.get("latency_ms"), "macs": a.get("macs"), "feasible": a.get("feasible"),
                      "seconds": a.get("seconds"), "error": a.get("error"), "worker": a.get("worker")})
@@ -634,7 +651,8 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
     details: dict[str, Any] = {
         "split": "test", "search_split": "val", "sla": {"min_val_accuracy": sla, "baseline_val_accuracy":
                                                          base["val_accuracy"], "max_drop": study.user_attrs.get("max_drop"),
-                                                         "min_accuracy": study.user_attrs.get("min_accuracy")},
+                                                         "min_accuracy": study.user_attrs.get("min_accuracy"),
+                                                         "confidence": study.user_attrs.get("confidence", 0.0)},
         "objective": "pareto (accuracy, size, latency)" if pareto else objective,
         "strategy": ("greedy + " if any(r["origin"] == "greedy" for r in rows) else "")
                     + ("NSGA-II" if pareto else "TPE"),
@@ -643,10 +661,12 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         "space": space.to_dict(), "notes": [],
     }
     counts = {s: sum(1 for r in rows if r["state"] == s) for s in ("complete", "pruned", "fail")}
+    conf = float(study.user_attrs.get("confidence", 0.0))
+    bound = f", as a lower bound at confidence {conf:g}" if z_value(conf) > 0 else ""
     details["notes"].append(f"{len(rows)} trials: {counts['complete']} measured, {counts['pruned']} stopped early "
                             f"by the pruner, {counts['fail']} failed; {len(feasible)} met the SLA on the validation split")
     if best_row is None:
-        details["notes"].insert(0, f"no policy met the SLA (validation accuracy >= {sla:.2f}%): the baseline is kept")
+        details["notes"].insert(0, f"no policy met the SLA (validation accuracy >= {sla:.2f}%{bound}): the baseline is kept")
         from .recipe import Compressed as C
 
         res = C(model, model, False, [], [])
@@ -656,7 +676,7 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
                                model_name=model_name, command="auto", threads=threads, runs=final_runs,
                                extra_details=details)
         _render(report, rows, sla, out, None, log)
-        log(f"no policy met the SLA (val >= {sla:.2f}%): kept the baseline in {out}/model.onnx")
+        log(f"no policy met the SLA (val >= {sla:.2f}%{bound}): kept the baseline in {out}/model.onnx")
         return AutoResult(model, report, False, out, None, None)
     number = best_row["trial"]
     trial = study.trials[number]

@@ -34,6 +34,9 @@ def register(sub) -> None:
     sla = a.add_mutually_exclusive_group()
     sla.add_argument("--max-drop", type=float, help="points of validation accuracy the result may lose (default 0.5)")
     sla.add_argument("--min-accuracy", type=float, help="absolute validation top-1 floor in percent")
+    a.add_argument("--confidence", type=float, default=0.9,
+                   help="a candidate meets the SLA when a one-sided lower bound of its validation accuracy at this "
+                        "confidence does (paired with the baseline per image); 0 = plain check (default 0.9)")
     a.add_argument("--objective", choices=["size", "latency"], default="size")
     a.add_argument("--pareto", action="store_true", help="NSGA-II over accuracy, size and latency (default TPE)")
     a.add_argument("--budget", default="30m", help="wall time for this run: 30m, 90s, 1h (default 30m)")
@@ -84,7 +87,7 @@ def run_auto(args) -> int:
                out=out_dir(args), space=args.space, pareto=args.pareto, greedy=not args.no_greedy, seed=args.seed,
                spec=info.get("spec"), build=info.get("build"), model_name=args.model,
                input_shape=tuple(info["input_shape"]), threads=args.threads, val_batches=args.val_batches,
-               final_runs=args.runs, log=_log)
+               final_runs=args.runs, confidence=args.confidence, log=_log)
     obj = {**res.report.to_dict(), "feasible": res.feasible, "best_trial": res.best_trial}
     head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n\n")
     emit(args, obj, head + res.report.table() + f"\n\nreport: {res.out}/report.html  model: {res.out}/model.onnx"

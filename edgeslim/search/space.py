@@ -10,7 +10,7 @@
                                               # choice among the same formats (mixed precision)
     lowrank: [false, true]                    # Tucker-2 on the convolutions (kept only where faster)
     distill: [false, true]                    # fine-tune with KD from the input model, or plain CE
-    finetune_epochs: [0, 1, 2]                # epochs of at most finetune_batches batches
+    finetune_epochs: [0, 1, 2, 4]             # epochs of at most finetune_batches batches
     finetune_batches: 40
     fold_bn: true                             # fixed pass (BN folding) on float results
 
@@ -42,7 +42,7 @@ class SearchSpace(Config):
     lowrank: tuple[bool, ...] = (False, True)
     lowrank_energy: float = 0.95
     distill: tuple[bool, ...] = (False, True)
-    finetune_epochs: tuple[float, ...] = (0, 1, 2)
+    finetune_epochs: tuple[float, ...] = (0, 1, 2, 4)
     finetune_batches: int | None = 40
     finetune_lr: float = 0.01
     fold_bn: bool = True

@@ -24,7 +24,13 @@ def test_search_finds_a_feasible_policy(toy_model, toy_data, tmp_path):
     d = json.loads((out / "report.json").read_text())
     assert d["command"] == "auto" and d["details"]["split"] == "test"
     best = next(t for t in d["details"]["trials"] if t["trial"] == res.best_trial)
-    assert best["feasible"] and best["val_accuracy"] >= d["details"]["sla"]["min_val_accuracy"]
+    sla = d["details"]["sla"]
+    assert sla["confidence"] == 0.9
+    assert best["feasible"] and best["val_accuracy"] - best["val_margin"] >= sla["min_val_accuracy"]
+    for t in d["details"]["trials"]:  # feasible means: the lower bound, not the point estimate, clears the SLA
+        if t["state"] == "complete":
+            assert t["val_margin"] >= 0
+            assert t["feasible"] == (t["val_accuracy"] - t["val_margin"] >= sla["min_val_accuracy"])
     assert d["result"]["size_bytes"] == (out / "model.onnx").stat().st_size
     assert d["result"]["size_bytes"] < d["baseline"]["size_bytes"]  # int8 alone already halves it
     assert d["details"]["layers"] and "weight_bits" in d["details"]["layers"][0]
