@@ -70,7 +70,8 @@ def main() -> int:
     print(res.report.table())
     r = res.report.ratios
     print(f"\n{r['size'] or 0:.1f}x smaller, {r['latency'] or 0:.1f}x faster in ONNX Runtime; "
-          f"test accuracy drop {res.report.accuracy_drop or 0:.2f} points (SLA: {args.max_drop} on validation)")
+          f"test accuracy drop {res.report.accuracy_drop or 0:.2f} points (SLA: {args.max_drop} on validation, as a "
+          f"lower bound at confidence {res.report.details['sla']['confidence']:g})")
     print(f"report: {out / 'report.html'} (and report.md)  model: {out / 'model.onnx'}"
           + (f"  recipe: {out / 'winner.yaml'}" if res.feasible else ""))
     print(f"total {time.time() - t0:.0f}s")
