@@ -79,6 +79,15 @@ def pareto_plot(rows: list[dict], path: str | os.PathLike, *, sla: float | None 
     return save_png(fig, path)
 
 
+def _bound_text(sla: dict) -> str:
+    c = sla.get("confidence") or 0
+    if c <= 0.5:
+        return ""
+    paired = sla.get("max_drop") is not None
+    return (f", met when a one-sided lower bound of the accuracy at confidence {c:g} clears it "
+            f"({'paired with the baseline per image' if paired else 'binomial'})")
+
+
 def search_markdown(report) -> str:
     """Extra sections for a search report (empty for other reports)."""
     d = report.details
@@ -87,7 +96,7 @@ def search_markdown(report) -> str:
     if sla:
         out += ["## SLA and search", "",
                 f"- SLA: validation accuracy >= {sla.get('min_val_accuracy', 0):.2f}% "
-                f"(baseline {sla.get('baseline_val_accuracy', 0):.2f}% on the validation split)",
+                f"(baseline {sla.get('baseline_val_accuracy', 0):.2f}% on the validation split)" + _bound_text(sla),
                 f"- objective: {d.get('objective')}; strategy: {d.get('strategy')}; budget {d.get('budget')}, "
                 f"{d.get('search_seconds')} s; storage {d.get('storage')}",
                 "- search figures come from the validation split; the table above is the test split, measured "
@@ -100,11 +109,13 @@ def search_markdown(report) -> str:
         out += [f"![accuracy vs latency and size]({d['pareto_plot']})", ""]
     trials = d.get("trials") or []
     if trials:
-        out += ["## Trials", "", "| trial | state | origin | policy | val top-1 | size | latency (ms) | MACs | feasible |",
-                "|---:|---|---|---|---:|---:|---:|---:|---|"]
+        out += ["## Trials", "", "| trial | state | origin | policy | val top-1 | lower bound | size | latency (ms) | "
+                "MACs | feasible |", "|---:|---|---|---|---:|---:|---:|---:|---:|---|"]
         for r in trials:
+            lb = (r["val_accuracy"] - r["val_margin"] if r.get("val_accuracy") is not None
+                  and r.get("val_margin") is not None else None)
             out.append(f"| {r['trial']} | {r['state']} | {r.get('origin') or ''} | {r.get('policy') or ''} | "
-                       f"{_num(r.get('val_accuracy'))} | {_size(r.get('size_bytes'))} | "
+                       f"{_num(r.get('val_accuracy'))} | {_num(lb)} | {_size(r.get('size_bytes'))} | "
                        f"{_num(r.get('latency_ms'), '{:.3f}')} | {_num(r.get('macs'), '{:,.0f}')} | "
                        f"{'yes' if r.get('feasible') else ('' if r.get('feasible') is None else 'no')} |")
         out.append("")
@@ -149,7 +160,7 @@ def write_html(report, path: str | os.PathLike) -> Path:
     if det.get("sla"):
         s = det["sla"]
         parts.append(f"<p>SLA: validation accuracy &ge; {s.get('min_val_accuracy', 0):.2f}% (baseline "
-                     f"{s.get('baseline_val_accuracy', 0):.2f}%). Objective: {html.escape(str(det.get('objective')))}; "
+                     f"{s.get('baseline_val_accuracy', 0):.2f}%){html.escape(_bound_text(s))}. Objective: {html.escape(str(det.get('objective')))}; "
                      f"strategy {html.escape(str(det.get('strategy')))}.</p>")
     if det.get("policy_text"):
         parts.append(f"<p><b>Winner</b>: trial {det.get('best_trial')}: {html.escape(det['policy_text'])}. "

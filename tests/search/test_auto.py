@@ -36,6 +36,8 @@ def test_search_finds_a_feasible_policy(toy_model, toy_data, tmp_path):
     assert d["details"]["layers"] and "weight_bits" in d["details"]["layers"][0]
     assert any(t["origin"] == "greedy" for t in d["details"]["trials"])
     assert "data:image/png;base64," in (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    assert "lower bound" in md and "at confidence 0.9" in md and "paired with the baseline" in md
     # every trial figure is measured, and identical recipes are measured once
     done = [t for t in d["details"]["trials"] if t["state"] == "complete"]
     assert all(t["size_bytes"] and t["latency_ms"] and t["macs"] for t in done)
