@@ -9,6 +9,7 @@
     layer_bits: first_last                    # none | first_last | all: layers that get their own
                                               # choice among the same formats (mixed precision)
     lowrank: [false, true]                    # Tucker-2 on the convolutions (kept only where faster)
+    lowrank_energy: [0.9, 0.95, 0.98]         # its ranks: the fraction of each layer's energy kept
     distill: [false, true]                    # fine-tune with KD from the input model, or plain CE
     finetune_epochs: [0, 1, 2, 4]             # epochs of at most finetune_batches batches
     finetune_batches: 40
@@ -40,7 +41,7 @@ class SearchSpace(Config):
     calibration: str = "minmax"
     adaround_iters: int = 300  # per layer, where any layer has 4-bit weights
     lowrank: tuple[bool, ...] = (False, True)
-    lowrank_energy: float = 0.95
+    lowrank_energy: tuple[float, ...] = (0.9, 0.95, 0.98)  # kept energy: sets each layer's Tucker ranks
     distill: tuple[bool, ...] = (False, True)
     finetune_epochs: tuple[float, ...] = (0, 1, 2, 4)
     finetune_batches: int | None = 40
@@ -73,8 +74,12 @@ class SearchSpace(Config):
             raise UsageError(f"space.finetune_batches must be a positive integer or null, got {self.finetune_batches!r}")
         if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
             raise UsageError(f"space.round_to must be a positive integer, got {self.round_to!r}")
-        if not 0 < self.lowrank_energy <= 1:
-            raise UsageError(f"space.lowrank_energy must be in (0, 1], got {self.lowrank_energy!r}")
+        if not isinstance(self.lowrank_energy, tuple) or not self.lowrank_energy:
+            raise UsageError(f"space.lowrank_energy must be a non-empty list of choices, got {self.lowrank_energy!r}")
+        for e in self.lowrank_energy:
+            if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 < e <= 1:
+                raise UsageError(f"space.lowrank_energy choices must be in (0, 1], got {e!r}",
+                                 hint="the fraction of each layer's energy the Tucker ranks keep, e.g. 0.95")
 
 
 def load_space(source: Any = None) -> SearchSpace:
@@ -134,6 +139,8 @@ def suggest(trial, space: SearchSpace, model) -> dict[str, Any]:
             p[_param_name(layer)] = trial.suggest_categorical(_param_name(layer), formats)
     if len(space.lowrank) > 1:
         p["lowrank"] = trial.suggest_categorical("lowrank", list(space.lowrank))
+    if p.get("lowrank", space.lowrank[0]) and len(space.lowrank_energy) > 1:
+        p["lowrank_energy"] = trial.suggest_categorical("lowrank_energy", list(space.lowrank_energy))
     p["finetune_epochs"] = trial.suggest_categorical("finetune_epochs", list(space.finetune_epochs))
     if p["finetune_epochs"] > 0 and len(space.distill) > 1:
         p["distill"] = trial.suggest_categorical("distill", list(space.distill))
@@ -146,6 +153,7 @@ def full_policy(params: dict, space: SearchSpace) -> dict:
     p.setdefault("allocation", space.allocation[0])
     p["bits"] = str(p.get("bits", space.bits[0]))
     p.setdefault("lowrank", space.lowrank[0])
+    p.setdefault("lowrank_energy", space.lowrank_energy[0])  # asked whenever it matters and has choices
     p.setdefault("distill", space.distill[0])
     return p
 
@@ -156,7 +164,7 @@ def describe(params: dict, space: SearchSpace) -> str:
     if p["prune_ratio"] > 0:
         parts.append(f"prune {p['prune_ratio']:.2f} ({p['allocation']})")
     if p.get("lowrank"):
-        parts.append("tucker")
+        parts.append(f"tucker {float(p['lowrank_energy']):g}")
     if p["finetune_epochs"] > 0:
         parts.append(f"{'kd' if p['distill'] else 'ft'} {p['finetune_epochs']:g}ep")
     if p["bits"] == "float":
@@ -195,7 +203,7 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
             steps.append(ChannelPrune(ratio=float(p["prune_ratio"]), importance=space.importance,
                                       round_to=space.round_to))
     if p.get("lowrank"):
-        steps.append(Tucker(energy=space.lowrank_energy, check_latency=True, latency_runs=10, min_channels=16))
+        steps.append(Tucker(energy=float(p["lowrank_energy"]), check_latency=True, latency_runs=10, min_channels=16))
     if p["finetune_epochs"] > 0:
         if p["distill"]:
             steps.append(KD(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr, max_batches=space.finetune_batches))

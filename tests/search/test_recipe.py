@@ -110,3 +110,28 @@ def test_parse_budget(text, secs):
 def test_parse_budget_refuses_nonsense():
     with pytest.raises(UsageError):
         parse_budget("soon")
+
+
+def test_lowrank_rank_is_a_choice_asked_only_with_lowrank():
+    import optuna
+
+    from edgeslim.lowrank import Tucker
+    from edgeslim.search.space import build_steps, describe, suggest
+    from edgeslim.testing.models import TinyConvNet
+
+    space = load_space({"lowrank": [True], "lowrank_energy": [0.8, 0.99], "prune_ratio": [0.0], "bits": ["float"],
+                        "finetune_epochs": [0]})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        params = suggest(study.ask(), space, TinyConvNet())
+        tucker = next(s for s in build_steps(params, space) if isinstance(s, Tucker))
+        assert tucker.energy == params["lowrank_energy"]
+        assert describe(params, space).startswith(f"tucker {params['lowrank_energy']:g}")
+        seen.add(params["lowrank_energy"])
+    assert seen == {0.8, 0.99}
+    off = load_space({"lowrank": [False], "lowrank_energy": [0.8, 0.99]})
+    assert "lowrank_energy" not in suggest(optuna.create_study().ask(), off, TinyConvNet())
+    assert load_space({"lowrank_energy": 0.9}).lowrank_energy == (0.9,)  # a scalar means fixed
+    with pytest.raises(UsageError, match="lowrank_energy"):
+        load_space({"lowrank_energy": [1.5]})
