@@ -63,14 +63,11 @@ def _save_partial(d: dict) -> None:
 def profile(models, ratio: float, round_to: int, runs: int, threads: int, state: dict) -> None:
     """ONNX Runtime's own profiler on the baseline and the edgeslim-pruned file: kernel time per op
     type (median over runs), and the convolutions' throughput (conv MACs / conv kernel time)."""
-    import collections
-
-    import numpy as np
-    import onnxruntime as ort
     import torchvision
 
+    from edgeslim.measure import ort_op_times
+
     shape = (1, 3, 224, 224)
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     out = state.setdefault("profile", {})
     state["profile_args"] = [ratio, round_to, runs, threads]
     d = WORK / "profile"
@@ -84,32 +81,10 @@ def profile(models, ratio: float, round_to: int, runs: int, threads: int, state:
         for tag, m in (("baseline", base), ("edgeslim", es)):
             path = d / f"{name}-{tag}.onnx"
             edgeslim.export.onnx(m, path, input_shape=shape)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.enable_profiling = True
-            so.profile_file_prefix = str(d / f"{name}-{tag}")
-            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-            feed = {sess.get_inputs()[0].name: x}
-            for _ in range(3):
-                sess.run(None, feed)
-            for _ in range(runs):
-                sess.run(None, feed)
-            trace = Path(sess.end_profiling())
-            per_node = collections.defaultdict(list)
-            model_runs = []
-            for e in json.loads(trace.read_text()):
-                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-                    per_node[(e["name"], e["args"].get("op_name", "?"))].append(e["dur"] / 1e3)
-                elif e.get("cat") == "Session" and e["name"] == "model_run":
-                    model_runs.append(e["dur"] / 1e3)
-            trace.unlink()
+            p = ort_op_times(path, shape, threads=threads, warmup=3, runs=runs)
             path.unlink()
-            by_op = collections.Counter()
-            for (_, op), v in per_node.items():  # the last `runs` calls of each node (after warm-up)
-                by_op[op] += float(np.median(v[-runs:]))
             conv_macs = sum(r["macs"] for r in count_macs(m, shape)[1] if r.get("type") == "Conv2d")
-            row[tag] = {"run_ms": float(np.median(model_runs[-runs:])), "ops_ms": dict(by_op.most_common()),
-                        "conv_gmacs": conv_macs / 1e9}
+            row[tag] = {"run_ms": p["run_ms"], "ops_ms": p["ops_ms"], "conv_gmacs": conv_macs / 1e9}
         out[name] = row
         _save_partial(state)
 

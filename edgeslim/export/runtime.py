@@ -10,8 +10,9 @@ from ..core.errors import ExportError
 
 
 def session(path: str | os.PathLike, threads: int = 2, *, optimized_model_path: str | None = None,
-            level: str = "all") -> ort.InferenceSession:
-    """A CPU InferenceSession using ``threads`` intra-op threads and one inter-op thread."""
+            level: str = "all", profile_prefix: str | None = None) -> ort.InferenceSession:
+    """A CPU InferenceSession using ``threads`` intra-op threads and one inter-op thread
+    (``profile_prefix``: ONNX Runtime's profiler on, its trace written under that prefix)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -24,6 +25,9 @@ def session(path: str | os.PathLike, threads: int = 2, *, optimized_model_path: 
     opts.log_severity_level = 3
     if optimized_model_path:
         opts.optimized_model_filepath = str(optimized_model_path)
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
     try:
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises several unrelated types

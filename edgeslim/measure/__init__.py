@@ -1,8 +1,8 @@
 """Measurement: params, MACs, memory-access cost, artifact size, latency, accuracy."""
 from .counts import count_macs, count_params, memory_access_cost
 from .latency import artifact_size, bench, latency, onnx_accuracy, torch_threads
-from .profile import onnx_params, profile
+from .profile import onnx_params, ort_op_times, profile
 from .compare import compare
 
 __all__ = ["artifact_size", "bench", "compare", "count_macs", "count_params", "latency", "memory_access_cost",
-           "onnx_accuracy", "onnx_params", "profile", "torch_threads"]
+           "onnx_accuracy", "onnx_params", "ort_op_times", "profile", "torch_threads"]

@@ -66,3 +66,42 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
                   artifact=str(artifact) if (is_onnx or onnx_path) else "model.onnx (temporary export)")
     out.update(extra)
     return out
+
+
+def ort_op_times(onnx_path: str | os.PathLike, input_shape, *, threads: int = 2, warmup: int = 10,
+                 runs: int = 100, seed: int = 0) -> dict[str, Any]:
+    """ONNX Runtime's own profiler on one file: where a run's time goes.
+
+    Returns ``run_ms`` (median of the session's model_run events), ``kernel_ms`` (the sum over the
+    executed nodes of each node's median kernel time), ``between_ms`` (run_ms - kernel_ms: the
+    runtime's own work between kernels, per-node dispatch and thread hand-offs), ``nodes`` (nodes
+    executed per run, after ONNX Runtime's graph optimizations) and ``ops_ms`` (kernel ms per op
+    type, largest first)."""
+    import collections
+    import json
+
+    import numpy as np
+
+    from ..export import runtime
+
+    x = np.random.default_rng(seed).standard_normal(tuple(input_shape), dtype=np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = runtime.session(onnx_path, threads=threads, profile_prefix=str(Path(tmp) / "ort"))
+        feed = {sess.get_inputs()[0].name: x}
+        for _ in range(warmup + runs):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    per_node: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    model_runs = []
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node[(e["name"], e["args"].get("op_name", "?"))].append(e["dur"] / 1e3)
+        elif e.get("cat") == "Session" and e["name"] == "model_run":
+            model_runs.append(e["dur"] / 1e3)
+    by_op: collections.Counter = collections.Counter()
+    for (_, op), v in per_node.items():  # the last `runs` calls of each node (after warm-up)
+        by_op[op] += float(np.median(v[-runs:]))
+    run_ms = float(np.median(model_runs[-runs:]))
+    kernel_ms = float(sum(by_op.values()))
+    return {"run_ms": run_ms, "kernel_ms": kernel_ms, "between_ms": run_ms - kernel_ms, "nodes": len(per_node),
+            "ops_ms": dict(by_op.most_common())}

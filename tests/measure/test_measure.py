@@ -68,3 +68,27 @@ def test_profile_and_compare_figures(tmp_path):
     assert (tmp_path / "model.onnx").exists() and r["artifact"] == "model.onnx"
     assert b["size_bytes"] > r["size_bytes"] and b["macs"] > r["macs"]
     assert b["accuracy"] is not None
+
+
+def test_onnx_accuracy_per_image_matches_top1(tmp_path):
+    import numpy as np
+
+    m = TinyConvNet().eval()
+    export_onnx(m, tmp_path / "m.onnx", input_shape=(1, 8, 8))
+    loader = toy_loader(n=96, batch_size=32)
+    r = onnx_accuracy(tmp_path / "m.onnx", loader, per_image=True)
+    assert r["correct"].dtype == np.bool_ and r["correct"].size == r["n"] == 96
+    assert r["top1"] == pytest.approx(100.0 * r["correct"].mean())
+    assert "correct" not in onnx_accuracy(tmp_path / "m.onnx", loader)
+
+
+def test_ort_op_times_splits_a_run_into_kernels_and_the_rest(tmp_path):
+    from edgeslim.measure import ort_op_times
+
+    export_onnx(TinyConvNet().eval(), tmp_path / "m.onnx", input_shape=(1, 8, 8))
+    p = ort_op_times(tmp_path / "m.onnx", (1, 1, 8, 8), threads=1, warmup=2, runs=20)
+    assert p["run_ms"] > 0 and p["nodes"] >= 2
+    assert any("Conv" in op for op in p["ops_ms"]) and any("Gemm" in op or "MatMul" in op for op in p["ops_ms"])
+    assert p["kernel_ms"] == pytest.approx(sum(p["ops_ms"].values()))
+    assert p["between_ms"] == pytest.approx(p["run_ms"] - p["kernel_ms"])
+    assert not list(tmp_path.glob("ort*.json"))  # the trace stays in its own temp dir
