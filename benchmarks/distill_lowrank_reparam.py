@@ -383,7 +383,7 @@ def section() -> str:
                          f"{r['multi_ms'] / r['folded_ms']:.2f}x |")
         te = rv["torch_eager_b1"]
         lines.append(f"| torch eager | 1 | {te['multi_ms']:.3f} | {te['folded_ms']:.3f} | {te['multi_ms'] / te['folded_ms']:.2f}x |")
-        lines += ["", f"Medians of {rv['runs']} interleaved runs, {rv['threads']} threads"
+        lines += ["", f"Medians of {rv['runs']} runs per file, one session at a time, {rv['threads']} threads"
                   + (f"; ONNX Runtime rows: median over {rv['rounds']} rounds of fresh sessions (speed-up per round: "
                      + "; ".join(f"batch {r['batch']}: " + ", ".join(f"{a / b:.2f}x" for a, b in r["per_round"])
                                  for r in rv["latency"] if r.get("per_round")) + ")" if rv.get("rounds") else "")
@@ -400,7 +400,7 @@ def section() -> str:
     lines += ["Each part runs on its own (`--parts NAME`) and caches its result; this section is rebuilt from "
               "the cached parts, finished: " + "; ".join(when) + ".", ""]
     lines += ["Machine: 2 CPU cores shared with other jobs during the run, so absolute times are noisy; "
-              "compare only figures within one table (measured interleaved in one process)."]
+              "compare only figures within one table (measured in one process, one session at a time)."]
     return "\n".join(lines)
 
 

@@ -1,6 +1,6 @@
 """Foundation benchmark: latency of reference models in torch eager and in ONNX Runtime.
 
-For each model: params, MACs, and the median / p90 latency in both runtimes measured interleaved in
+For each model: params, MACs, and the median / p90 latency in both runtimes measured in
 one process (2 threads, batch 1), with the ratio ONNX Runtime / torch.
 
     python benchmarks/profile_zoo.py [--runs 50] [--threads 2]
@@ -43,7 +43,7 @@ def main() -> None:
             rows.append(line)
     text = ("## Profile: torch eager vs ONNX Runtime\n\n"
             f"Batch 1, {args.threads} threads, {args.runs} timed runs after {args.warmup} warm-up, the two runtimes "
-            "interleaved in one process. Randomly initialised weights (latency does not depend on them).\n\n"
+            "in one process, one at a time. Randomly initialised weights (latency does not depend on them).\n\n"
             + "\n".join(rows))
     results_section("profile_zoo", text)
 
