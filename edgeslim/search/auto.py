@@ -237,6 +237,10 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         sla, base = attrs["sla"], attrs["baseline"]
         confidence = float(attrs.get("confidence", 0.0))
         base_correct = unpack(attrs["baseline_correct"]) if attrs.get("baseline_correct") else None
+        if "val_batches" in attrs and attrs["val_batches"] != val_batches:
+            log(f"validation cap: the study's ({attrs['val_batches'] or 'whole split'}), not {val_batches or 'whole split'},"
+                f" so that every trial is scored on the images the SLA was set on")
+            val_batches = attrs["val_batches"]
         objective, pareto = attrs["objective"], attrs["pareto"]
         # the sampler and pruner are not stored with the study: set them up as the first run did (a
         # worker draws from its own random stream, or it would propose what the first run proposes)
@@ -498,7 +502,7 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
                          hint="pass --worker to join it, or choose another --out / --storage") from None
     for k, v in {"sla": sla, "baseline": base, "objective": objective, "pareto": pareto, "space": space.to_dict(),
                  "sensitivity": curves, "trial_estimate_s": round(t_trial, 1), "max_drop": max_drop,
-                 "min_accuracy": min_accuracy, "seed": seed, "confidence": confidence,
+                 "min_accuracy": min_accuracy, "seed": seed, "confidence": confidence, "val_batches": val_batches,
                  "baseline_correct": pack(b_correct)}.items():
         study.set_user_attr(k, v)
     return study, sla, base, curves, t_trial, b_correct

@@ -131,3 +131,17 @@ def test_a_hopeless_trial_stops_between_fine_tuning_epochs(toy_model, toy_data):
         _run_trial(trial, toy_model, None, steps, toy_data, (1, 8, 8), 0, 200.0, False, first_batches(toy_data.val, 2))
     (acc,) = trial.user_attrs["epoch_val_sample"]
     assert trial.user_attrs["constraint"] == pytest.approx(200.0 - acc)
+
+
+def test_a_resumed_search_scores_on_the_studys_validation_images(toy_model, toy_data, tmp_path):
+    out = tmp_path / "vb"
+    space = {**SPACE, "prune_ratio": [0.0], "bits": [8], "finetune_epochs": [0]}
+    edgeslim.auto(toy_model, toy_data, max_drop=2.0, budget="5m", trials=1, out=out, greedy=False, space=space,
+                  val_batches=2, final_runs=5, latency_runs=5, log=lambda s: None)
+    said = []
+    res = edgeslim.auto(toy_model, toy_data, max_drop=2.0, budget="5m", trials=2, out=out, greedy=False, space=space,
+                        resume=True, val_batches=None, final_runs=5, latency_runs=5, log=said.append)
+    assert any("validation cap: the study's (2)" in s for s in said)
+    trials = json.loads((out / "report.json").read_text())["details"]["trials"]
+    assert len(trials) == 2 and all(t["state"] == "complete" for t in trials)  # paired on the same 64 images
+    assert res.feasible
