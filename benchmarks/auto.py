@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 
+from edgeslim.search.confidence import DEFAULT_CONFIDENCE, rule_text  # noqa: E402
+
 
 def _val_scored(path, data, batches):
     from edgeslim.measure import onnx_accuracy
@@ -41,7 +43,7 @@ def _single(work_key: str, recipe: dict, model, data, shape) -> Path:
     import json
 
     from _common import CACHE
-    from edgeslim.core.io import atomic_path
+    from edgeslim.core.io import atomic_path, atomic_write_text
     from edgeslim.search.recipe import export_artifact, load_recipe, run_steps
 
     h = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -51,7 +53,7 @@ def _single(work_key: str, recipe: dict, model, data, shape) -> Path:
         steps, _ = load_recipe(recipe)
         with atomic_path(p) as tmp:
             export_artifact(run_steps(model, steps, data=data, input_shape=shape[1:]), tmp, shape)
-        (p.with_suffix(".json")).write_text(json.dumps(recipe, indent=1))
+        atomic_write_text(p.with_suffix(".json"), json.dumps(recipe, indent=1))
     return p
 
 
@@ -159,8 +161,7 @@ def markdown(results: list[dict], args) -> str:
                 "on the full test split.", ""]
         out += [f"### {r['spec']} (reference: {r['epochs']:g} training epoch(s), test {r['ref'].get('test_top1')}%)", "",
                 f"SLA: validation top-1 >= {r['sla']:.2f}%"
-                + (f" as a one-sided lower bound at confidence {conf:g} (paired with the baseline per image)"
-                   if conf and conf > 0.5 else "") + " ("
+                + (f" {rule_text(conf, True)}" if rule_text(conf, True) else "") + " ("
                 + (f"first {r.get('val_batches', 10)} validation batches of 128" if r.get("val_batches", 10)
                    else "the whole validation split") + f" per trial). Search (budget {r['budget']}, fine-tuning in "
                 f"{str(r['finetune_batches']) + ' batches per epoch' if r['finetune_batches'] else 'full epochs'}): "
@@ -221,7 +222,7 @@ def main() -> int:
     ap.add_argument("--prune-ratios", default="0.2,0.3,0.4,0.5",
                     help="pruning-alone ratios, tried in this order while they meet the SLA (the last one that "
                          "does is kept)")
-    ap.add_argument("--confidence", type=float, default=0.9,
+    ap.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
                     help="SLA rule of the search and of pruning alone (edgeslim auto --confidence)")
     ap.add_argument("--single-epochs", type=float, default=None,
                     help="fine-tuning epochs of pruning alone (default: the most the search's space allows)")

@@ -80,12 +80,10 @@ def pareto_plot(rows: list[dict], path: str | os.PathLike, *, sla: float | None 
 
 
 def _bound_text(sla: dict) -> str:
-    c = sla.get("confidence") or 0
-    if c <= 0.5:
-        return ""
-    paired = sla.get("max_drop") is not None
-    return (f", met when a one-sided lower bound of the accuracy at confidence {c:g} clears it "
-            f"({'paired with the baseline per image' if paired else 'binomial'})")
+    from ..search.confidence import rule_text
+
+    text = rule_text(sla.get("confidence") or 0, sla.get("max_drop") is not None)
+    return f", {text}" if text else ""
 
 
 def search_markdown(report) -> str:

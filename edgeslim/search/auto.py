@@ -46,7 +46,7 @@ from torch import nn
 from ..core.errors import DataError, EdgeslimError, UsageError
 from ..core.io import atomic_path, atomic_write_text, write_json
 from .recipe import Compressed, export_artifact, layer_policy, recipe_dict, recipe_yaml, run_steps, write_outputs
-from .confidence import DEFAULT_CONFIDENCE, margin as accuracy_margin, pack, unpack, z_value
+from .confidence import DEFAULT_CONFIDENCE, margin as accuracy_margin, pack, rule_text, unpack
 from .space import SearchSpace, build_steps, describe, full_policy, load_space, suggest
 from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner, quick_accuracy
 
@@ -190,7 +190,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
     if trials is not None and trials < 1:
         raise UsageError(f"trials must be >= 1, got {trials}")
     budget_s = parse_budget(budget)
-    z_value(confidence)  # validates it
+    rule_text(confidence, True)  # validates it
     if data is None or getattr(data, "meta", None) is None:
         raise DataError("auto needs data (a DataBundle with train and validation splits)", hint="pass --data D")
     if not data.meta.labelled:
@@ -469,8 +469,8 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
     base = {"val_accuracy": b_val, "size_bytes": b_size, "latency_ms": b_lat}
     log(f"baseline (fp32 ONNX): val {b_val:.2f}% | {_fmt_size(b_size)} | {b_lat:.3f} ms -> SLA: val accuracy >= "
         f"{sla:.2f}%" + (f" (baseline - {max_drop:g} points)" if max_drop is not None else "")
-        + (f", as a lower bound at confidence {confidence:g} ({'paired with the baseline' if max_drop is not None else 'binomial'}"
-           f" over {len(b_correct)} validation images)" if z_value(confidence) > 0 else ""))
+        + (f", {rule}, over {len(b_correct)} validation images" if (rule := rule_text(confidence, max_drop is not None))
+           else ""))
     # one fine-tuning step, timed, to size a trial
     probe = copy.deepcopy(model)
     t1 = time.monotonic()
@@ -666,7 +666,8 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
     }
     counts = {s: sum(1 for r in rows if r["state"] == s) for s in ("complete", "pruned", "fail")}
     conf = float(study.user_attrs.get("confidence", 0.0))
-    bound = f", as a lower bound at confidence {conf:g}" if z_value(conf) > 0 else ""
+    rule = rule_text(conf, study.user_attrs.get("max_drop") is not None)
+    bound = f", {rule}" if rule else ""
     details["notes"].append(f"{len(rows)} trials: {counts['complete']} measured, {counts['pruned']} stopped early "
                             f"by the pruner, {counts['fail']} failed; {len(feasible)} met the SLA on the validation split")
     if best_row is None:

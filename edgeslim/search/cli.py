@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from .confidence import DEFAULT_CONFIDENCE
 from ..cli_common import (add_data_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model,
                           out_dir)
 
@@ -34,9 +35,9 @@ def register(sub) -> None:
     sla = a.add_mutually_exclusive_group()
     sla.add_argument("--max-drop", type=float, help="points of validation accuracy the result may lose (default 0.5)")
     sla.add_argument("--min-accuracy", type=float, help="absolute validation top-1 floor in percent")
-    a.add_argument("--confidence", type=float, default=0.9,
+    a.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
                    help="a candidate meets the SLA when a one-sided lower bound of its validation accuracy at this "
-                        "confidence does (paired with the baseline per image); 0 = plain check (default 0.9)")
+                        "confidence does (paired with the baseline per image); 0 = plain check (default %(default)s)")
     a.add_argument("--objective", choices=["size", "latency"], default="size")
     a.add_argument("--pareto", action="store_true", help="NSGA-II over accuracy, size and latency (default TPE)")
     a.add_argument("--budget", default="30m", help="wall time for this run: 30m, 90s, 1h (default 30m)")

@@ -22,8 +22,6 @@ from __future__ import annotations
 import base64
 import statistics
 
-import numpy as np
-
 from ..core.errors import UsageError
 
 DEFAULT_CONFIDENCE = 0.9
@@ -41,6 +39,8 @@ def margin(correct, baseline_correct=None, *, confidence: float = DEFAULT_CONFID
 
     ``correct``: per-image booleans of the candidate; ``baseline_correct``: the baseline's on the same
     images in the same order (paired, for a drop SLA) or None (binomial, for an absolute floor)."""
+    import numpy as np
+
     z = z_value(confidence)
     c = np.asarray(correct, dtype=np.float64)
     n = c.size
@@ -58,13 +58,25 @@ def margin(correct, baseline_correct=None, *, confidence: float = DEFAULT_CONFID
     return float(100.0 * z * se)
 
 
+def rule_text(confidence: float, paired: bool) -> str:
+    """How feasibility is decided, for logs and reports ('' when the margin is off)."""
+    if z_value(confidence) == 0:
+        return ""
+    return (f"as a one-sided lower bound at confidence {confidence:g} "
+            f"({'paired with the baseline per image' if paired else 'binomial'})")
+
+
 def pack(correct) -> str:
     """Per-image booleans as a compact string (kept in the study so resumed runs and workers reuse them)."""
+    import numpy as np
+
     c = np.asarray(correct, dtype=bool)
     return f"{c.size}:" + base64.b64encode(np.packbits(c).tobytes()).decode("ascii")
 
 
-def unpack(text: str) -> np.ndarray:
+def unpack(text: str):
+    import numpy as np
+
     n, _, data = text.partition(":")
     bits = np.unpackbits(np.frombuffer(base64.b64decode(data), dtype=np.uint8))
     return bits[: int(n)].astype(bool)

@@ -41,3 +41,11 @@ def test_bad_confidence_and_mismatched_pairs_are_usage_errors():
 def test_pack_round_trip():
     c = np.random.default_rng(1).random(6001) < 0.5
     assert np.array_equal(unpack(pack(c)), c)
+
+
+def test_rule_text_says_how_feasibility_is_decided():
+    from edgeslim.search.confidence import rule_text
+
+    assert rule_text(0.9, True) == "as a one-sided lower bound at confidence 0.9 (paired with the baseline per image)"
+    assert "binomial" in rule_text(0.95, False)
+    assert rule_text(0, True) == rule_text(0.5, False) == ""
