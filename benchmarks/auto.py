@@ -1,9 +1,10 @@
 """`edgeslim auto` at --max-drop 0.5 against single techniques at the same SLA.
 
-    python benchmarks/auto.py [--models resnet20,mobilenetv2_tiny] [--budget 20m] [--epochs 4,2]
+    python benchmarks/auto.py [--models resnet20,mobilenetv2_tiny] [--budget 20m] [--epochs 4,2] [--max-latency 3x]
 
 For each model (a cached reference trained on Fashion-MNIST):
-- auto: the SLA search, objective size, with a wall-time budget;
+- auto: the SLA search, objective size, with a wall-time budget (and with --max-latency, a latency
+  limit as a second constraint: `3x` = at most a third of the fp32 baseline's; its own section);
 - int8 PTQ alone (`{type: ptq, bits: 8}`);
 - structured pruning alone with fine-tuning (as many epochs as the search may use): the largest
   channel ratio that meets the same SLA by the same rule (the lower confidence bound of its
@@ -64,7 +65,7 @@ def run_model(spec: str, args, data, log) -> dict:
     t0 = time.time()
     epochs = args.epochs_for[spec]
     model, ckpt, meta = cached_trained(spec, epochs)
-    work = CACHE / "auto" / spec
+    work = CACHE / "auto" / run_name(spec, args)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     shape = (1, *data.meta.input_shape)
@@ -74,7 +75,8 @@ def run_model(spec: str, args, data, log) -> dict:
     t = time.time()
     res = edgeslim.auto(model, data, max_drop=args.max_drop, objective="size", budget=args.budget, out=work / "auto",
                         space={"finetune_batches": args.finetune_batches or None}, spec=meta["spec"], build=meta.get("build"),
-                        model_name=spec, val_batches=args.val_batches or None, confidence=args.confidence, log=log)
+                        model_name=spec, val_batches=args.val_batches or None, confidence=args.confidence,
+                        max_latency=args.max_latency, log=log)
     t_auto = time.time() - t
     sla = res.report.details["sla"]["min_val_accuracy"]
     arts = {"fp32 baseline": work / "auto" / ".work" / "baseline.onnx", "auto": work / "auto" / "model.onnx"}
@@ -119,9 +121,15 @@ def run_model(spec: str, args, data, log) -> dict:
             "trials": [{k: t.get(k) for k in ("trial", "state", "origin", "policy", "val_accuracy", "val_margin", "size_bytes",
                                               "latency_ms", "feasible", "seconds")} for t in d.get("trials", [])],
             "budget": args.budget, "finetune_batches": args.finetune_batches, "val_batches": args.val_batches,
-            "confidence": args.confidence, "single_epochs": args.single_epochs,
+            "confidence": args.confidence, "single_epochs": args.single_epochs, "max_latency": args.max_latency,
+            "latency_limit_ms": d["sla"].get("max_latency_ms"), "baseline_search": d.get("baseline_search"),
             "prune_note": prune_note, "ref": meta["metrics"], "epochs": epochs,
             "artifacts": {n: str(p) for n, p in arts.items()}}
+
+
+def run_name(spec: str, args) -> str:
+    """The cache / RESULTS.md name of a run: a latency-limited search is a different run."""
+    return spec + (f"-lat{args.max_latency}" if args.max_latency else "")
 
 
 def measure_rows(arts: dict, data, args) -> list[dict]:
@@ -153,20 +161,25 @@ def markdown(results: list[dict], args) -> str:
     out = []
     for r in results:
         conf = r.get("confidence", 0)
+        lim = r.get("max_latency")
         out += [f"Fashion-MNIST, `edgeslim auto --max-drop {args.max_drop} --objective size"
-                + (f" --confidence {conf:g}" if conf else "") + "` against single techniques at the same SLA "
+                + (f" --confidence {conf:g}" if conf else "") + (f" --max-latency {lim}" if lim else "") + "` against single techniques at the same SLA "
                 f"(pruning alone: channel ratio, {r.get('single_epochs', 2):g} epochs of fine-tuning, kept by the same "
                 "SLA rule). All rows of one table were measured in one run: ONNX Runtime, 2 threads, one session at "
                 "a time, the median over rounds of fresh sessions in shuffled order; accuracy of the ONNX artifact "
                 "on the full test split.", ""]
-        out += [f"### {r['spec']} (reference: {r['epochs']:g} training epoch(s), test {r['ref'].get('test_top1')}%)", "",
+        title = r["spec"] + (f", latency limit {lim}" if lim else "")
+        limit_text = (f" Latency limit: {r['latency_limit_ms']:.3f} ms ({lim} of the fp32 baseline's "
+                      f"{r['baseline_search']['latency_ms']:.3f} ms as timed when the search started), checked on each "
+                      "trial's own measurement." if lim and r.get("latency_limit_ms") else "")
+        out += [f"### {title} (reference: {r['epochs']:g} training epoch(s), test {r['ref'].get('test_top1')}%)", "",
                 f"SLA: validation top-1 >= {r['sla']:.2f}%"
                 + (f" {rule_text(conf, True)}" if rule_text(conf, True) else "") + " ("
                 + (f"first {r.get('val_batches', 10)} validation batches of 128" if r.get("val_batches", 10)
                    else "the whole validation split") + f" per trial). Search (budget {r['budget']}, fine-tuning in "
                 f"{str(r['finetune_batches']) + ' batches per epoch' if r['finetune_batches'] else 'full epochs'}): "
                 f"{r['n_trials']} trials in "
-                f"{r['t_auto'] / 60:.1f} min; winner: {r['policy_text'] or 'none (baseline kept)'}.", "",
+                f"{r['t_auto'] / 60:.1f} min; winner: {r['policy_text'] or 'none (baseline kept)'}.{limit_text}", "",
                 "| method | size (bytes) | size ratio | latency batch 1 (ms) | speed-up | latency batch 32 (ms) "
                 "| speed-up | test top-1 | drop (points) |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -226,6 +239,8 @@ def main() -> int:
                     help="SLA rule of the search and of pruning alone (edgeslim auto --confidence)")
     ap.add_argument("--single-epochs", type=float, default=None,
                     help="fine-tuning epochs of pruning alone (default: the most the search's space allows)")
+    ap.add_argument("--max-latency", metavar="MS|Nx",
+                    help="latency limit of the search (edgeslim auto --max-latency), e.g. 3x; its own cache and section")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5, help="latency: rounds of fresh ONNX Runtime sessions")
     ap.add_argument("--remeasure", action="store_true",
@@ -258,7 +273,7 @@ def main() -> int:
     from _common import CACHE, results_section
 
     for spec in specs:  # one RESULTS.md section per model, so runs of different models never clobber each other
-        saved = CACHE / "auto" / f"{spec}.json"
+        saved = CACHE / "auto" / f"{run_name(spec, args)}.json"
         if args.report_only:
             r = json.loads(saved.read_text())
         elif args.remeasure:
@@ -272,7 +287,7 @@ def main() -> int:
         md = markdown([r], args)
         print(md)
         if not args.no_write:
-            results_section(f"auto-{spec}", md)
+            results_section(f"auto-{run_name(spec, args)}", md)
     return 0
 
 

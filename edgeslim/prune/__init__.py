@@ -1,4 +1,4 @@
-"""Pruning: channel (structured, physically smaller), fine / vector / kernel / N:M (masks).
+"""Pruning: channel (structured, physically smaller), residual blocks (depth), fine / vector / kernel / N:M (masks).
 
     small = edgeslim.prune(model, ChannelPrune(ratio=0.5, importance="l1"), data=data)
     sparse = edgeslim.prune(model, SparsePrune(granularity="fine", ratio=0.9), data=data)
@@ -6,21 +6,22 @@
 from __future__ import annotations
 
 from .api import prune, prune_with_details
+from .depth import BlockPrune
 from .hooks import bn_l1_penalty
 from .importance import IMPORTANCE_NAMES, Importance, get_importance
 from .schedule import agp_sparsity
 from .structured import ChannelPrune
 from .unstructured import SparsePrune, sparse_size
 
-__all__ = ["ChannelPrune", "IMPORTANCE_NAMES", "Importance", "SparsePrune", "agp_sparsity", "bn_l1_penalty",
+__all__ = ["BlockPrune", "ChannelPrune", "IMPORTANCE_NAMES", "Importance", "SparsePrune", "agp_sparsity", "bn_l1_penalty",
            "get_importance", "prune", "prune_with_details", "sparse_size"]
 
 # `edgeslim.prune` is the verb (a function) at the top level; let attribute access on it reach the
 # package's public names and submodules too, so `edgeslim.prune.ChannelPrune` and
 # `import edgeslim.prune.sensitivity as s` work either way.
-from . import api, hooks, importance, schedule, sensitivity, structured, unstructured  # noqa: E402
+from . import api, depth, hooks, importance, schedule, sensitivity, structured, unstructured  # noqa: E402
 
-for _name in __all__ + ["api", "hooks", "importance", "schedule", "sensitivity", "structured", "unstructured"]:
+for _name in __all__ + ["api", "depth", "hooks", "importance", "schedule", "sensitivity", "structured", "unstructured"]:
     if _name != "prune":
         setattr(prune, _name, globals()[_name])
 del _name

@@ -15,10 +15,10 @@ def prune_with_details(model: nn.Module, config: Config, *, data: Any = None, in
                        inplace: bool = False, teacher: nn.Module | None = None, seed: int = 0,
                        progress: bool = True) -> tuple[nn.Module, dict]:
     """Like :func:`prune`, also returning what was done (per-layer table, notes, sizes)."""
-    from . import structured, unstructured  # noqa: F401  (register the handlers)
+    from . import depth, structured, unstructured  # noqa: F401  (register the handlers)
 
     if not isinstance(config, Config):
-        raise UsageError(f"config must be a ChannelPrune or SparsePrune, got {type(config).__name__}")
+        raise UsageError(f"config must be a ChannelPrune, BlockPrune or SparsePrune, got {type(config).__name__}")
     if not isinstance(model, nn.Module):
         raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     work = model if inplace else copy.deepcopy(model)

@@ -53,6 +53,7 @@ from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner,
 STUDY_NAME = "edgeslim-auto"
 PRUNE_MARGIN = 3.0  # points under the SLA at which a trial is stopped before export
 EPOCH_PRUNE_MARGIN = 6.0  # ... and between fine-tuning epochs
+LATENCY_PRUNE_SLACK = 1.1  # a trial whose architecture runs slower than this times the limit stops before training
 SETUP_WAIT_S = 60.0  # a worker that joins a study still being set up waits this long for its SLA
 
 
@@ -157,7 +158,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
          space: Any = None, pareto: bool = False, greedy: bool = True, seed: int = 0, spec: str | None = None,
          build: dict | None = None, model_name: str | None = None, input_shape=None, threads: int = 2,
          val_batches: int | None = None, latency_runs: int = 30, final_runs: int = 50,
-         confidence: float = DEFAULT_CONFIDENCE, log: Callable[[str], None] | None = None) -> AutoResult:
+         confidence: float = DEFAULT_CONFIDENCE, max_latency: Any = None,
+         log: Callable[[str], None] | None = None) -> AutoResult:
     """Search compression policies for ``model`` under an accuracy SLA; see the module docstring.
 
     ``data``: a DataBundle (or a dataset name) with labelled train and validation splits.
@@ -165,6 +167,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
     ``budget``: wall time for this call ('30m'); ``trials``: finished trials for the whole study.
     ``confidence``: a candidate is feasible when a one-sided lower bound of its validation accuracy
     at this confidence clears the SLA (see ``edgeslim.search.confidence``; 0 turns the margin off).
+    ``max_latency``: a second constraint, the candidate's ONNX Runtime latency in ms (0.2, '0.2ms')
+    or a speed-up over the fp32 baseline measured at the start ('3x' = at most a third of it).
     Writes ``out`` (see docs/auto.md) and returns an AutoResult; ``feasible`` is False when no
     policy met the SLA (the baseline is kept and written as the result).
     """
@@ -191,6 +195,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         raise UsageError(f"trials must be >= 1, got {trials}")
     budget_s = parse_budget(budget)
     rule_text(confidence, True)  # validates it
+    parse_latency_limit(max_latency, 1.0)  # validates it before anything is measured
     if data is None or getattr(data, "meta", None) is None:
         raise DataError("auto needs data (a DataBundle with train and validation splits)", hint="pass --data D")
     if not data.meta.labelled:
@@ -228,13 +233,16 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         study = optuna.load_study(study_name=STUDY_NAME, storage=store)
         attrs = study.user_attrs
         waited = time.monotonic()
-        while worker and "sla" not in attrs and time.monotonic() - waited < SETUP_WAIT_S:
+        while worker and "setup_done" not in attrs and time.monotonic() - waited < SETUP_WAIT_S:
             time.sleep(0.5)  # joined between create_study and the attributes written right after it
             attrs = study.user_attrs
         if "sla" not in attrs:
             raise EdgeslimError("the study in the storage was not finished setting up (no SLA recorded)",
                                 hint="start a fresh search with another --out / --storage")
         sla, base = attrs["sla"], attrs["baseline"]
+        lat_limit = attrs.get("max_latency_ms")
+        if max_latency is not None and parse_latency_limit(max_latency, base["latency_ms"]) != lat_limit:
+            log(f"latency limit: the study's ({'none' if lat_limit is None else f'{lat_limit:.3f} ms'}), not {max_latency}")
         confidence = float(attrs.get("confidence", 0.0))
         base_correct = unpack(attrs["baseline_correct"]) if attrs.get("baseline_correct") else None
         if "val_batches" in attrs and attrs["val_batches"] != val_batches:
@@ -247,14 +255,21 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         study.sampler, study.pruner = _sampler_and_pruner(pareto, sla, None if worker else
                                                           int(attrs.get("seed", seed)) + len(study.trials))
         space = load_space(attrs["space"])
+        block_order = list(attrs.get("block_order") or [])
         curves = attrs.get("sensitivity")
         t_trial_est = attrs.get("trial_estimate_s", 0)
         log(f"{'joining' if worker else 'resuming'} the search in {_redact(storage_url)}: SLA val >= {sla:.2f}%, "
             f"objective {'pareto' if pareto else objective}, {len(study.trials)} trial(s) so far")
     else:
+        space, block_order = _depth_scan(model, data, space, xshape, log)
         study, sla, base, curves, t_trial_est, base_correct = _setup(
             model, data, space, xshape, work, store, storage_url, max_drop, min_accuracy, objective, pareto, seed,
-            threads, val_batches, latency_runs, confidence, log, deadline=(t_start + budget_s, budget))
+            threads, val_batches, latency_runs, confidence, log, deadline=(t_start + budget_s, budget),
+            block_order=block_order, max_latency=max_latency)
+        lat_limit = study.user_attrs.get("max_latency_ms")
+        if lat_limit is not None:
+            log(f"latency limit: ONNX Runtime latency <= {lat_limit:.3f} ms ({max_latency}; fp32 baseline "
+                f"{base['latency_ms']:.3f} ms)")
     paired = base_correct if study.user_attrs.get("max_drop") is not None else None
     elapsed = time.monotonic() - t_start
     remaining = budget_s - elapsed
@@ -288,7 +303,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
     if greedy and fresh:
         t_g = time.monotonic()
         probe = proxy_runner(model, space, data=data, input_shape=shape, batches=prune_batches,
-                             layer_ratios_for=layer_ratios_for)
+                             layer_ratios_for=layer_ratios_for, block_order=block_order)
         seeds = greedy_seeds(model, space, sla=sla, batches=prune_batches, run_proxy=probe, log=log)
         for p in seeds:
             study.enqueue_trial(p, user_attrs={"origin": "greedy"})
@@ -298,9 +313,9 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         t0 = time.monotonic()
         params = suggest(trial, space, model)
         origin = trial.user_attrs.get("origin", "search")
-        steps = build_steps(params, space, layer_ratios=layer_ratios_for(params))
+        steps = build_steps(params, space, layer_ratios=layer_ratios_for(params), block_order=block_order)
         h = _hash(steps)
-        policy_text = describe(params, space)
+        policy_text = describe(params, space, block_order)
         trial.set_user_attr("policy", policy_text)
         trial.set_user_attr("recipe", recipe_dict(steps, seed=seed))
         trial.set_user_attr("hash", h)
@@ -311,14 +326,17 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         if h in measured:
             m = measured[h]
             for k in ("val_accuracy", "val_margin", "size_bytes", "latency_ms", "macs", "params", "feasible",
-                      "constraint", "layers"):
+                      "constraint", "latency_excess", "layers"):
                 if k in m:
                     trial.set_user_attr(k, m[k])
             trial.set_user_attr("cached_from", m.get("trial", None))
-            _set_constraint(trial, m["constraint"])
+            _set_constraint(trial, m["constraint"], m.get("latency_excess"))
             log(f"trial {trial.number} [{origin}] {policy_text} | same recipe as trial {m.get('trial')}: reused")
             return _values(m, objective, pareto)
-        res = _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, prune_batches)
+        if lat_limit is not None:
+            _latency_precheck(trial, model, steps, data, shape, work, threads, latency_runs, lat_limit, seed)
+        res = _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, prune_batches,
+                         0.0 if lat_limit is not None else None)
         onnx_path = work / f"trial-{trial.number}.onnx"
         export_artifact(res, onnx_path, xshape)
         from ..measure import artifact_size, count_macs, latency, onnx_accuracy
@@ -331,16 +349,19 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         macs = count_macs(res.float_model, xshape)[0]
         m = {"trial": trial.number, "val_accuracy": val, "size_bytes": size, "latency_ms": lat, "macs": macs,
              "params": sum(p.numel() for p in res.float_model.parameters()), "val_margin": round(margin, 4),
-             "feasible": val - margin >= sla, "constraint": sla - (val - margin), "layers": layer_policy(model, res),
+             "feasible": val - margin >= sla and (lat_limit is None or lat <= lat_limit),
+             "constraint": sla - (val - margin), "layers": layer_policy(model, res),
              "seconds": round(time.monotonic() - t0, 1)}
+        if lat_limit is not None:
+            m["latency_excess"] = round(lat - lat_limit, 5)
         for k, v in m.items():
             trial.set_user_attr(k, v)
-        _set_constraint(trial, m["constraint"])
+        _set_constraint(trial, m["constraint"], m.get("latency_excess"))
         measured[h] = {**m, "hash": h}
         state.offer(trial.number, m, res, steps, onnx_path, policy_text, seed)
         log(f"trial {trial.number} [{origin}] {policy_text} | val {val:.2f}% (-{margin:.2f} at {confidence:g}: "
             f"{val - margin:.2f}; SLA {sla:.2f}) | {_fmt_size(size)} | "
-            f"{lat:.3f} ms | {macs / 1e6:.2f} MMACs | {'feasible' if m['feasible'] else 'infeasible'} | "
+            f"{lat:.3f} ms{'' if lat_limit is None else f' (limit {lat_limit:.3f})'} | {macs / 1e6:.2f} MMACs | {'feasible' if m['feasible'] else 'infeasible'} | "
             f"{m['seconds']:.0f}s | best: {state.summary()}")
         if onnx_path.exists() and state.best_trial != trial.number:
             onnx_path.unlink()
@@ -402,7 +423,39 @@ def _values(m: dict, objective: str, pareto: bool):
     return float(m["size_bytes"] if objective == "size" else m["latency_ms"])
 
 
-def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, batches) -> Compressed:
+def _latency_precheck(trial, model, steps, data, shape, work: Path, threads, runs, limit: float, seed) -> None:
+    """Latency depends on the architecture and the format, not on the weights: build the policy's
+    architecture without training (quantized without AdaRound, on one calibration batch), time it,
+    and stop the trial before fine-tuning when it is clearly over the latency limit."""
+    import optuna
+
+    from ..measure import latency
+    from .recipe import family
+
+    quick = []
+    for s in steps:
+        fam = family(s)
+        if fam in ("prune", "lowrank"):
+            quick.append(dataclasses.replace(s, bn_batches=0) if hasattr(s, "bn_batches") else s)
+        elif fam == "quant":
+            quick.append(dataclasses.replace(s, adaround=False, calib_batches=1) if s.kind == "ptq" else s)
+    res = run_steps(model, quick, data=data, input_shape=shape, seed=seed)
+    path = work / f"latency-probe-{trial.number}.onnx"
+    try:
+        export_artifact(res, path, (1, *shape))
+        lat = latency(path, (1, *shape), threads=threads, warmup=5, runs=runs)["median_ms"]
+    finally:
+        path.unlink(missing_ok=True)
+    trial.set_user_attr("latency_probe_ms", round(lat, 5))
+    if lat > LATENCY_PRUNE_SLACK * limit:
+        trial.set_user_attr("constraint", 0.0)  # accuracy not measured: no verdict
+        trial.set_user_attr("latency_excess", round(lat - limit, 5))
+        _set_constraint(trial, 0.0, lat - limit)
+        raise optuna.TrialPruned(f"its architecture runs in {lat:.3f} ms untrained, over the latency limit "
+                                 f"{limit:.3f} ms (x{LATENCY_PRUNE_SLACK:g})")
+
+
+def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, batches, latency_excess=None) -> Compressed:
     """Run the recipe. Between fine-tuning epochs, and after the last float step, the float accuracy
     on a few validation batches is reported, so that a clearly infeasible trial stops early: mid-way
     when it is more than EPOCH_PRUNE_MARGIN points under the SLA (the remaining epochs, at a lower
@@ -423,7 +476,9 @@ def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, bat
             out = trial.should_prune()  # the study's ThresholdPruner (sla - PRUNE_MARGIN)
         if out:
             trial.set_user_attr("constraint", sla - acc)
-            _set_constraint(trial, sla - acc)
+            if latency_excess is not None:
+                trial.set_user_attr("latency_excess", latency_excess)
+            _set_constraint(trial, sla - acc, latency_excess)  # latency: not measured (0 = no verdict)
             raise optuna.TrialPruned(f"float accuracy {acc:.2f}% on {n_images} validation images {where} is more "
                                      f"than {margin:g} points under the SLA")
 
@@ -447,7 +502,8 @@ def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, bat
 
 
 def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_accuracy, objective, pareto, seed,
-           threads, val_batches, latency_runs, confidence, log, deadline=(math.inf, None)):
+           threads, val_batches, latency_runs, confidence, log, deadline=(math.inf, None), block_order=(),
+           max_latency=None):
     import optuna
 
     from ..export import onnx as export_onnx
@@ -503,9 +559,32 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
     for k, v in {"sla": sla, "baseline": base, "objective": objective, "pareto": pareto, "space": space.to_dict(),
                  "sensitivity": curves, "trial_estimate_s": round(t_trial, 1), "max_drop": max_drop,
                  "min_accuracy": min_accuracy, "seed": seed, "confidence": confidence, "val_batches": val_batches,
-                 "baseline_correct": pack(b_correct)}.items():
+                 "baseline_correct": pack(b_correct), "block_order": list(block_order),
+                 "max_latency": None if max_latency is None else str(max_latency),
+                 "max_latency_ms": parse_latency_limit(max_latency, b_lat),
+                 "setup_done": True}.items():  # last: a joining worker waits for it
         study.set_user_attr(k, v)
     return study, sla, base, curves, t_trial, b_correct
+
+
+def _depth_scan(model, data, space: SearchSpace, xshape, log) -> tuple[SearchSpace, list[str]]:
+    """The order in which depth pruning removes residual blocks (least loss increase first, on a
+    few training batches), once per study; a model without removable blocks drops the dimension."""
+    if not any(r > 0 for r in space.block_ratio):
+        return space, []
+    from ..prune.depth import removal_order, residual_blocks
+    from ..prune.importance import calibration_batches
+
+    t = time.monotonic()
+    example = torch.randn(xshape, generator=torch.Generator().manual_seed(0))
+    has_blocks = bool(residual_blocks(model, example))
+    order = [o["block"] for o in removal_order(model, example, calibration_batches(data, 8))] if has_blocks else []
+    if not order:
+        log("depth: no removable residual block in this model; block_ratio is fixed at 0")
+        return dataclasses.replace(space, block_ratio=(0.0,)), []
+    log(f"depth scan: {len(order)} removable residual blocks, removal order {', '.join(order)} "
+        f"({time.monotonic() - t:.0f}s)")
+    return space, order
 
 
 def _measured(study) -> dict[str, dict]:
@@ -525,15 +604,41 @@ def _sampler_and_pruner(pareto: bool, sla: float, seed: int | None):
             optuna.pruners.ThresholdPruner(lower=sla - PRUNE_MARGIN))
 
 
-def _set_constraint(trial, value: float) -> None:
+def _set_constraint(trial, value: float, latency_excess: float | None = None) -> None:
+    """Constraints for the sampler (feasible when <= 0): the accuracy bound's shortfall in points and,
+    when the study has a latency limit, the latency over it in ms."""
     from .strategies import native_constraints
 
     if native_constraints():
         trial.set_constraint("accuracy_sla", float(value))
+        if latency_excess is not None:
+            trial.set_constraint("max_latency", float(latency_excess))
 
 
-def _constraints(frozen) -> tuple[float]:
-    return (float(frozen.user_attrs.get("constraint", 1e9)),)
+def _constraints(frozen) -> tuple[float, ...]:
+    a = frozen.user_attrs
+    acc = (float(a.get("constraint", 1e9)),)
+    return acc + ((float(a["latency_excess"]),) if "latency_excess" in a else ())
+
+
+def parse_latency_limit(spec: Any, baseline_ms: float) -> float | None:
+    """A latency limit in ms: a number or '0.2ms' as is, 'Nx' as baseline_ms / N; None stays None."""
+    if spec is None:
+        return None
+    text = str(spec).strip().lower()
+    try:
+        if text.endswith("x"):
+            n = float(text[:-1])
+            if n <= 0:
+                raise ValueError
+            return baseline_ms / n
+        v = float(text[:-2] if text.endswith("ms") else text)
+        if v <= 0:
+            raise ValueError
+        return v
+    except ValueError:
+        raise UsageError(f"cannot read the latency limit {spec!r}",
+                         hint="give milliseconds (0.12, 0.12ms) or a speed-up over the fp32 baseline (3x)") from None
 
 
 def _allocate(model, curves, ratio: float, xshape, space: SearchSpace) -> dict[str, float]:
@@ -641,7 +746,8 @@ def _trial_rows(study) -> list[dict]:
         rows.append({"trial": t.number, "state": t.state.name.lower(), "origin": a.get("origin"),
                      "policy": a.get("policy"), "val_accuracy": a.get("val_accuracy"), "val_margin": a.get("val_margin"),
                      "float_val_sample": a.get("float_val_sample"), "size_bytes": a.get("size_bytes"),
-                     "latency_ms": a.get("latency_ms"), "macs": a.get("macs"), "feasible": a.get("feasible"),
+                     "latency_ms": a.get("latency_ms"), "latency_probe_ms": a.get("latency_probe_ms"),
+                     "macs": a.get("macs"), "feasible": a.get("feasible"),
                      "seconds": a.get("seconds"), "error": a.get("error"), "worker": a.get("worker")})
     return rows
 
@@ -656,7 +762,9 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         "split": "test", "search_split": "val", "sla": {"min_val_accuracy": sla, "baseline_val_accuracy":
                                                          base["val_accuracy"], "max_drop": study.user_attrs.get("max_drop"),
                                                          "min_accuracy": study.user_attrs.get("min_accuracy"),
-                                                         "confidence": study.user_attrs.get("confidence", 0.0)},
+                                                         "confidence": study.user_attrs.get("confidence", 0.0),
+                                                         "max_latency": study.user_attrs.get("max_latency"),
+                                                         "max_latency_ms": study.user_attrs.get("max_latency_ms")},
         "objective": "pareto (accuracy, size, latency)" if pareto else objective,
         "strategy": ("greedy + " if any(r["origin"] == "greedy" for r in rows) else "")
                     + ("NSGA-II" if pareto else "TPE"),
@@ -668,6 +776,8 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
     conf = float(study.user_attrs.get("confidence", 0.0))
     rule = rule_text(conf, study.user_attrs.get("max_drop") is not None)
     bound = f", {rule}" if rule else ""
+    if study.user_attrs.get("max_latency_ms") is not None:
+        bound += f"; latency <= {study.user_attrs['max_latency_ms']:.3f} ms"
     details["notes"].append(f"{len(rows)} trials: {counts['complete']} measured, {counts['pruned']} stopped early "
                             f"by the pruner, {counts['fail']} failed; {len(feasible)} met the SLA on the validation split")
     if best_row is None:
@@ -713,6 +823,15 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         report.details["notes"].append(
             f"test split (never seen by the search): {test_acc:.2f}% vs baseline {base_test:.2f}% -> "
             + ("within" if within else "OUTSIDE") + " the SLA")
+        report.write(out)
+    limit = study.user_attrs.get("max_latency_ms")
+    final_lat = report.result.get("latency_ms")
+    if limit is not None and final_lat is not None:
+        report.details["latency_within_limit"] = bool(final_lat <= limit)
+        report.details["notes"].append(
+            f"latency limit {limit:.3f} ms (from {study.user_attrs.get('max_latency')}, checked on the search's "
+            f"measurement): the final comparison measured {final_lat:.3f} ms -> "
+            + ("within" if final_lat <= limit else "OVER") + " it")
         report.write(out)
     _render(report, rows, sla, out, number, log)
     log(f"winner: trial {number} {trial.user_attrs.get('policy')} -> {out}/model.onnx")

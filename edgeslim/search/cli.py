@@ -1,7 +1,7 @@
 """`edgeslim compress` (run a recipe) and `edgeslim auto` (the SLA search).
 
     edgeslim compress MODEL --recipe r.yaml --data D --out DIR [--json]
-    edgeslim auto MODEL --data D --max-drop 0.5 --objective size|latency --budget 30m [--trials N]
+    edgeslim auto MODEL --data D --max-drop 0.5 --objective size|latency [--max-latency 3x] --budget 30m [--trials N]
         [--storage sqlite:///DIR/study.db] [--resume] [--worker] [--pareto] [--space FILE] --out DIR
 """
 from __future__ import annotations
@@ -39,6 +39,9 @@ def register(sub) -> None:
                    help="a candidate meets the SLA when a one-sided lower bound of its validation accuracy at this "
                         "confidence does (paired with the baseline per image); 0 = plain check (default %(default)s)")
     a.add_argument("--objective", choices=["size", "latency"], default="size")
+    a.add_argument("--max-latency", metavar="MS|Nx",
+                   help="also require ONNX Runtime latency <= this: milliseconds (0.12) or a speed-up over the fp32 "
+                        "baseline (3x)")
     a.add_argument("--pareto", action="store_true", help="NSGA-II over accuracy, size and latency (default TPE)")
     a.add_argument("--budget", default="30m", help="wall time for this run: 30m, 90s, 1h (default 30m)")
     a.add_argument("--trials", type=int, help="stop when the study has this many finished trials")
@@ -88,7 +91,7 @@ def run_auto(args) -> int:
                out=out_dir(args), space=args.space, pareto=args.pareto, greedy=not args.no_greedy, seed=args.seed,
                spec=info.get("spec"), build=info.get("build"), model_name=args.model,
                input_shape=tuple(info["input_shape"]), threads=args.threads, val_batches=args.val_batches,
-               final_runs=args.runs, confidence=args.confidence, log=_log)
+               final_runs=args.runs, confidence=args.confidence, max_latency=args.max_latency, log=_log)
     obj = {**res.report.to_dict(), "feasible": res.feasible, "best_trial": res.best_trial}
     head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n\n")
     emit(args, obj, head + res.report.table() + f"\n\nreport: {res.out}/report.html  model: {res.out}/model.onnx"

@@ -66,7 +66,7 @@ def _finetune(model: nn.Module, cfg: Finetune, ctx: Context) -> nn.Module:
 def register_all() -> None:
     """Import every technique package so that each config type is known to Config.from_dict."""
     from .. import distill, lowrank, quant, reparam  # noqa: F401
-    from ..prune import structured, unstructured  # noqa: F401
+    from ..prune import depth, structured, unstructured  # noqa: F401
     from ..quant import dynamic, nonuniform, qat  # noqa: F401
 
 
@@ -222,9 +222,11 @@ def export_artifact(result: Compressed, path: str | os.PathLike, input_shape, *,
 # -- per-layer policy ------------------------------------------------------------------------------
 def layer_policy(original: nn.Module, result: Compressed) -> list[dict]:
     """One row per Conv2d / Linear of the original model: channels before and after, how it was
-    decomposed, its weight bit width in the deployed artifact."""
+    decomposed, its weight bit width in the deployed artifact; ``removed`` when its whole block went
+    (depth pruning)."""
     bits: dict[str, Any] = {}
     floats: set[str] = set()
+    dropped = [b for d in result.details if d.get("type") == "block_prune" for b in d.get("removed") or []]
     for d in result.details:
         if d.get("type") in ("ptq", "qat"):
             for row in d.get("layers") or []:
@@ -240,7 +242,8 @@ def layer_policy(original: nn.Module, result: Compressed) -> list[dict]:
         out_b = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
         in_b = m.in_channels if isinstance(m, nn.Conv2d) else m.in_features
         row = {"layer": name, "type": type(m).__name__, "out": out_b, "out_after": None, "in": in_b, "in_after": None,
-               "lowrank": "", "weight_bits": None, "params": sum(p.numel() for p in m.parameters()), "params_after": None}
+               "lowrank": "", "weight_bits": None, "params": sum(p.numel() for p in m.parameters()), "params_after": None,
+               "removed": any(name.startswith(b + ".") for b in dropped)}
         if isinstance(new, type(m)):
             row["out_after"] = new.out_channels if isinstance(new, nn.Conv2d) else new.out_features
             row["in_after"] = new.in_channels if isinstance(new, nn.Conv2d) else new.in_features
@@ -253,7 +256,9 @@ def layer_policy(original: nn.Module, result: Compressed) -> list[dict]:
                 f, l = subs[0], subs[-1]
                 row["in_after"] = f.in_channels if isinstance(f, nn.Conv2d) else f.in_features
                 row["out_after"] = l.out_channels if isinstance(l, nn.Conv2d) else l.out_features
-        if result.quantized:
+        if row["removed"]:
+            row.update(out_after=0, in_after=0, params_after=0)
+        elif result.quantized:
             hit = [b for k, b in bits.items() if k == name or k.startswith(name + ".")]
             row["weight_bits"] = (hit[0] if hit else "float") if name not in floats else "float"
         else:

@@ -1,5 +1,6 @@
 """The policy space of ``edgeslim auto``: what a trial may choose, as a YAML-expressible config.
 
+    block_ratio: [0.0, 0.125, 0.25, ..., 1.0]       # fraction of residual blocks removed (depth)
     prune_ratio: [0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]   # fraction of channels removed
     allocation: [uniform, sensitivity]        # one ratio for every group, or per-group ratios
                                               # from a sensitivity scan at the same MACs
@@ -20,6 +21,7 @@ A trial's choices (``params``) become a recipe (``steps``) that ``edgeslim compr
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
@@ -32,6 +34,9 @@ LAYER_BITS = ("none", "first_last", "all")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SearchSpace(Config):
     kind = "search_space"
+    # fraction of the removable residual blocks removed, least loss increase first (eighths: every
+    # count from 1 to 7 blocks is reachable when a model has 7)
+    block_ratio: tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
     prune_ratio: tuple[float, ...] = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
     allocation: tuple[str, ...] = ("uniform", "sensitivity")
     importance: str = "l1"
@@ -49,13 +54,17 @@ class SearchSpace(Config):
     fold_bn: bool = True
 
     def validate(self) -> None:
-        for name in ("prune_ratio", "allocation", "bits", "lowrank", "distill", "finetune_epochs"):
+        for name in ("block_ratio", "prune_ratio", "allocation", "bits", "lowrank", "distill", "finetune_epochs"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or not v:
                 raise UsageError(f"space.{name} must be a non-empty list of choices, got {v!r}")
         for r in self.prune_ratio:
             if not isinstance(r, (int, float)) or not 0 <= r < 1:
                 raise UsageError(f"space.prune_ratio choices must be in [0, 1), got {r!r}")
+        for r in self.block_ratio:
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
+                raise UsageError(f"space.block_ratio choices must be in [0, 1], got {r!r}",
+                                 hint="the fraction of the removable residual blocks removed: 0.5 removes half")
         for a in self.allocation:
             if a not in ("uniform", "sensitivity"):
                 raise UsageError(f"unknown allocation {a!r}", hint="use uniform and/or sensitivity")
@@ -129,6 +138,8 @@ def _param_name(layer: str) -> str:
 def suggest(trial, space: SearchSpace, model) -> dict[str, Any]:
     """Ask an Optuna trial for one policy (only the choices that matter are asked)."""
     p: dict[str, Any] = {}
+    if len(space.block_ratio) > 1:
+        p["block_ratio"] = trial.suggest_categorical("block_ratio", list(space.block_ratio))
     p["prune_ratio"] = trial.suggest_categorical("prune_ratio", list(space.prune_ratio))
     if p["prune_ratio"] > 0 and len(space.allocation) > 1:
         p["allocation"] = trial.suggest_categorical("allocation", list(space.allocation))
@@ -150,6 +161,7 @@ def suggest(trial, space: SearchSpace, model) -> dict[str, Any]:
 def full_policy(params: dict, space: SearchSpace) -> dict:
     """Fill the choices a trial did not have to ask (fixed by the space or irrelevant)."""
     p = dict(params)
+    p.setdefault("block_ratio", space.block_ratio[0])
     p.setdefault("allocation", space.allocation[0])
     p["bits"] = str(p.get("bits", space.bits[0]))
     p.setdefault("lowrank", space.lowrank[0])
@@ -158,9 +170,19 @@ def full_policy(params: dict, space: SearchSpace) -> dict:
     return p
 
 
-def describe(params: dict, space: SearchSpace) -> str:
+def blocks_removed(ratio: float, order: list[str] | None) -> list[str]:
+    """The blocks a block ratio removes: the first round(ratio * n) of the removal order."""
+    if not order or ratio <= 0:
+        return []
+    return list(order[:math.floor(ratio * len(order) + 0.5)])
+
+
+def describe(params: dict, space: SearchSpace, block_order: list[str] | None = None) -> str:
     p = full_policy(params, space)
     parts = []
+    if p["block_ratio"] > 0:
+        n = len(blocks_removed(p["block_ratio"], block_order))
+        parts.append(f"drop {n}/{len(block_order)} blocks" if block_order else f"drop blocks {p['block_ratio']:.2f}")
     if p["prune_ratio"] > 0:
         parts.append(f"prune {p['prune_ratio']:.2f} ({p['allocation']})")
     if p.get("lowrank"):
@@ -181,22 +203,34 @@ def describe(params: dict, space: SearchSpace) -> str:
 FORMAT_NAMES = {"float": "float", "8": "int8", "4": "w4a8"}
 
 
-def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, float] | None = None) -> list[Config]:
+def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, float] | None = None,
+                block_order: list[str] | None = None) -> list[Config]:
     """The recipe of a policy. ``layer_ratios`` (group root -> ratio) comes from the sensitivity
-    allocation when the policy asks for it; it is written out explicitly so the recipe replays
-    without the scan."""
+    allocation when the policy asks for it, ``block_order`` (removable residual blocks, least
+    harmful first) from the depth scan; both are written out explicitly so the recipe replays
+    without the scans."""
     from ..distill import KD
     from ..lowrank import Tucker
-    from ..prune import ChannelPrune
+    from ..prune import BlockPrune, ChannelPrune
     from ..quant import PTQ
     from ..reparam import Reparam
     from .recipe import Finetune
 
     p = full_policy(params, space)
     steps: list[Config] = []
+    dropped: list[str] = []
+    if p["block_ratio"] > 0:
+        if block_order:
+            dropped = blocks_removed(p["block_ratio"], block_order)
+            if dropped:
+                steps.append(BlockPrune(blocks=tuple(dropped)))
+        else:
+            steps.append(BlockPrune(ratio=float(p["block_ratio"])))
     if p["prune_ratio"] > 0:
-        if p["allocation"] == "sensitivity" and layer_ratios:
-            pairs = tuple((re.escape(k), round(float(v), 4)) for k, v in sorted(layer_ratios.items()))
+        # groups rooted in a removed block are gone: their ratios would match nothing
+        kept = {k: v for k, v in (layer_ratios or {}).items() if not any(k.startswith(b + ".") for b in dropped)}
+        if p["allocation"] == "sensitivity" and kept:
+            pairs = tuple((re.escape(k), round(float(v), 4)) for k, v in sorted(kept.items()))
             steps.append(ChannelPrune(ratio=0.0, importance=space.importance, layer_ratios=pairs,
                                       round_to=space.round_to))
         else:

@@ -9,7 +9,9 @@ stops at the first ratio clearly out of reach and *enqueues* full policies in th
 int8 alone first (cheap, and a feasible anchor on disk early), then the narrowest format alone (4-bit
 weights: AdaRound, about 2x smaller again at the same int8 kernels' speed), then the most aggressive
 ratio in reach, the next one up, and the next one down in that format, so the first real trials
-are good ones and TPE / NSGA-II learn from them. Probes quantize to int8 (no AdaRound: cheap).
+are good ones and TPE / NSGA-II learn from them. A second walk does the same over the fraction of
+residual blocks removed (depth pruning) and enqueues the deepest cut in reach and the one before it.
+Probes quantize to int8 (no AdaRound: cheap).
 """
 from __future__ import annotations
 
@@ -58,10 +60,22 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         if not ok:
             break
         reach.append(r)
+    depth: list[float] = []  # the same walk over the fraction of residual blocks removed
+    for b in sorted(b for b in space.block_ratio if b > 0):
+        params = {"block_ratio": b, "prune_ratio": 0.0, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0}
+        acc = run_proxy(params)
+        ok = acc >= sla - recovery
+        log(f"greedy: drop blocks {b:.2f} {'int8' if quant == '8' else 'fp32'}: {acc:.2f}% "
+            f"({'within reach' if ok else 'out of reach'} of SLA {sla:.2f}%)")
+        if not ok:
+            break
+        depth.append(b)
     seeds: list[dict] = []
 
-    def add(r, ft_epochs, bits):
+    def add(r, ft_epochs, bits, blocks=0.0):
         p = {"prune_ratio": r, "bits": bits, "finetune_epochs": ft_epochs}
+        if len(space.block_ratio) > 1:
+            p["block_ratio"] = blocks
         if bits != "float" and len(space.bits) > 1:  # first / last layers at 8 bits, the usual convention
             p.update({f"bits:{layer}": "8" if 8 in space.bits else bits for layer in bit_layers(space, model)})
         if r > 0 and len(space.allocation) > 1:
@@ -83,6 +97,10 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
             add(above[0], ep, narrow)
         if len(reach) > 1:
             add(reach[-2], ep, narrow)
+    if depth:  # fewer blocks: fewer nodes, what makes small inputs fast
+        add(0.0, ep, narrow, depth[-1])
+        if len(depth) > 1:
+            add(0.0, ep, narrow, depth[-2])
     return seeds
 
 
@@ -102,7 +120,8 @@ def make_sampler(kind: str, *, seed: int, constraints: Callable, n_startup: int 
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, **kw)
 
 
-def proxy_runner(model, space: SearchSpace, *, data, input_shape, batches, layer_ratios_for) -> Callable[[dict], float]:
+def proxy_runner(model, space: SearchSpace, *, data, input_shape, batches, layer_ratios_for,
+                 block_order: list[str] | None = None) -> Callable[[dict], float]:
     """Probe accuracy of a policy (prune, at most ``PROBE_BATCHES`` fine-tuning batches, quantize;
     PyTorch simulation) on ``batches``."""
     import dataclasses
@@ -113,7 +132,7 @@ def proxy_runner(model, space: SearchSpace, *, data, input_shape, batches, layer
     probe_space = dataclasses.replace(space, finetune_batches=PROBE_BATCHES)
 
     def run(params: dict) -> float:
-        steps = build_steps(params, probe_space, layer_ratios=layer_ratios_for(params))
+        steps = build_steps(params, probe_space, layer_ratios=layer_ratios_for(params), block_order=block_order)
         res = run_steps(copy.deepcopy(model), steps, data=data, input_shape=input_shape, progress=False)
         return quick_accuracy(res.model, batches)
 

@@ -145,3 +145,47 @@ def test_a_resumed_search_scores_on_the_studys_validation_images(toy_model, toy_
     trials = json.loads((out / "report.json").read_text())["details"]["trials"]
     assert len(trials) == 2 and all(t["state"] == "complete" for t in trials)  # paired on the same 64 images
     assert res.feasible
+
+
+@pytest.fixture(scope="module")
+def toy_resnet(toy_data):
+    from edgeslim.testing.models import TinyResNet
+    from edgeslim.train import fit
+
+    model = TinyResNet(num_classes=4, width=8)
+    fit(model, toy_data, epochs=4, lr=0.05, progress=False, seed=0)
+    return model.eval()
+
+
+def test_depth_pruning_under_a_latency_limit(toy_resnet, toy_data, tmp_path):
+    out = tmp_path / "depth"
+    space = {**SPACE, "block_ratio": [1.0], "prune_ratio": [0.0], "bits": ["float", 8]}
+    res = edgeslim.auto(toy_resnet, toy_data, min_accuracy=0.0, budget="5m", trials=2, out=out, space=space,
+                        max_latency="0.01x", final_runs=5, latency_runs=5, log=lambda s: None)
+    assert res.feasible
+    d = json.loads((out / "report.json").read_text())
+    sla = d["details"]["sla"]
+    assert sla["max_latency"] == "0.01x"
+    assert sla["max_latency_ms"] == pytest.approx(100 * d["details"]["baseline_search"]["latency_ms"])
+    done = [t for t in d["details"]["trials"] if t["state"] == "complete"]
+    assert done and all(t["policy"].startswith("drop 2/2 blocks") for t in done)
+    assert all(t["feasible"] == (t["latency_ms"] <= sla["max_latency_ms"]) for t in done)
+    assert all(t["latency_probe_ms"] > 0 for t in done)  # timed untrained first, then measured
+    layers = {r["layer"]: r for r in d["details"]["layers"]}
+    assert layers["block1.conv1"]["removed"] and not layers["stem.0"]["removed"]
+    assert "block_prune" in (out / "winner.yaml").read_text()
+    assert any("latency limit" in n for n in d["details"]["notes"])
+
+
+def test_a_latency_limit_no_policy_meets_keeps_the_baseline(toy_resnet, toy_data, tmp_path):
+    out = tmp_path / "fast"
+    space = {**SPACE, "block_ratio": [0.0], "prune_ratio": [0.0], "bits": [8], "finetune_epochs": [0]}
+    res = edgeslim.auto(toy_resnet, toy_data, max_drop=60.0, budget="5m", trials=1, out=out, space=space,
+                        greedy=False, max_latency="1000x", final_runs=5, latency_runs=5, log=lambda s: None)
+    assert not res.feasible
+    d = json.loads((out / "report.json").read_text())
+    assert "no policy met the SLA" in d["details"]["notes"][0] and "latency <=" in d["details"]["notes"][0]
+    (t,) = d["details"]["trials"]  # its untrained architecture was timed first: stopped before fine-tuning
+    assert t["state"] == "pruned" and t["latency_probe_ms"] > 0 and t["latency_ms"] is None
+    with pytest.raises(UsageError, match="latency limit"):
+        edgeslim.auto(toy_resnet, toy_data, max_latency="soon", out=tmp_path / "bad", log=lambda s: None)

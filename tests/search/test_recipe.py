@@ -119,7 +119,7 @@ def test_lowrank_rank_is_a_choice_asked_only_with_lowrank():
     from edgeslim.search.space import build_steps, describe, suggest
     from edgeslim.testing.models import TinyConvNet
 
-    space = load_space({"lowrank": [True], "lowrank_energy": [0.8, 0.99], "prune_ratio": [0.0], "bits": ["float"],
+    space = load_space({"lowrank": [True], "lowrank_energy": [0.8, 0.99], "prune_ratio": [0.0], "block_ratio": [0.0], "bits": ["float"],
                         "finetune_epochs": [0]})
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
@@ -135,3 +135,36 @@ def test_lowrank_rank_is_a_choice_asked_only_with_lowrank():
     assert load_space({"lowrank_energy": 0.9}).lowrank_energy == (0.9,)  # a scalar means fixed
     with pytest.raises(UsageError, match="lowrank_energy"):
         load_space({"lowrank_energy": [1.5]})
+
+
+def test_depth_policy_removes_the_scans_first_blocks_and_drops_their_layer_ratios():
+    from edgeslim.prune import BlockPrune, ChannelPrune
+    from edgeslim.search.space import build_steps, describe
+
+    space = load_space({"block_ratio": [0.0, 0.5, 1.0], "bits": ["float"], "allocation": ["sensitivity"]})
+    order = ["layer1.1", "layer3.2", "layer2.1"]
+    params = {"block_ratio": 0.5, "prune_ratio": 0.3, "bits": "float", "finetune_epochs": 0}
+    ratios = {"conv1": 0.2, "layer1.1.conv1": 0.5, "layer3.2.conv1": 0.4, "layer3.1.conv1": 0.3}
+    steps = build_steps(params, space, layer_ratios=ratios, block_order=order)
+    assert steps[0] == BlockPrune(blocks=("layer1.1", "layer3.2"))  # round(0.5 * 3) = 2, in the scan's order
+    assert isinstance(steps[1], ChannelPrune)
+    assert dict(steps[1].layer_ratios) == {"conv1": 0.2, r"layer3\.1\.conv1": 0.3}  # none inside a removed block
+    assert describe(params, space, order).startswith("drop 2/3 blocks · prune 0.30")
+    assert not any(isinstance(s, BlockPrune) for s in build_steps({**params, "block_ratio": 0.0}, space, block_order=order))
+    with pytest.raises(UsageError, match="block_ratio"):
+        load_space({"block_ratio": [1.5]})
+
+
+@pytest.mark.parametrize("spec,ms", [(None, None), (0.25, 0.25), ("0.25ms", 0.25), ("4x", 0.5), ("2X", 1.0)])
+def test_parse_latency_limit(spec, ms):
+    from edgeslim.search.auto import parse_latency_limit
+
+    assert parse_latency_limit(spec, 2.0) == ms
+
+
+@pytest.mark.parametrize("spec", ["fast", "0x", "-1", "3y"])
+def test_parse_latency_limit_refuses_nonsense(spec):
+    from edgeslim.search.auto import parse_latency_limit
+
+    with pytest.raises(UsageError, match="latency limit"):
+        parse_latency_limit(spec, 2.0)

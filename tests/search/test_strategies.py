@@ -6,13 +6,14 @@ from edgeslim.search.strategies import RECOVERY_POINTS, greedy_seeds
 from edgeslim.testing.models import TinyConvNet
 
 
-def _seeds(accs: dict[float, float], sla: float, **space):
+def _seeds(accs: dict[float, float], sla: float, depth: dict[float, float] | None = None, **space):
     asked = []
 
     def probe(params):
         asked.append(params)
-        return accs[params["prune_ratio"]]
+        return depth[params["block_ratio"]] if params.get("block_ratio") else accs[params["prune_ratio"]]
 
+    space.setdefault("block_ratio", (0.0,))
     sp = SearchSpace(prune_ratio=(0.0, 0.3, 0.5, 0.7), allocation=("uniform",), lowrank=(False,), **space)
     return greedy_seeds(TinyConvNet(), sp, sla=sla, batches=[], run_proxy=probe, log=lambda s: None), asked
 
@@ -44,3 +45,13 @@ def test_greedy_probe_without_finetuning_when_the_space_has_none():
     seeds, asked = _seeds({0.3: 85.0, 0.5: 70.0, 0.7: 10.0}, sla=89.0, finetune_epochs=(0,))
     assert all(a["finetune_epochs"] == 0 for a in asked)
     assert [s["prune_ratio"] for s in seeds] == [0.0, 0.0, 0.3, 0.5]  # 85 is within 10 points without fine-tuning
+
+
+def test_greedy_walks_depth_too_and_queues_the_deepest_cut_in_reach():
+    seeds, asked = _seeds({0.3: 90.0, 0.5: 10.0, 0.7: 10.0}, sla=89.0, depth={0.5: 89.5, 1.0: 40.0},
+                          block_ratio=(0.0, 0.5, 1.0))
+    assert [a["block_ratio"] for a in asked if a.get("block_ratio")] == [0.5, 1.0]  # stops at the first out of reach
+    assert all(a["prune_ratio"] == 0.0 for a in asked if a.get("block_ratio"))
+    assert [(s["block_ratio"], s["prune_ratio"], s["bits"]) for s in seeds] == [
+        (0.0, 0.0, "8"), (0.0, 0.0, "4"), (0.0, 0.3, "4"), (0.0, 0.5, "4"), (0.5, 0.0, "4")]
+    assert seeds[-1]["finetune_epochs"] == max(SearchSpace().finetune_epochs)
