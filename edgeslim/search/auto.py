@@ -195,7 +195,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         raise UsageError(f"trials must be >= 1, got {trials}")
     budget_s = parse_budget(budget)
     rule_text(confidence, True)  # validates it
-    parse_latency_limit(max_latency, 1.0)  # validates it before anything is measured
+    if max_latency is not None:
+        latency_spec(max_latency)  # validates it before anything is measured
     if data is None or getattr(data, "meta", None) is None:
         raise DataError("auto needs data (a DataBundle with train and validation splits)", hint="pass --data D")
     if not data.meta.labelled:
@@ -240,9 +241,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             raise EdgeslimError("the study in the storage was not finished setting up (no SLA recorded)",
                                 hint="start a fresh search with another --out / --storage")
         sla, base = attrs["sla"], attrs["baseline"]
-        lat_limit = attrs.get("max_latency_ms")
-        if max_latency is not None and parse_latency_limit(max_latency, base["latency_ms"]) != lat_limit:
-            log(f"latency limit: the study's ({'none' if lat_limit is None else f'{lat_limit:.3f} ms'}), not {max_latency}")
+        if max_latency is not None and str(max_latency) != attrs.get("max_latency"):
+            log(f"latency limit: the study's ({attrs.get('max_latency') or 'none'}), not {max_latency}")
         confidence = float(attrs.get("confidence", 0.0))
         base_correct = unpack(attrs["baseline_correct"]) if attrs.get("baseline_correct") else None
         if "val_batches" in attrs and attrs["val_batches"] != val_batches:
@@ -266,10 +266,10 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             model, data, space, xshape, work, store, storage_url, max_drop, min_accuracy, objective, pareto, seed,
             threads, val_batches, latency_runs, confidence, log, deadline=(t_start + budget_s, budget),
             block_order=block_order, max_latency=max_latency)
-        lat_limit = study.user_attrs.get("max_latency_ms")
-        if lat_limit is not None:
-            log(f"latency limit: ONNX Runtime latency <= {lat_limit:.3f} ms ({max_latency}; fp32 baseline "
-                f"{base['latency_ms']:.3f} ms)")
+    limit = LatencyLimit.of(study.user_attrs.get("max_latency"), work / "baseline.onnx", model, xshape, threads,
+                            latency_runs)
+    if limit is not None and fresh:
+        log(f"latency limit: {limit.text()} (fp32 baseline {base['latency_ms']:.3f} ms at the start)")
     paired = base_correct if study.user_attrs.get("max_drop") is not None else None
     elapsed = time.monotonic() - t_start
     remaining = budget_s - elapsed
@@ -326,17 +326,17 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         if h in measured:
             m = measured[h]
             for k in ("val_accuracy", "val_margin", "size_bytes", "latency_ms", "macs", "params", "feasible",
-                      "constraint", "latency_excess", "layers"):
+                      "constraint", "latency_limit_ms", "latency_excess", "layers"):
                 if k in m:
                     trial.set_user_attr(k, m[k])
             trial.set_user_attr("cached_from", m.get("trial", None))
             _set_constraint(trial, m["constraint"], m.get("latency_excess"))
             log(f"trial {trial.number} [{origin}] {policy_text} | same recipe as trial {m.get('trial')}: reused")
             return _values(m, objective, pareto)
-        if lat_limit is not None:
-            _latency_precheck(trial, model, steps, data, shape, work, threads, latency_runs, lat_limit, seed)
+        if limit is not None:
+            _latency_precheck(trial, model, steps, data, shape, work, limit, seed)
         res = _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, prune_batches,
-                         0.0 if lat_limit is not None else None)
+                         0.0 if limit is not None else None)
         onnx_path = work / f"trial-{trial.number}.onnx"
         export_artifact(res, onnx_path, xshape)
         from ..measure import artifact_size, count_macs, latency, onnx_accuracy
@@ -345,15 +345,18 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         val = scored["top1"]
         margin = accuracy_margin(scored["correct"], paired, confidence=confidence)
         size = artifact_size(onnx_path)
-        lat = latency(onnx_path, xshape, threads=threads, warmup=5, runs=latency_runs)["median_ms"]
+        if limit is None:
+            lat, lat_max = latency(onnx_path, xshape, threads=threads, warmup=5, runs=latency_runs)["median_ms"], None
+        else:
+            lat, lat_max = limit.measure(onnx_path)
         macs = count_macs(res.float_model, xshape)[0]
         m = {"trial": trial.number, "val_accuracy": val, "size_bytes": size, "latency_ms": lat, "macs": macs,
              "params": sum(p.numel() for p in res.float_model.parameters()), "val_margin": round(margin, 4),
-             "feasible": val - margin >= sla and (lat_limit is None or lat <= lat_limit),
+             "feasible": val - margin >= sla and (lat_max is None or lat <= lat_max),
              "constraint": sla - (val - margin), "layers": layer_policy(model, res),
              "seconds": round(time.monotonic() - t0, 1)}
-        if lat_limit is not None:
-            m["latency_excess"] = round(lat - lat_limit, 5)
+        if lat_max is not None:
+            m["latency_limit_ms"], m["latency_excess"] = round(lat_max, 5), round(lat - lat_max, 5)
         for k, v in m.items():
             trial.set_user_attr(k, v)
         _set_constraint(trial, m["constraint"], m.get("latency_excess"))
@@ -361,7 +364,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         state.offer(trial.number, m, res, steps, onnx_path, policy_text, seed)
         log(f"trial {trial.number} [{origin}] {policy_text} | val {val:.2f}% (-{margin:.2f} at {confidence:g}: "
             f"{val - margin:.2f}; SLA {sla:.2f}) | {_fmt_size(size)} | "
-            f"{lat:.3f} ms{'' if lat_limit is None else f' (limit {lat_limit:.3f})'} | {macs / 1e6:.2f} MMACs | {'feasible' if m['feasible'] else 'infeasible'} | "
+            f"{lat:.3f} ms{'' if lat_max is None else f' (limit {lat_max:.3f})'} | {macs / 1e6:.2f} MMACs | {'feasible' if m['feasible'] else 'infeasible'} | "
             f"{m['seconds']:.0f}s | best: {state.summary()}")
         if onnx_path.exists() and state.best_trial != trial.number:
             onnx_path.unlink()
@@ -423,13 +426,12 @@ def _values(m: dict, objective: str, pareto: bool):
     return float(m["size_bytes"] if objective == "size" else m["latency_ms"])
 
 
-def _latency_precheck(trial, model, steps, data, shape, work: Path, threads, runs, limit: float, seed) -> None:
+def _latency_precheck(trial, model, steps, data, shape, work: Path, limit: "LatencyLimit", seed) -> None:
     """Latency depends on the architecture and the format, not on the weights: build the policy's
     architecture without training (quantized without AdaRound, on one calibration batch), time it,
     and stop the trial before fine-tuning when it is clearly over the latency limit."""
     import optuna
 
-    from ..measure import latency
     from .recipe import family
 
     quick = []
@@ -443,16 +445,17 @@ def _latency_precheck(trial, model, steps, data, shape, work: Path, threads, run
     path = work / f"latency-probe-{trial.number}.onnx"
     try:
         export_artifact(res, path, (1, *shape))
-        lat = latency(path, (1, *shape), threads=threads, warmup=5, runs=runs)["median_ms"]
+        lat, lat_max = limit.measure(path)
     finally:
         path.unlink(missing_ok=True)
     trial.set_user_attr("latency_probe_ms", round(lat, 5))
-    if lat > LATENCY_PRUNE_SLACK * limit:
+    if lat > LATENCY_PRUNE_SLACK * lat_max:
         trial.set_user_attr("constraint", 0.0)  # accuracy not measured: no verdict
-        trial.set_user_attr("latency_excess", round(lat - limit, 5))
-        _set_constraint(trial, 0.0, lat - limit)
+        trial.set_user_attr("latency_limit_ms", round(lat_max, 5))
+        trial.set_user_attr("latency_excess", round(lat - lat_max, 5))
+        _set_constraint(trial, 0.0, lat - lat_max)
         raise optuna.TrialPruned(f"its architecture runs in {lat:.3f} ms untrained, over the latency limit "
-                                 f"{limit:.3f} ms (x{LATENCY_PRUNE_SLACK:g})")
+                                 f"{lat_max:.3f} ms (x{LATENCY_PRUNE_SLACK:g})")
 
 
 def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, batches, latency_excess=None) -> Compressed:
@@ -560,8 +563,7 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
                  "sensitivity": curves, "trial_estimate_s": round(t_trial, 1), "max_drop": max_drop,
                  "min_accuracy": min_accuracy, "seed": seed, "confidence": confidence, "val_batches": val_batches,
                  "baseline_correct": pack(b_correct), "block_order": list(block_order),
-                 "max_latency": None if max_latency is None else str(max_latency),
-                 "max_latency_ms": parse_latency_limit(max_latency, b_lat),
+                 "max_latency": None if max_latency is None else str(max_latency).strip().lower(),
                  "setup_done": True}.items():  # last: a joining worker waits for it
         study.set_user_attr(k, v)
     return study, sla, base, curves, t_trial, b_correct
@@ -621,24 +623,57 @@ def _constraints(frozen) -> tuple[float, ...]:
     return acc + ((float(a["latency_excess"]),) if "latency_excess" in a else ())
 
 
-def parse_latency_limit(spec: Any, baseline_ms: float) -> float | None:
-    """A latency limit in ms: a number or '0.2ms' as is, 'Nx' as baseline_ms / N; None stays None."""
-    if spec is None:
-        return None
+def latency_spec(spec: Any) -> tuple[float | None, float | None]:
+    """(milliseconds, None) for '0.2' / '0.2ms', (None, N) for 'Nx' (a speed-up over the baseline)."""
     text = str(spec).strip().lower()
     try:
-        if text.endswith("x"):
-            n = float(text[:-1])
-            if n <= 0:
-                raise ValueError
-            return baseline_ms / n
-        v = float(text[:-2] if text.endswith("ms") else text)
-        if v <= 0:
+        v = float(text[:-1] if text.endswith("x") else text[:-2] if text.endswith("ms") else text)
+        if not v > 0 or not math.isfinite(v):
             raise ValueError
-        return v
     except ValueError:
         raise UsageError(f"cannot read the latency limit {spec!r}",
                          hint="give milliseconds (0.12, 0.12ms) or a speed-up over the fp32 baseline (3x)") from None
+    return (None, v) if text.endswith("x") else (v, None)
+
+
+@dataclasses.dataclass
+class LatencyLimit:
+    """The study's latency constraint. A speed-up ('3x') is checked against the fp32 baseline timed
+    alongside each candidate (the same rounds of fresh sessions), not against one figure from the
+    start: on a shared machine both drift, their ratio much less."""
+
+    spec: str
+    ms: float | None
+    speedup: float | None
+    baseline: Path
+    xshape: tuple
+    threads: int
+    runs: int
+
+    @classmethod
+    def of(cls, spec, baseline: Path, model, xshape, threads: int, runs: int) -> "LatencyLimit | None":
+        if spec is None:
+            return None
+        ms, speedup = latency_spec(spec)
+        if speedup is not None and not baseline.is_file():  # a worker with its own --out
+            from ..export import onnx as export_onnx
+
+            with atomic_path(baseline) as tmp:
+                export_onnx(model, tmp, input_shape=xshape)
+        return cls(str(spec), ms, speedup, baseline, tuple(xshape), threads, runs)
+
+    def text(self) -> str:
+        return (f"ONNX Runtime latency <= {self.ms:.3f} ms" if self.ms is not None else
+                f"at least {self.speedup:g}x faster than the fp32 baseline, timed alongside each candidate")
+
+    def measure(self, path: Path) -> tuple[float, float]:
+        """(latency of ``path`` in ms, the limit in ms for it)."""
+        from ..measure import bench, latency
+
+        if self.ms is not None:
+            return latency(path, self.xshape, threads=self.threads, warmup=5, runs=self.runs)["median_ms"], self.ms
+        b, c = bench([self.baseline, path], self.xshape, threads=self.threads, warmup=5, runs=self.runs, rounds=3)
+        return c["median_ms"], b["median_ms"] / self.speedup
 
 
 def _allocate(model, curves, ratio: float, xshape, space: SearchSpace) -> dict[str, float]:
@@ -747,6 +782,7 @@ def _trial_rows(study) -> list[dict]:
                      "policy": a.get("policy"), "val_accuracy": a.get("val_accuracy"), "val_margin": a.get("val_margin"),
                      "float_val_sample": a.get("float_val_sample"), "size_bytes": a.get("size_bytes"),
                      "latency_ms": a.get("latency_ms"), "latency_probe_ms": a.get("latency_probe_ms"),
+                     "latency_limit_ms": a.get("latency_limit_ms"),
                      "macs": a.get("macs"), "feasible": a.get("feasible"),
                      "seconds": a.get("seconds"), "error": a.get("error"), "worker": a.get("worker")})
     return rows
@@ -763,8 +799,7 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
                                                          base["val_accuracy"], "max_drop": study.user_attrs.get("max_drop"),
                                                          "min_accuracy": study.user_attrs.get("min_accuracy"),
                                                          "confidence": study.user_attrs.get("confidence", 0.0),
-                                                         "max_latency": study.user_attrs.get("max_latency"),
-                                                         "max_latency_ms": study.user_attrs.get("max_latency_ms")},
+                                                         "max_latency": study.user_attrs.get("max_latency")},
         "objective": "pareto (accuracy, size, latency)" if pareto else objective,
         "strategy": ("greedy + " if any(r["origin"] == "greedy" for r in rows) else "")
                     + ("NSGA-II" if pareto else "TPE"),
@@ -776,8 +811,9 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
     conf = float(study.user_attrs.get("confidence", 0.0))
     rule = rule_text(conf, study.user_attrs.get("max_drop") is not None)
     bound = f", {rule}" if rule else ""
-    if study.user_attrs.get("max_latency_ms") is not None:
-        bound += f"; latency <= {study.user_attrs['max_latency_ms']:.3f} ms"
+    limit_spec = study.user_attrs.get("max_latency")
+    if limit_spec is not None:
+        bound += f"; latency limit {limit_spec}"
     details["notes"].append(f"{len(rows)} trials: {counts['complete']} measured, {counts['pruned']} stopped early "
                             f"by the pruner, {counts['fail']} failed; {len(feasible)} met the SLA on the validation split")
     if best_row is None:
@@ -824,14 +860,15 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
             f"test split (never seen by the search): {test_acc:.2f}% vs baseline {base_test:.2f}% -> "
             + ("within" if within else "OUTSIDE") + " the SLA")
         report.write(out)
-    limit = study.user_attrs.get("max_latency_ms")
-    final_lat = report.result.get("latency_ms")
-    if limit is not None and final_lat is not None:
-        report.details["latency_within_limit"] = bool(final_lat <= limit)
+    final_lat, final_base = report.result.get("latency_ms"), (report.baseline or {}).get("latency_ms")
+    if limit_spec is not None and final_lat and final_base:
+        ms, speedup = latency_spec(limit_spec)
+        ok = final_lat <= ms if ms is not None else final_base / final_lat >= speedup
+        report.details["latency_within_limit"] = bool(ok)
         report.details["notes"].append(
-            f"latency limit {limit:.3f} ms (from {study.user_attrs.get('max_latency')}, checked on the search's "
-            f"measurement): the final comparison measured {final_lat:.3f} ms -> "
-            + ("within" if final_lat <= limit else "OVER") + " it")
+            f"latency limit {limit_spec} (checked on each trial's own measurement): the final side-by-side "
+            f"comparison measured {final_lat:.3f} ms against the baseline's {final_base:.3f} ms "
+            f"({final_base / final_lat:.2f}x) -> " + ("within" if ok else "OUTSIDE") + " the limit")
         report.write(out)
     _render(report, rows, sla, out, number, log)
     log(f"winner: trial {number} {trial.user_attrs.get('policy')} -> {out}/model.onnx")

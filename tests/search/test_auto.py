@@ -166,10 +166,11 @@ def test_depth_pruning_under_a_latency_limit(toy_resnet, toy_data, tmp_path):
     d = json.loads((out / "report.json").read_text())
     sla = d["details"]["sla"]
     assert sla["max_latency"] == "0.01x"
-    assert sla["max_latency_ms"] == pytest.approx(100 * d["details"]["baseline_search"]["latency_ms"])
     done = [t for t in d["details"]["trials"] if t["state"] == "complete"]
     assert done and all(t["policy"].startswith("drop 2/2 blocks") for t in done)
-    assert all(t["feasible"] == (t["latency_ms"] <= sla["max_latency_ms"]) for t in done)
+    # "0.01x": the baseline, timed alongside each candidate, times 100
+    assert all(t["feasible"] == (t["latency_ms"] <= t["latency_limit_ms"]) for t in done)
+    assert all(t["latency_limit_ms"] > 10 * d["details"]["baseline_search"]["latency_ms"] for t in done)
     assert all(t["latency_probe_ms"] > 0 for t in done)  # timed untrained first, then measured
     layers = {r["layer"]: r for r in d["details"]["layers"]}
     assert layers["block1.conv1"]["removed"] and not layers["stem.0"]["removed"]
@@ -184,7 +185,7 @@ def test_a_latency_limit_no_policy_meets_keeps_the_baseline(toy_resnet, toy_data
                         greedy=False, max_latency="1000x", final_runs=5, latency_runs=5, log=lambda s: None)
     assert not res.feasible
     d = json.loads((out / "report.json").read_text())
-    assert "no policy met the SLA" in d["details"]["notes"][0] and "latency <=" in d["details"]["notes"][0]
+    assert "no policy met the SLA" in d["details"]["notes"][0] and "latency limit 1000x" in d["details"]["notes"][0]
     (t,) = d["details"]["trials"]  # its untrained architecture was timed first: stopped before fine-tuning
     assert t["state"] == "pruned" and t["latency_probe_ms"] > 0 and t["latency_ms"] is None
     with pytest.raises(UsageError, match="latency limit"):

@@ -155,16 +155,17 @@ def test_depth_policy_removes_the_scans_first_blocks_and_drops_their_layer_ratio
         load_space({"block_ratio": [1.5]})
 
 
-@pytest.mark.parametrize("spec,ms", [(None, None), (0.25, 0.25), ("0.25ms", 0.25), ("4x", 0.5), ("2X", 1.0)])
-def test_parse_latency_limit(spec, ms):
-    from edgeslim.search.auto import parse_latency_limit
+@pytest.mark.parametrize("spec,parsed", [(0.25, (0.25, None)), ("0.25ms", (0.25, None)), ("4x", (None, 4.0)),
+                                         (" 2X", (None, 2.0))])
+def test_latency_spec(spec, parsed):
+    from edgeslim.search.auto import latency_spec
 
-    assert parse_latency_limit(spec, 2.0) == ms
+    assert latency_spec(spec) == parsed
 
 
-@pytest.mark.parametrize("spec", ["fast", "0x", "-1", "3y"])
-def test_parse_latency_limit_refuses_nonsense(spec):
-    from edgeslim.search.auto import parse_latency_limit
+@pytest.mark.parametrize("spec", ["fast", "0x", "-1", "3y", "nanms"])
+def test_latency_spec_refuses_nonsense(spec):
+    from edgeslim.search.auto import latency_spec
 
     with pytest.raises(UsageError, match="latency limit"):
-        parse_latency_limit(spec, 2.0)
+        latency_spec(spec)
