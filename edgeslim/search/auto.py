@@ -295,6 +295,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         return sens_cache[r]
 
     state = _BestTracker(out, study, objective, pareto, sla, spec, build, data, shape, log)
+    too_slow: dict[str, tuple[float, float]] = {}  # recipe hash -> (untrained latency, limit) over the limit
     measured = _measured(study)
     who = f"{socket.gethostname()}:{os.getpid()}"  # which process measured a trial (a study has several)
     val_loader = data.val
@@ -304,7 +305,14 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         t_g = time.monotonic()
         probe = proxy_runner(model, space, data=data, input_shape=shape, batches=prune_batches,
                              layer_ratios_for=layer_ratios_for, block_order=block_order)
-        seeds = greedy_seeds(model, space, sla=sla, batches=prune_batches, run_proxy=probe, log=log)
+        fast_enough = None
+        if limit is not None:
+            def fast_enough(params: dict) -> bool:
+                steps = build_steps(params, space, layer_ratios=layer_ratios_for(params), block_order=block_order)
+                lat, lat_max = _architecture_latency(model, steps, data, shape, work, limit, seed, "greedy")
+                return lat <= lat_max
+        seeds = greedy_seeds(model, space, sla=sla, batches=prune_batches, run_proxy=probe, log=log,
+                             fast_enough=fast_enough)
         for p in seeds:
             study.enqueue_trial(p, user_attrs={"origin": "greedy"})
         log(f"greedy pass: {len(seeds)} policies queued first ({time.monotonic() - t_g:.0f}s)")
@@ -334,7 +342,15 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             log(f"trial {trial.number} [{origin}] {policy_text} | same recipe as trial {m.get('trial')}: reused")
             return _values(m, objective, pareto)
         if limit is not None:
-            _latency_precheck(trial, model, steps, data, shape, work, limit, seed)
+            if h in too_slow:  # the same recipe was timed over the limit in this process
+                lat, lat_max = too_slow[h]
+                trial.set_user_attr("cached_from", "latency pre-check")
+                _stop_too_slow(trial, lat, lat_max)
+            try:
+                _latency_precheck(trial, model, steps, data, shape, work, limit, seed)
+            except optuna.TrialPruned:
+                too_slow[h] = (trial.user_attrs["latency_probe_ms"], trial.user_attrs["latency_limit_ms"])
+                raise
         res = _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, prune_batches,
                          0.0 if limit is not None else None)
         onnx_path = work / f"trial-{trial.number}.onnx"
@@ -426,12 +442,10 @@ def _values(m: dict, objective: str, pareto: bool):
     return float(m["size_bytes"] if objective == "size" else m["latency_ms"])
 
 
-def _latency_precheck(trial, model, steps, data, shape, work: Path, limit: "LatencyLimit", seed) -> None:
-    """Latency depends on the architecture and the format, not on the weights: build the policy's
-    architecture without training (quantized without AdaRound, on one calibration batch), time it,
-    and stop the trial before fine-tuning when it is clearly over the latency limit."""
-    import optuna
-
+def _architecture_latency(model, steps, data, shape, work: Path, limit: "LatencyLimit", seed, name) -> tuple[float, float]:
+    """Latency depends on the architecture and the format, not on the weights: (latency, limit) of
+    the policy's architecture built without training (quantized without AdaRound, on one
+    calibration batch)."""
     from .recipe import family
 
     quick = []
@@ -442,20 +456,33 @@ def _latency_precheck(trial, model, steps, data, shape, work: Path, limit: "Late
         elif fam == "quant":
             quick.append(dataclasses.replace(s, adaround=False, calib_batches=1) if s.kind == "ptq" else s)
     res = run_steps(model, quick, data=data, input_shape=shape, seed=seed)
-    path = work / f"latency-probe-{trial.number}.onnx"
+    path = work / f"latency-probe-{name}.onnx"
     try:
         export_artifact(res, path, (1, *shape))
-        lat, lat_max = limit.measure(path)
+        return limit.measure(path)
     finally:
         path.unlink(missing_ok=True)
-    trial.set_user_attr("latency_probe_ms", round(lat, 5))
+
+
+def _latency_precheck(trial, model, steps, data, shape, work: Path, limit: "LatencyLimit", seed) -> None:
+    """Time the trial's untrained architecture; stop it before fine-tuning when it is clearly over
+    the latency limit."""
+    lat, lat_max = _architecture_latency(model, steps, data, shape, work, limit, seed, str(trial.number))
     if lat > LATENCY_PRUNE_SLACK * lat_max:
-        trial.set_user_attr("constraint", 0.0)  # accuracy not measured: no verdict
-        trial.set_user_attr("latency_limit_ms", round(lat_max, 5))
-        trial.set_user_attr("latency_excess", round(lat - lat_max, 5))
-        _set_constraint(trial, 0.0, lat - lat_max)
-        raise optuna.TrialPruned(f"its architecture runs in {lat:.3f} ms untrained, over the latency limit "
-                                 f"{lat_max:.3f} ms (x{LATENCY_PRUNE_SLACK:g})")
+        _stop_too_slow(trial, lat, lat_max)
+    trial.set_user_attr("latency_probe_ms", round(lat, 5))
+
+
+def _stop_too_slow(trial, lat: float, lat_max: float) -> None:
+    import optuna
+
+    trial.set_user_attr("latency_probe_ms", round(lat, 5))
+    trial.set_user_attr("constraint", 0.0)  # accuracy not measured: no verdict
+    trial.set_user_attr("latency_limit_ms", round(lat_max, 5))
+    trial.set_user_attr("latency_excess", round(lat - lat_max, 5))
+    _set_constraint(trial, 0.0, lat - lat_max)
+    raise optuna.TrialPruned(f"its architecture runs in {lat:.3f} ms untrained, over the latency limit "
+                             f"{lat_max:.3f} ms (x{LATENCY_PRUNE_SLACK:g})")
 
 
 def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, batches, latency_excess=None) -> Compressed:

@@ -11,6 +11,8 @@ weights: AdaRound, about 2x smaller again at the same int8 kernels' speed), then
 ratio in reach, the next one up, and the next one down in that format, so the first real trials
 are good ones and TPE / NSGA-II learn from them. A second walk does the same over the fraction of
 residual blocks removed (depth pruning) and enqueues the deepest cut in reach and the one before it.
+Under a latency limit that walk times architectures instead (untrained: weights do not change
+latency), and the first block ratio fast enough and the next one are queued first.
 Probes quantize to int8 (no AdaRound: cheap).
 """
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 
-from .space import SearchSpace, bit_layers
+from .space import FORMAT_NAMES, SearchSpace, bit_layers
 
 PROBE_BATCHES = 24  # fine-tuning batches in a greedy probe
 # points under the SLA at which a probed ratio still counts as within reach of the full fine-tuning
@@ -39,9 +41,10 @@ def quick_accuracy(model, batches) -> float:
 
 
 def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_proxy: Callable[[dict], float],
-                 log: Callable[[str], None] = print) -> list[dict]:
+                 log: Callable[[str], None] = print, fast_enough: Callable[[dict], bool] | None = None) -> list[dict]:
     """Policies to enqueue, best guesses first. ``run_proxy(params)`` returns the probe accuracy of
-    a policy on ``batches`` (``params['finetune_epochs']`` > 0 asks the probe to fine-tune briefly)."""
+    a policy on ``batches`` (``params['finetune_epochs']`` > 0 asks the probe to fine-tune briefly).
+    ``fast_enough(params)`` (a latency limit) says whether a policy's architecture meets it."""
     ratios = sorted(r for r in space.prune_ratio if r > 0)
     alloc = "sensitivity" if "sensitivity" in space.allocation else space.allocation[0]
     quant = "8" if 8 in space.bits else "float"  # what the probes simulate
@@ -61,7 +64,20 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
             break
         reach.append(r)
     depth: list[float] = []  # the same walk over the fraction of residual blocks removed
-    for b in sorted(b for b in space.block_ratio if b > 0):
+    blocks = sorted(b for b in space.block_ratio if b > 0)
+    if fast_enough is not None and blocks:
+        # under a latency limit the question is how few blocks can go: the architecture decides the
+        # latency, so time it (untrained) upwards and seed the first ratio fast enough and the next
+        for i, b in enumerate(blocks):
+            ok = fast_enough({"block_ratio": b, "prune_ratio": 0.0, "bits": narrow, "finetune_epochs": 0,
+                              **_first_last(space, model, narrow)})
+            log(f"greedy: drop blocks {b:.2f} in {narrow if narrow == 'float' else FORMAT_NAMES[narrow]}: "
+                f"{'meets' if ok else 'misses'} the latency limit")
+            if ok:
+                depth = blocks[i:i + 2][::-1]  # seeded last-first below: the smaller cut first
+                break
+        blocks = []
+    for b in blocks:
         params = {"block_ratio": b, "prune_ratio": 0.0, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0}
         acc = run_proxy(params)
         ok = acc >= sla - recovery
@@ -76,8 +92,7 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         p = {"prune_ratio": r, "bits": bits, "finetune_epochs": ft_epochs}
         if len(space.block_ratio) > 1:
             p["block_ratio"] = blocks
-        if bits != "float" and len(space.bits) > 1:  # first / last layers at 8 bits, the usual convention
-            p.update({f"bits:{layer}": "8" if 8 in space.bits else bits for layer in bit_layers(space, model)})
+        p.update(_first_last(space, model, bits))
         if r > 0 and len(space.allocation) > 1:
             p["allocation"] = alloc
         if ft_epochs > 0 and len(space.distill) > 1:
@@ -97,11 +112,21 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
             add(above[0], ep, narrow)
         if len(reach) > 1:
             add(reach[-2], ep, narrow)
+    n_other = len(seeds)
     if depth:  # fewer blocks: fewer nodes, what makes small inputs fast
         add(0.0, ep, narrow, depth[-1])
         if len(depth) > 1:
             add(0.0, ep, narrow, depth[-2])
+    if fast_enough is not None:  # under a latency limit the depth seeds are the ones that can be feasible
+        seeds = seeds[n_other:] + seeds[:n_other]
     return seeds
+
+
+def _first_last(space: SearchSpace, model, bits: str) -> dict:
+    """First / last layers at 8 bits, the usual convention (when the space lets layers choose)."""
+    if bits == "float" or len(space.bits) <= 1:
+        return {}
+    return {f"bits:{layer}": "8" if 8 in space.bits else bits for layer in bit_layers(space, model)}
 
 
 def native_constraints() -> bool:

@@ -6,7 +6,7 @@ from edgeslim.search.strategies import RECOVERY_POINTS, greedy_seeds
 from edgeslim.testing.models import TinyConvNet
 
 
-def _seeds(accs: dict[float, float], sla: float, depth: dict[float, float] | None = None, **space):
+def _seeds(accs: dict[float, float], sla: float, depth: dict[float, float] | None = None, fast_enough=None, **space):
     asked = []
 
     def probe(params):
@@ -15,7 +15,8 @@ def _seeds(accs: dict[float, float], sla: float, depth: dict[float, float] | Non
 
     space.setdefault("block_ratio", (0.0,))
     sp = SearchSpace(prune_ratio=(0.0, 0.3, 0.5, 0.7), allocation=("uniform",), lowrank=(False,), **space)
-    return greedy_seeds(TinyConvNet(), sp, sla=sla, batches=[], run_proxy=probe, log=lambda s: None), asked
+    return greedy_seeds(TinyConvNet(), sp, sla=sla, batches=[], run_proxy=probe, log=lambda s: None,
+                        fast_enough=fast_enough), asked
 
 
 def test_greedy_queues_anchor_then_most_aggressive_in_reach():
@@ -55,3 +56,20 @@ def test_greedy_walks_depth_too_and_queues_the_deepest_cut_in_reach():
     assert [(s["block_ratio"], s["prune_ratio"], s["bits"]) for s in seeds] == [
         (0.0, 0.0, "8"), (0.0, 0.0, "4"), (0.0, 0.3, "4"), (0.0, 0.5, "4"), (0.5, 0.0, "4")]
     assert seeds[-1]["finetune_epochs"] == max(SearchSpace().finetune_epochs)
+
+
+def test_under_a_latency_limit_depth_seeds_come_first_from_timed_architectures():
+    timed = []
+
+    def fast_enough(params):
+        timed.append(params["block_ratio"])
+        return params["block_ratio"] >= 0.5
+
+    seeds, asked = _seeds({0.3: 90.0, 0.5: 10.0, 0.7: 10.0}, sla=89.0, fast_enough=fast_enough,
+                          block_ratio=(0.0, 0.25, 0.5, 0.75, 1.0))
+    assert timed == [0.25, 0.5]  # upwards until the first fast enough
+    assert not any(a.get("block_ratio") for a in asked)  # no accuracy probes of depth
+    ep = max(SearchSpace().finetune_epochs)
+    assert [(s["block_ratio"], s["prune_ratio"], s["finetune_epochs"]) for s in seeds[:2]] == [(0.5, 0.0, ep), (0.75, 0.0, ep)]
+    assert seeds[0]["bits"] == "4" and seeds[0]["bits:conv1"] == "8"
+    assert [s["prune_ratio"] for s in seeds[2:]] == [0.0, 0.0, 0.3, 0.5]  # then the usual ones
