@@ -2,6 +2,7 @@
 
     edgeslim prune MODEL --granularity channel --ratio 0.5 --importance taylor --data D \
         --finetune-epochs 2 --out DIR [--json]
+    edgeslim prune MODEL --granularity block --ratio 0.5 --data D --finetune-epochs 4 --distill --out DIR
     edgeslim sensitivity MODEL --data D --out DIR [--target-macs 0.5]
 
 prune writes DIR/checkpoint/ (loads with edgeslim.models.load(DIR)), DIR/model.onnx (the
@@ -18,18 +19,19 @@ from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_o
 from .importance import IMPORTANCE_NAMES
 from .schedule import SCHEDULES
 
-GRANULARITIES = ("channel", "fine", "vector", "kernel", "nm")
+GRANULARITIES = ("channel", "block", "fine", "vector", "kernel", "nm")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="prune channels (smaller dense model) or weights (sparse masks)",
+    p = sub.add_parser("prune", help="prune channels or residual blocks (smaller dense model) or weights (sparse masks)",
                        description="Prune a model, fine-tune it, export ONNX and report both models side by side.")
     add_model_args(p)
     add_data_args(p)
     add_output_args(p)
     add_measure_args(p)
     p.add_argument("--granularity", choices=GRANULARITIES, default="channel", help="default channel")
-    p.add_argument("--ratio", type=float, default=0.5, help="fraction removed, in [0, 1) (default 0.5)")
+    p.add_argument("--ratio", type=float, default=0.5,
+                   help="fraction removed, in [0, 1) (default 0.5); block: of the removable residual blocks, in [0, 1]")
     p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm (default 2:4)")
     p.add_argument("--importance", choices=IMPORTANCE_NAMES, default="l1", help="default l1")
     p.add_argument("--schedule", choices=SCHEDULES, default="oneshot", help="default oneshot")
@@ -74,6 +76,7 @@ def register(sub) -> None:
 
 
 def build_config(args):
+    from .depth import BlockPrune
     from .structured import ChannelPrune
     from .unstructured import SparsePrune
 
@@ -81,13 +84,20 @@ def build_config(args):
                   exclude_types=tuple(args.exclude_type), schedule=args.schedule, steps=args.steps,
                   finetune_epochs=args.finetune_epochs, lr=args.lr, max_batches=args.train_batches,
                   calibration_batches=args.calib_batches, distill=args.distill)
+    from ..core.errors import UsageError
+
+    if args.granularity == "block":
+        if args.target_macs is not None or args.round_to != 1:
+            raise UsageError("--target-macs and --round-to apply to channel pruning only",
+                             hint="block pruning removes whole residual blocks: --ratio is the fraction of them")
+        return BlockPrune(ratio=args.ratio, calibration_batches=args.calib_batches, bn_batches=args.bn_batches,
+                          finetune_epochs=args.finetune_epochs, lr=args.lr, max_batches=args.train_batches,
+                          distill=args.distill)
     if args.granularity == "channel":
         labelled = getattr(args, "_labelled", False)
         allocation = args.allocation or ("sensitivity" if labelled and args.target_macs else "uniform")
         return ChannelPrune(ratio=args.ratio, round_to=args.round_to, target_macs=args.target_macs,
                             allocation=allocation, bn_batches=args.bn_batches, **common)
-    from ..core.errors import UsageError
-
     if args.target_macs is not None:
         raise UsageError("--target-macs applies to channel pruning only",
                          hint="mask-based pruning leaves the dense MACs unchanged")

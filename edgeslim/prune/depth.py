@@ -14,7 +14,8 @@ traced graph (torch.fx) adds its input, directly or through an identity, to anot
 chosen greedily: at each step the block whose removal raises the training loss least (on
 ``calibration_batches`` batches, with the blocks chosen so far already removed). The result is an
 ordinary nn.Module with ``nn.Identity`` where the blocks were; it saves, loads and exports like the
-original. Fine-tune (or distil) afterwards: the following layers' inputs changed.
+original. Fine-tune (or distil) afterwards, here (``finetune_epochs``, ``distill``) or as a later
+recipe step: the following layers' inputs changed.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ..core.config import Config
 from ..core.errors import DataError, UsageError
 from ..core.registry import Context, register
 from .importance import calibration_batches
-from .structured import example_input
+from .structured import _finetune, example_input
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,10 @@ class BlockPrune(Config):
     blocks: tuple[str, ...] = ()  # explicit block names to remove (overrides ratio; no data needed)
     calibration_batches: int = 8  # training batches that rank the blocks
     bn_batches: int = 50  # with data: re-estimate BatchNorm statistics after the removal
+    finetune_epochs: float = 0.0  # fine-tuning after the removal (the next layers' inputs changed)
+    lr: float | None = None
+    max_batches: int | None = None  # cap fine-tuning batches per epoch (quick runs)
+    distill: bool = False  # fine-tune with a KD loss from the unpruned model
 
     def validate(self) -> None:
         object.__setattr__(self, "blocks", tuple(self.blocks))
@@ -50,6 +55,9 @@ class BlockPrune(Config):
         for b in self.blocks:
             if not isinstance(b, str) or not b:
                 raise UsageError(f"block_prune blocks are module names, got {b!r}")
+        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, (int, float)) \
+                or self.finetune_epochs < 0:
+            raise UsageError(f"block_prune finetune_epochs must be >= 0, got {self.finetune_epochs!r}")
         for name in ("calibration_batches", "bn_batches"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -180,13 +188,21 @@ def _apply(model: nn.Module, cfg: BlockPrune, ctx: Context) -> nn.Module:
                              hint="it removes blocks that add their input to their output (ResNet, MobileNetV2)")
         count = math.floor(cfg.ratio * len(cands) + 0.5)
         batches = calibration_batches(ctx.data, cfg.calibration_batches) if count else []
-        if count and not _labelled(batches):
-            raise DataError("block_prune ranks blocks by the loss on labelled training batches",
+        if count and not batches:
+            raise DataError("block_prune ranks blocks by the loss on a few training batches",
                             hint="pass data=... (--data D), or name the blocks: blocks: [layer1.1, ...]")
+        meta = getattr(ctx.data, "meta", None)
+        if batches and (not _labelled(batches) or (meta is not None and not meta.labelled)):
+            with torch.no_grad():  # no labels: the loss against the unpruned model's own predictions
+                batches = [(x, model.eval()(x).argmax(1)) for x, _ in batches]
+            notes.append("no labels: blocks ranked by the loss against the unpruned model's predictions")
         order = removal_order(model, example, batches, count=count) if count else []
         chosen = [o["block"] for o in order]
         notes.append(f"removed {len(chosen)} of {len(cands)} removable residual blocks, least loss increase first "
                      f"(on {len(batches)} training batches)")
+    if cfg.distill and cfg.finetune_epochs and ctx.teacher is None:
+        ctx.teacher = copy.deepcopy(model).eval()
+        notes.append("fine-tuned with distillation from the unpruned model")
     remove_blocks(model, chosen)
     if chosen and cfg.bn_batches and ctx.data is not None and getattr(ctx.data, "train", None) is not None:
         from ..train.loop import recalibrate_bn
@@ -194,6 +210,9 @@ def _apply(model: nn.Module, cfg: BlockPrune, ctx: Context) -> nn.Module:
         n_bn = recalibrate_bn(model, ctx.data, cfg.bn_batches)
         if n_bn:
             notes.append(f"re-estimated the statistics of {n_bn} BatchNorm layer(s) on {cfg.bn_batches} training batches")
+    if cfg.finetune_epochs:
+        _finetune(model, ctx, cfg, cfg.finetune_epochs)
+        notes.append(f"fine-tuned {cfg.finetune_epochs:g} epoch(s)")
     macs = count_macs(model, tuple(example.shape))[0]
     ctx.details.update({
         "granularity": "block",

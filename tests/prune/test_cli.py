@@ -32,6 +32,20 @@ def test_prune_sparse_cli_reports_dense_onnx(cli, tmp_path):
     assert d["sparse_size_bytes"] < 0.3 * rep["result"]["size_bytes"]
 
 
+def test_prune_block_cli(cli, tmp_path):
+    out = tmp_path / "b"
+    p = cli("prune", "resnet8", "--data", SYN, "--num-classes", "10", "--granularity", "block", "--ratio", "1",
+            "--calib-batches", "1", "--bn-batches", "1", "--runs", "3", "--warmup", "1", "--threads", "1",
+            "--out", out, "--json", check_rc=0)
+    rep = json.loads(p.stdout)
+    assert rep["details"]["removed"] == rep["details"]["candidates"] and rep["details"]["removed"]
+    assert rep["result"]["params"] < rep["baseline"]["params"] and rep["result"]["macs"] < rep["baseline"]["macs"]
+    model, _ = load(out)  # the checkpoint records the removed blocks
+    assert sum(p.numel() for p in model.parameters()) == rep["result"]["params"]
+    p = cli("prune", "lenet5", "--data", SYN, "--num-classes", "10", "--granularity", "block", "--out", tmp_path / "x")
+    assert p.returncode == 2 and "no removable residual block" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_prune_cli_bad_input(cli):
     p = cli("prune", "lenet5", "--ratio", "1.0", "--input-shape", "1,28,28")
     assert p.returncode == 2 and "[0, 1)" in p.stderr and "Traceback" not in p.stderr

@@ -83,9 +83,17 @@ def test_bad_input():
     with pytest.raises(UsageError, match="not a removable residual block") as e:
         edgeslim.prune(model, BlockPrune(blocks=("stem",)), input_shape=(1, 8, 8))
     assert "block1, block2" in e.value.hint
-    with pytest.raises(DataError, match="labelled training batches"):
+    with pytest.raises(DataError, match="a few training batches"):
         edgeslim.prune(model, BlockPrune(ratio=0.5), input_shape=(1, 8, 8))
     with pytest.raises(UsageError, match="no removable residual block"):
         edgeslim.prune(TinyConvNet(), BlockPrune(ratio=0.5), data=_data(), input_shape=(1, 8, 8))
     with pytest.raises(UsageError, match=r"ratio must be in \[0, 1\]"):
         BlockPrune(ratio=1.5)
+
+
+def test_fine_tuning_with_distillation_after_the_removal():
+    model = TinyResNet().eval()
+    out, det = prune_with_details(model, BlockPrune(blocks=("block2",), finetune_epochs=1, distill=True, lr=0.05),
+                                  data=_data(), input_shape=(1, 8, 8))
+    assert "fine-tuned with distillation from the unpruned model" in det["notes"]
+    assert not torch.equal(out.block1.conv1.weight, model.block1.conv1.weight)  # trained, the input model untouched
