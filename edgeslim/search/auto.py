@@ -471,6 +471,7 @@ def _latency_precheck(trial, model, steps, data, shape, work: Path, limit: "Late
     if lat > LATENCY_PRUNE_SLACK * lat_max:
         _stop_too_slow(trial, lat, lat_max)
     trial.set_user_attr("latency_probe_ms", round(lat, 5))
+    trial.set_user_attr("latency_limit_ms", round(lat_max, 5))  # replaced by the trained artifact's measurement
 
 
 def _stop_too_slow(trial, lat: float, lat_max: float) -> None:
