@@ -6,14 +6,16 @@ One loop on an Optuna study:
 
 1. measure the baseline (fp32 ONNX: validation accuracy, size, latency) -> SLA = baseline - max_drop
    (or ``min_accuracy``); scan per-group pruning sensitivity once (it steers the "sensitivity"
-   allocation and the greedy pass);
+   allocation and the greedy pass) and the order in which residual blocks would go (depth);
 2. greedy pass (fresh study only): cheap no-fine-tune probes pick the first policies, enqueued;
 3. TPE (one objective, SLA as a constraint) or NSGA-II (``pareto``: accuracy, size, latency);
    each trial builds a recipe, runs it, reports the float accuracy after fine-tuning to a pruner
    (clearly infeasible trials stop there), exports the artifact and MEASURES it: accuracy of the
    ONNX file on the validation split, bytes on disk, ONNX Runtime latency, MACs alongside. A trial
    is feasible when a lower confidence bound of its validation accuracy clears the SLA (paired with
-   the baseline's per-image results for a drop SLA; ``confidence``, see search/confidence.py).
+   the baseline's per-image results for a drop SLA; ``confidence``, see search/confidence.py) and,
+   with ``max_latency``, when its latency is within the limit. Under a limit each trial's
+   architecture is first timed untrained and stopped before training when clearly too slow.
    Identical recipes are measured once (hash of the recipe);
 4. every new best feasible trial is written at once, atomically: DIR/model.onnx, DIR/winner.yaml,
    DIR/checkpoint (float results), DIR/best.json;
@@ -168,7 +170,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
     ``confidence``: a candidate is feasible when a one-sided lower bound of its validation accuracy
     at this confidence clears the SLA (see ``edgeslim.search.confidence``; 0 turns the margin off).
     ``max_latency``: a second constraint, the candidate's ONNX Runtime latency in ms (0.2, '0.2ms')
-    or a speed-up over the fp32 baseline measured at the start ('3x' = at most a third of it).
+    or a speed-up over the fp32 baseline ('3x': at most a third of the baseline's latency, the
+    baseline timed alongside each candidate).
     Writes ``out`` (see docs/auto.md) and returns an AutoResult; ``feasible`` is False when no
     policy met the SLA (the baseline is kept and written as the result).
     """
