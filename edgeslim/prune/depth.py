@@ -77,7 +77,7 @@ def _adds_its_input(module: nn.Module) -> bool:
         graph = OwnForward().trace(module)
     except Exception:  # noqa: BLE001 - untraceable control flow: not a candidate
         return False
-    inputs = [n for n in graph.nodes if n.op == "placeholder"]
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]  # torch.fx's name for a graph input
     if len(inputs) != 1:
         return False
     same = {inputs[0]}
@@ -141,11 +141,13 @@ def _loss(model: nn.Module, batches) -> float:
     return total / max(1, n)
 
 
-def removal_order(model: nn.Module, example: torch.Tensor, batches, *, count: int | None = None) -> list[dict]:
+def removal_order(model: nn.Module, example: torch.Tensor, batches, *, count: int | None = None,
+                  candidates: list[str] | None = None) -> list[dict]:
     """Greedy order in which to remove residual blocks: each step removes the candidate whose removal
     (on top of the earlier ones) raises the loss on ``batches`` least. Returns ``count`` (default
-    all) steps as {"block", "loss"} (the loss with it and every earlier block removed)."""
-    cands = residual_blocks(model, example)
+    all) steps as {"block", "loss"} (the loss with it and every earlier block removed).
+    ``candidates``: the removable blocks when already known (``residual_blocks``)."""
+    cands = residual_blocks(model, example) if candidates is None else list(candidates)
     work = copy.deepcopy(model).eval()
     order: list[dict] = []
     count = len(cands) if count is None else min(count, len(cands))
@@ -196,7 +198,7 @@ def _apply(model: nn.Module, cfg: BlockPrune, ctx: Context) -> nn.Module:
             with torch.no_grad():  # no labels: the loss against the unpruned model's own predictions
                 batches = [(x, model.eval()(x).argmax(1)) for x, _ in batches]
             notes.append("no labels: blocks ranked by the loss against the unpruned model's predictions")
-        order = removal_order(model, example, batches, count=count) if count else []
+        order = removal_order(model, example, batches, count=count, candidates=cands) if count else []
         chosen = [o["block"] for o in order]
         notes.append(f"removed {len(chosen)} of {len(cands)} removable residual blocks, least loss increase first "
                      f"(on {len(batches)} training batches)")

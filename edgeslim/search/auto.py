@@ -610,8 +610,9 @@ def _depth_scan(model, data, space: SearchSpace, xshape, log) -> tuple[SearchSpa
 
     t = time.monotonic()
     example = torch.randn(xshape, generator=torch.Generator().manual_seed(0))
-    has_blocks = bool(residual_blocks(model, example))
-    order = [o["block"] for o in removal_order(model, example, calibration_batches(data, 8))] if has_blocks else []
+    cands = residual_blocks(model, example)  # before reading any data: no blocks, no batches drawn
+    order = [o["block"] for o in removal_order(model, example, calibration_batches(data, 8), candidates=cands)] \
+        if cands else []
     if not order:
         log("depth: no removable residual block in this model; block_ratio is fixed at 0")
         return dataclasses.replace(space, block_ratio=(0.0,)), []

@@ -63,29 +63,8 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         if not ok:
             break
         reach.append(r)
-    depth: list[float] = []  # the same walk over the fraction of residual blocks removed
-    blocks = sorted(b for b in space.block_ratio if b > 0)
-    if fast_enough is not None and blocks:
-        # under a latency limit the question is how few blocks can go: the architecture decides the
-        # latency, so time it (untrained) upwards and seed the first ratio fast enough and the next
-        for i, b in enumerate(blocks):
-            ok = fast_enough({"block_ratio": b, "prune_ratio": 0.0, "bits": narrow, "finetune_epochs": 0,
-                              **_first_last(space, model, narrow)})
-            log(f"greedy: drop blocks {b:.2f} in {narrow if narrow == 'float' else FORMAT_NAMES[narrow]}: "
-                f"{'meets' if ok else 'misses'} the latency limit")
-            if ok:
-                depth = blocks[i:i + 2][::-1]  # seeded last-first below: the smaller cut first
-                break
-        blocks = []
-    for b in blocks:
-        params = {"block_ratio": b, "prune_ratio": 0.0, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0}
-        acc = run_proxy(params)
-        ok = acc >= sla - recovery
-        log(f"greedy: drop blocks {b:.2f} {'int8' if quant == '8' else 'fp32'}: {acc:.2f}% "
-            f"({'within reach' if ok else 'out of reach'} of SLA {sla:.2f}%)")
-        if not ok:
-            break
-        depth.append(b)
+    depth = _depth_ratios(model, space, sla=sla, recovery=recovery, quant=quant, narrow=narrow, ep=ep,
+                          run_proxy=run_proxy, fast_enough=fast_enough, log=log)
     seeds: list[dict] = []
 
     def add(r, ft_epochs, bits, blocks=0.0):
@@ -113,13 +92,39 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         if len(reach) > 1:
             add(reach[-2], ep, narrow)
     n_other = len(seeds)
-    if depth:  # fewer blocks: fewer nodes, what makes small inputs fast
-        add(0.0, ep, narrow, depth[-1])
-        if len(depth) > 1:
-            add(0.0, ep, narrow, depth[-2])
+    for b in depth:  # fewer blocks: fewer nodes, what makes small inputs fast
+        add(0.0, ep, narrow, b)
     if fast_enough is not None:  # under a latency limit the depth seeds are the ones that can be feasible
         seeds = seeds[n_other:] + seeds[:n_other]
     return seeds
+
+
+def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep, run_proxy, fast_enough,
+                  log) -> list[float]:
+    """Block ratios to seed, in queue order. Under a latency limit the question is how few blocks
+    can go, and the architecture alone decides latency: the first ratio upwards whose untrained
+    architecture is fast enough, then the next one. Otherwise the deepest cut within reach of the
+    SLA after a brief fine-tune, then the one before it."""
+    blocks = sorted(b for b in space.block_ratio if b > 0)
+    if fast_enough is not None:
+        for i, b in enumerate(blocks):
+            ok = fast_enough({"block_ratio": b, "prune_ratio": 0.0, "bits": narrow, "finetune_epochs": 0,
+                              **_first_last(space, model, narrow)})
+            log(f"greedy: drop blocks {b:.2f} in {narrow if narrow == 'float' else FORMAT_NAMES[narrow]}: "
+                f"{'meets' if ok else 'misses'} the latency limit")
+            if ok:
+                return blocks[i:i + 2]
+        return []
+    reach: list[float] = []
+    for b in blocks:
+        acc = run_proxy({"block_ratio": b, "prune_ratio": 0.0, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0})
+        ok = acc >= sla - recovery
+        log(f"greedy: drop blocks {b:.2f} {'int8' if quant == '8' else 'fp32'}: {acc:.2f}% "
+            f"({'within reach' if ok else 'out of reach'} of SLA {sla:.2f}%)")
+        if not ok:
+            break
+        reach.append(b)
+    return reach[::-1][:2]
 
 
 def _first_last(space: SearchSpace, model, bits: str) -> dict:
