@@ -1,10 +1,12 @@
 """`edgeslim auto` at --max-drop 0.5 against single techniques at the same SLA.
 
     python benchmarks/auto.py [--models resnet20,mobilenetv2_tiny] [--budget 20m] [--epochs 4,2] [--max-latency 3x]
+                              [--threads 1] [--finetune-epochs 0,1,2,4,8]
 
 For each model (a cached reference trained on Fashion-MNIST):
 - auto: the SLA search, objective size, with a wall-time budget (and with --max-latency, a latency
-  limit as a second constraint: `3x` = at most a third of the fp32 baseline's; its own section);
+  limit as a second constraint: `3x` = at most a third of the fp32 baseline's; its own section;
+  --threads: the deployment's ONNX Runtime thread count, which the search and the targets use);
 - int8 PTQ alone (`{type: ptq, bits: 8}`);
 - structured pruning alone with fine-tuning (as many epochs as the search may use): the largest
   channel ratio that meets the same SLA by the same rule (the lower confidence bound of its
@@ -74,7 +76,7 @@ def run_model(spec: str, args, data, log) -> dict:
     # 1. the search
     t = time.time()
     res = edgeslim.auto(model, data, max_drop=args.max_drop, objective="size", budget=args.budget, out=work / "auto",
-                        space={"finetune_batches": args.finetune_batches or None}, spec=meta["spec"], build=meta.get("build"),
+                        space=search_space(args), spec=meta["spec"], build=meta.get("build"), threads=args.threads,
                         model_name=spec, val_batches=args.val_batches or None, confidence=args.confidence,
                         max_latency=args.max_latency, log=log)
     t_auto = time.time() - t
@@ -123,14 +125,25 @@ def run_model(spec: str, args, data, log) -> dict:
                        for t in d.get("trials", [])],
             "budget": args.budget, "finetune_batches": args.finetune_batches, "val_batches": args.val_batches,
             "confidence": args.confidence, "single_epochs": args.single_epochs, "max_latency": args.max_latency,
+            "threads": args.threads, "finetune_epochs": list(search_space(args).get("finetune_epochs", ())) or None,
             "baseline_search": d.get("baseline_search"),
             "prune_note": prune_note, "ref": meta["metrics"], "epochs": epochs,
             "artifacts": {n: str(p) for n, p in arts.items()}}
 
 
+def search_space(args) -> dict:
+    """The search's space overrides given on the command line."""
+    space: dict = {"finetune_batches": args.finetune_batches or None}
+    if args.finetune_epochs:
+        space["finetune_epochs"] = args.finetune_epochs
+    return space
+
+
 def run_name(spec: str, args) -> str:
-    """The cache / RESULTS.md name of a run: a latency-limited search is a different run."""
-    return spec + (f"-lat{args.max_latency}" if args.max_latency else "")
+    """The cache / RESULTS.md name of a run: a latency-limited search, another deployment thread count or
+    a longer fine-tuning choice make a different run."""
+    return (spec + (f"-lat{args.max_latency}" if args.max_latency else "") + (f"-t{args.threads}" if args.threads != 2 else "")
+            + (f"-ft{max(args.finetune_epochs):g}" if args.finetune_epochs else ""))
 
 
 def measure_rows(arts: dict, data, args) -> list[dict]:
@@ -165,17 +178,23 @@ def markdown(results: list[dict], args) -> str:
     out = []
     for r in results:
         conf = r.get("confidence", 0)
+        threads = r.get("threads", 2)
+        lat_key = "lat_x" if threads == 2 else "lat1t_x"  # the speed-up column of the deployment's thread count
         lim = r.get("max_latency")
         out += [f"Fashion-MNIST, `edgeslim auto --max-drop {args.max_drop} --objective size"
-                + (f" --confidence {conf:g}" if conf else "") + (f" --max-latency {lim}" if lim else "") + "` against single techniques at the same SLA "
+                + (f" --confidence {conf:g}" if conf else "") + (f" --max-latency {lim}" if lim else "")
+                + (f" --threads {threads}" if threads != 2 else "") + "` against single techniques at the same SLA "
                 f"(pruning alone: channel ratio, {r.get('single_epochs', 2):g} epochs of fine-tuning, kept by the same "
                 "SLA rule). All rows of one table were measured in one run: ONNX Runtime, 2 threads (and 1 thread in "
                 "its own column), one session at a time, the median over rounds of fresh sessions in shuffled order; "
-                "accuracy of the ONNX artifact on the full test split. The search and the targets use batch 1 with "
-                "2 threads.", ""]
-        title = r["spec"] + (f", latency limit {lim}" if lim else "")
+                f"accuracy of the ONNX artifact on the full test split. The search and the targets use batch 1 with "
+                f"{threads} thread{'s' if threads > 1 else ''}."
+                + (f" Fine-tuning choices of the search: {', '.join(f'{e:g}' for e in r['finetune_epochs'])} epochs."
+                   if r.get("finetune_epochs") else ""), ""]
+        title = (r["spec"] + (f", latency limit {lim}" if lim else "") + (f", {threads} thread" if threads != 2 else "")
+                 + (f", fine-tuning up to {max(r['finetune_epochs']):g} epochs" if r.get("finetune_epochs") else ""))
         limit_text = (f" Latency limit {lim}: each trial's artifact was timed alongside the fp32 baseline (3 rounds "
-                      "of fresh sessions) and had to be that much faster; architectures over 1.1x the limit untrained "
+                      f"of fresh sessions, {threads} thread{'s' if threads > 1 else ''}) and had to be that much faster; architectures over 1.1x the limit untrained "
                       "were stopped before fine-tuning." if lim else "")
         out += [f"### {title} (reference: {r['epochs']:g} training epoch(s), test {r['ref'].get('test_top1')}%)", "",
                 f"SLA: validation top-1 >= {r['sla']:.2f}%"
@@ -204,7 +223,7 @@ def markdown(results: list[dict], args) -> str:
         singles = [x for x in r["rows"] if x["method"] not in ("auto", "fp32 baseline")]
         checks = [
             ("auto >= 10x smaller", auto_row["size_x"] >= 10),
-            ("auto >= 3x faster (batch 1)", auto_row["lat_x"] >= 3),
+            (f"auto >= 3x faster (batch 1, {threads} thread{'s' if threads > 1 else ''})", auto_row[lat_key] >= 3),
             (f"auto test drop <= {args.max_drop}", auto_row["drop"] <= args.max_drop),
             ("auto smaller than every single technique", all(auto_row["size"] < x["size"] for x in singles)),
         ]
@@ -251,6 +270,11 @@ def main() -> int:
                     help="fine-tuning epochs of pruning alone (default: the most the search's space allows)")
     ap.add_argument("--max-latency", metavar="MS|Nx",
                     help="latency limit of the search (edgeslim auto --max-latency), e.g. 3x; its own cache and section")
+    ap.add_argument("--threads", type=int, choices=(1, 2), default=2,
+                    help="ONNX Runtime threads of the deployment: the search times candidates with it and the "
+                         "latency target reads its column (the tables show both)")
+    ap.add_argument("--finetune-epochs", default=None,
+                    help="the search's fine-tuning epoch choices, e.g. 0,1,2,4,8 (default: the space's); its own run")
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5, help="latency: rounds of fresh ONNX Runtime sessions")
     ap.add_argument("--remeasure", action="store_true",
@@ -260,10 +284,11 @@ def main() -> int:
     ap.add_argument("--report-only", action="store_true", help="re-render the sections from the saved measurements")
     args = ap.parse_args()
     args.prune_ratios = [float(v) for v in args.prune_ratios.split(",")]
+    args.finetune_epochs = [float(v) for v in args.finetune_epochs.split(",")] if args.finetune_epochs else None
     if args.single_epochs is None:
         from edgeslim.search.space import SearchSpace
 
-        args.single_epochs = max(SearchSpace().finetune_epochs)
+        args.single_epochs = max(args.finetune_epochs or SearchSpace().finetune_epochs)
     specs = args.models.split(",")
     eps = [int(float(v)) if float(v).is_integer() else float(v) for v in args.epochs.split(",")]  # cache key: e1, e0.25
     args.epochs_for = dict(zip(specs, eps if len(eps) == len(specs) else eps[:1] * len(specs)))

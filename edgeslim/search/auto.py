@@ -20,7 +20,9 @@ One loop on an Optuna study:
 4. every new best feasible trial is written at once, atomically: DIR/model.onnx, DIR/winner.yaml,
    DIR/checkpoint (float results), DIR/best.json;
 5. the winner is measured again against the baseline, side by side, on the TEST split (which never
-   steers the search): report.json / .md / .html with the Pareto plot.
+   steers the search): report.json / .md / .html with the Pareto plot. When nothing is feasible
+   the baseline is kept, and the closest miss (the measured trial nearest the SLA, within the
+   latency limit) is named in the report with its recipe in DIR/closest.yaml.
 
 The study lives in SQLite (DIR/study.db) unless ``storage`` says otherwise, so a killed search
 resumes (``resume=True``) without losing a finished trial, and PostgreSQL lets several machines
@@ -853,14 +855,22 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         from .recipe import Compressed as C
 
         res = C(model, model, False, [], [])
-        for stale in ("winner.yaml", "best.json"):
+        for stale in ("winner.yaml", "best.json", "closest.yaml"):
             (out / stale).unlink(missing_ok=True)
+        closest = _closest_miss(study, rows, sla)
+        if closest is not None:
+            details["closest"] = closest
+            atomic_write_text(out / "closest.yaml", _closest_yaml(closest))
+            details["notes"].insert(1, closest_text(closest) + f"; its recipe: {out}/closest.yaml")
         report = write_outputs(model, res, out, data=data, input_shape=shape, spec=spec, build=build,
                                model_name=model_name, command="auto", threads=threads, runs=final_runs,
                                extra_details=details)
         _render(report, rows, sla, out, None, log)
         log(f"no policy met the SLA (val >= {sla:.2f}%{bound}): kept the baseline in {out}/model.onnx")
+        if closest is not None:
+            log(closest_text(closest) + f"; replay it with: edgeslim compress MODEL --recipe {out}/closest.yaml")
         return AutoResult(model, report, False, out, None, None)
+    (out / "closest.yaml").unlink(missing_ok=True)  # left by an earlier run of this study that found nothing
     number = best_row["trial"]
     trial = study.trials[number]
     recipe = trial.user_attrs["recipe"]
@@ -905,6 +915,35 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
     _render(report, rows, sla, out, number, log)
     log(f"winner: trial {number} {trial.user_attrs.get('policy')} -> {out}/model.onnx")
     return AutoResult(res.model, report, True, out, number, recipe)
+
+
+def _closest_miss(study, rows: list[dict], sla: float) -> dict | None:
+    """When nothing is feasible: the measured trial whose validation accuracy (its lower bound, with
+    a confidence rule) came nearest the SLA, among those within their latency limit where the study
+    has one, so that a user sees what the SLA costs and can replay it (DIR/closest.yaml)."""
+    cands = [r for r in rows if r["state"] == "complete" and r["val_accuracy"] is not None
+             and (r["latency_limit_ms"] is None or (r["latency_ms"] is not None and r["latency_ms"] <= r["latency_limit_ms"]))]
+    if not cands:
+        return None
+    short = lambda r: sla - (r["val_accuracy"] - (r["val_margin"] or 0.0))  # noqa: E731
+    r = min(cands, key=lambda r: (short(r), r["size_bytes"] or 0))
+    return {**{k: r[k] for k in ("trial", "policy", "val_accuracy", "val_margin", "size_bytes", "latency_ms",
+                                 "latency_limit_ms")},
+            "points_under_sla": round(short(r), 3), "recipe": study.trials[r["trial"]].user_attrs.get("recipe")}
+
+
+def closest_text(c: dict) -> str:
+    margin = f" (lower bound {c['val_accuracy'] - c['val_margin']:.2f}%)" if c.get("val_margin") else ""
+    return (f"closest: trial {c['trial']}, {c['policy']}: validation {c['val_accuracy']:.2f}%{margin}, "
+            f"{c['points_under_sla']:.2f} points under the SLA, {c['size_bytes']:,} bytes, {c['latency_ms']:.3f} ms")
+
+
+def _closest_yaml(c: dict) -> str:
+    import yaml
+
+    return (f"# edgeslim auto: no policy met the SLA. The {closest_text(c)}.\n"
+            "# replay: edgeslim compress MODEL --recipe closest.yaml --data D --out DIR\n"
+            + yaml.safe_dump(c["recipe"], sort_keys=False))
 
 
 def _render(report, rows, sla, out: Path, best, log) -> None:

@@ -80,7 +80,7 @@ def run_compress(args) -> int:
 
 
 def run_auto(args) -> int:
-    from .auto import auto, open_storage
+    from .auto import closest_text, auto, open_storage
 
     if args.storage:  # an unreachable or misspelled storage fails before the data and the model are loaded
         open_storage(args.storage, heartbeat=False).engine.dispose()
@@ -93,7 +93,9 @@ def run_auto(args) -> int:
                input_shape=tuple(info["input_shape"]), threads=args.threads, val_batches=args.val_batches,
                final_runs=args.runs, confidence=args.confidence, max_latency=args.max_latency, log=_log)
     obj = {**res.report.to_dict(), "feasible": res.feasible, "best_trial": res.best_trial}
-    head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n\n")
+    closest = res.report.details.get("closest")
+    head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n"
+            + (f"{closest_text(closest)}\n  recipe: {res.out}/closest.yaml\n" if closest else "") + "\n")
     emit(args, obj, head + res.report.table() + f"\n\nreport: {res.out}/report.html  model: {res.out}/model.onnx"
          + (f"  recipe: {res.out}/winner.yaml" if res.feasible else ""))
     return 0 if res.feasible else 1

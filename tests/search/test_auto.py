@@ -43,7 +43,11 @@ def test_search_finds_a_feasible_policy(toy_model, toy_data, tmp_path):
     assert all(t["size_bytes"] and t["latency_ms"] and t["macs"] for t in done)
 
 
-def test_infeasible_sla_keeps_the_baseline(tmp_path, toy_data):
+def test_infeasible_sla_keeps_the_baseline(tmp_path, toy_data, monkeypatch):
+    import importlib
+
+    auto_mod = importlib.import_module("edgeslim.search.auto")  # the module, not the function of that name
+    monkeypatch.setattr(auto_mod, "PRUNE_MARGIN", 1000.0)  # measure the trial instead of stopping it early
     out = tmp_path / "inf"
     model = TinyConvNet(num_classes=4, width=8)  # untrained: nothing reaches 99%
     res = edgeslim.auto(model, toy_data, min_accuracy=99.0, budget="5m", trials=1, out=out, greedy=False,
@@ -54,6 +58,15 @@ def test_infeasible_sla_keeps_the_baseline(tmp_path, toy_data):
     assert d["result"]["size_bytes"] == d["baseline"]["size_bytes"]  # the baseline is the result
     assert "no policy met the SLA" in d["details"]["notes"][0]
     assert (out / "model.onnx").is_file() and not (out / "winner.yaml").exists()
+    # the closest miss is named, with a recipe that loads
+    closest = d["details"]["closest"]
+    assert closest["trial"] == 0 and closest["points_under_sla"] == pytest.approx(
+        99.0 - (closest["val_accuracy"] - closest["val_margin"]), abs=1e-3)
+    assert d["details"]["notes"][1].startswith("closest: trial 0") and "closest.yaml" in d["details"]["notes"][1]
+    from edgeslim.search.recipe import load_recipe
+
+    steps, _ = load_recipe(out / "closest.yaml")
+    assert [type(s).__name__ for s in steps] == ["ChannelPrune", "PTQ"]
 
 
 def test_budget_too_short_for_one_trial(toy_model, toy_data, tmp_path):

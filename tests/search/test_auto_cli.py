@@ -91,8 +91,12 @@ def test_winner_yaml_replays_to_the_same_size(resumed_run, tmp_path):
     assert (replay / "model.onnx").stat().st_size == (r["out"] / "model.onnx").stat().st_size
 
 
-def test_cli_infeasible_sla_exits_1(toy_folder, small_space_file, tmp_path, capsys):
+def test_cli_infeasible_sla_exits_1(toy_folder, small_space_file, tmp_path, capsys, monkeypatch):
+    import importlib
+
     from edgeslim.cli import main
+
+    monkeypatch.setattr(importlib.import_module("edgeslim.search.auto"), "PRUNE_MARGIN", 1000.0)  # measure, don't stop
 
     name, _ = toy_folder
     out = tmp_path / "o"
@@ -103,6 +107,7 @@ def test_cli_infeasible_sla_exits_1(toy_folder, small_space_file, tmp_path, caps
     assert rc == 1, cap.err
     assert "no policy met the SLA" in cap.out and "kept the baseline" in cap.err
     assert (out / "model.onnx").is_file() and (out / "report.json").is_file()
+    assert "closest: trial 0" in cap.out and f"{out}/closest.yaml" in cap.out and (out / "closest.yaml").is_file()
 
 
 def test_cli_recipe_unknown_key_exits_2(toy_folder, tmp_path, capsys):
