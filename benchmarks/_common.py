@@ -27,12 +27,22 @@ def machine_line(threads: int | None = None) -> str:
     return f"{m['cpu']} ({m['cores']} cores), {m['runtime']}, torch {m['torch']}, Python {m['python']}"
 
 
-def results_section(name: str, markdown: str, *, command: str | None = None) -> Path:
-    """Replace (or append) section ``name`` of RESULTS.md with ``markdown`` plus a provenance line."""
+def this_command() -> str:
+    """The command line that runs this script, as a user would type it from the repository root."""
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT.parent), *sys.argv[1:]])
+
+
+def utc_stamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def results_section(name: str, markdown: str, *, command: str | None = None, stamp: str | None = None) -> Path:
+    """Replace (or append) section ``name`` of RESULTS.md with ``markdown`` plus a provenance line
+    (``command`` and ``stamp``: of the run that measured it, when the section is rendered later)."""
     from edgeslim.core.io import atomic_write_text
 
-    command = command or "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT.parent), *sys.argv[1:]])
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = command or this_command()
+    stamp = stamp or utc_stamp()
     body = (f"<!-- {name} -->\n{markdown.rstrip()}\n\n"
             f"_Measured {stamp} on {machine_line()} with `{command}`._\n<!-- /{name} -->")
     with open(ROOT / ".RESULTS.lock", "w") as lock:

@@ -238,7 +238,10 @@ def markdown(results: list[dict], args) -> str:
                 "| trial | origin | policy | state | val top-1 | lower bound | size (bytes) | latency (ms) "
                 + ("| limit (ms) " if lim else "") + "| feasible | s |",
                 "|---:|---|---|---|---:|---:|---:|---:|" + ("---:|" if lim else "") + "---|---:|"]
+        waiting = [t for t in r["trials"] if t["state"] == "waiting"]
         for t in r["trials"]:
+            if t["state"] == "waiting":  # queued but not reached within the budget: listed below the table
+                continue
             lb = None if t.get("val_accuracy") is None or t.get("val_margin") is None \
                 else t["val_accuracy"] - t["val_margin"]
             out.append(f"| {t['trial']} | {t.get('origin') or ''} | {t.get('policy') or ''} | {t['state']} | "
@@ -248,6 +251,9 @@ def markdown(results: list[dict], args) -> str:
                        + (f"{num(t.get('latency_limit_ms'), '.3f')} | " if lim else "")
                        + f"{'' if t.get('feasible') is None else ('yes' if t['feasible'] else 'no')} | "
                        f"{num(t.get('seconds'), '.0f')} |")
+        if waiting:
+            out += ["", f"Not reached within the budget: {len(waiting)} queued polic{'y' if len(waiting) == 1 else 'ies'} "
+                        f"(trials {', '.join(str(t['trial']) for t in waiting)})."]
         out.append("")
     return "\n".join(out)
 
@@ -289,6 +295,8 @@ def main() -> int:
         from edgeslim.search.space import SearchSpace
 
         args.single_epochs = max(args.finetune_epochs or SearchSpace().finetune_epochs)
+    if float(args.single_epochs).is_integer():  # 4 and 4.0 are one recipe: the same cached artifact
+        args.single_epochs = int(args.single_epochs)
     specs = args.models.split(",")
     eps = [int(float(v)) if float(v).is_integer() else float(v) for v in args.epochs.split(",")]  # cache key: e1, e0.25
     args.epochs_for = dict(zip(specs, eps if len(eps) == len(specs) else eps[:1] * len(specs)))
@@ -305,7 +313,7 @@ def main() -> int:
         torch.set_num_threads(2)
     import json
 
-    from _common import CACHE, results_section
+    from _common import CACHE, results_section, this_command, utc_stamp
 
     for spec in specs:  # one RESULTS.md section per model, so runs of different models never clobber each other
         saved = CACHE / "auto" / f"{run_name(spec, args)}.json"
@@ -315,14 +323,17 @@ def main() -> int:
             r = json.loads(saved.read_text())
             r["rows"] = measure_rows({n: Path(p) for n, p in r["artifacts"].items()}, data, args)
             r["remeasured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            r.update(command=this_command(), measured_at=utc_stamp())
             saved.write_text(json.dumps(r, indent=1))
         else:
             r = run_model(spec, args, data, log)
+            r.update(command=this_command(), measured_at=utc_stamp())
             saved.write_text(json.dumps(r, indent=1))
         md = markdown([r], args)
         print(md)
         if not args.no_write:
-            results_section(f"auto-{run_name(spec, args)}", md)
+            # a re-rendered section keeps the provenance of the run that measured it
+            results_section(f"auto-{run_name(spec, args)}", md, command=r.get("command"), stamp=r.get("measured_at"))
     return 0
 
 
