@@ -941,7 +941,7 @@ def closest_text(c: dict) -> str:
 def _closest_yaml(c: dict) -> str:
     import yaml
 
-    return (f"# edgeslim auto: no policy met the SLA. The {closest_text(c)}.\n"
+    return (f"# edgeslim auto: no policy met the SLA; {closest_text(c)}\n"
             "# replay: edgeslim compress MODEL --recipe closest.yaml --data D --out DIR\n"
             + yaml.safe_dump(c["recipe"], sort_keys=False))
 
