@@ -125,7 +125,7 @@ def run_model(spec: str, args, data, log) -> dict:
                        for t in d.get("trials", [])],
             "budget": args.budget, "finetune_batches": args.finetune_batches, "val_batches": args.val_batches,
             "confidence": args.confidence, "single_epochs": args.single_epochs, "max_latency": args.max_latency,
-            "threads": args.threads, "finetune_epochs": list(search_space(args).get("finetune_epochs", ())) or None,
+            "threads": args.threads, "finetune_epochs": args.finetune_epochs,
             "baseline_search": d.get("baseline_search"),
             "prune_note": prune_note, "ref": meta["metrics"], "epochs": epochs,
             "artifacts": {n: str(p) for n, p in arts.items()}}
@@ -322,8 +322,8 @@ def main() -> int:
         elif args.remeasure:
             r = json.loads(saved.read_text())
             r["rows"] = measure_rows({n: Path(p) for n, p in r["artifacts"].items()}, data, args)
-            r["remeasured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            r.update(command=this_command(), measured_at=utc_stamp())
+            r["remeasured"] = r["measured_at"] = utc_stamp()
+            r["command"] = this_command()
             saved.write_text(json.dumps(r, indent=1))
         else:
             r = run_model(spec, args, data, log)

@@ -310,14 +310,12 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         t_g = time.monotonic()
         probe = proxy_runner(model, space, data=data, input_shape=shape, batches=prune_batches,
                              layer_ratios_for=layer_ratios_for, block_order=block_order)
-        fast_enough = None
-        if limit is not None:
-            def fast_enough(params: dict) -> bool:
-                steps = build_steps(params, space, layer_ratios=layer_ratios_for(params), block_order=block_order)
-                lat, lat_max = _architecture_latency(model, steps, data, shape, work, limit, seed, "greedy")
-                return lat <= lat_max
+        def fits_limit(params: dict) -> bool:
+            steps = build_steps(params, space, layer_ratios=layer_ratios_for(params), block_order=block_order)
+            lat, lat_max = _architecture_latency(model, steps, data, shape, work, limit, seed, "greedy")
+            return lat <= lat_max
         seeds = greedy_seeds(model, space, sla=sla, batches=prune_batches, run_proxy=probe, log=log,
-                             fast_enough=fast_enough)
+                             fast_enough=fits_limit if limit is not None else None)
         for p in seeds:
             study.enqueue_trial(p, user_attrs={"origin": "greedy"})
         log(f"greedy pass: {len(seeds)} policies queued first ({time.monotonic() - t_g:.0f}s)")
@@ -850,12 +848,13 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         bound += f"; latency limit {limit_spec}"
     details["notes"].append(f"{len(rows)} trials: {counts['complete']} measured, {counts['pruned']} stopped early "
                             f"by the pruner, {counts['fail']} failed; {len(feasible)} met the SLA on the validation split")
+    (out / "closest.yaml").unlink(missing_ok=True)  # written again below when nothing is feasible
     if best_row is None:
         details["notes"].insert(0, f"no policy met the SLA (validation accuracy >= {sla:.2f}%{bound}): the baseline is kept")
         from .recipe import Compressed as C
 
         res = C(model, model, False, [], [])
-        for stale in ("winner.yaml", "best.json", "closest.yaml"):
+        for stale in ("winner.yaml", "best.json"):
             (out / stale).unlink(missing_ok=True)
         closest = _closest_miss(study, rows, sla)
         if closest is not None:
@@ -870,7 +869,6 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         if closest is not None:
             log(closest_text(closest) + f"; replay it with: edgeslim compress MODEL --recipe {out}/closest.yaml")
         return AutoResult(model, report, False, out, None, None)
-    (out / "closest.yaml").unlink(missing_ok=True)  # left by an earlier run of this study that found nothing
     number = best_row["trial"]
     trial = study.trials[number]
     recipe = trial.user_attrs["recipe"]
