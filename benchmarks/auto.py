@@ -74,9 +74,12 @@ def run_model(spec: str, args, data, log) -> dict:
     log(f"== {spec}: reference test top-1 {meta['metrics'].get('test_top1')}")
 
     # 1. the search
+    from edgeslim.search.space import load_space
+
+    space = load_space(search_space(args))
     t = time.time()
     res = edgeslim.auto(model, data, max_drop=args.max_drop, objective="size", budget=args.budget, out=work / "auto",
-                        space=search_space(args), spec=meta["spec"], build=meta.get("build"), threads=args.threads,
+                        space=space, spec=meta["spec"], build=meta.get("build"), threads=args.threads,
                         model_name=spec, val_batches=args.val_batches or None, confidence=args.confidence,
                         max_latency=args.max_latency, log=log)
     t_auto = time.time() - t
@@ -126,6 +129,7 @@ def run_model(spec: str, args, data, log) -> dict:
             "budget": args.budget, "finetune_batches": args.finetune_batches, "val_batches": args.val_batches,
             "confidence": args.confidence, "single_epochs": args.single_epochs, "max_latency": args.max_latency,
             "threads": args.threads, "finetune_epochs": args.finetune_epochs,
+            "finetune_lr": space.finetune_lr, "distill_alpha": space.distill_alpha,
             "baseline_search": d.get("baseline_search"),
             "prune_note": prune_note, "ref": meta["metrics"], "epochs": epochs,
             "artifacts": {n: str(p) for n, p in arts.items()}}
@@ -201,7 +205,9 @@ def markdown(results: list[dict], args) -> str:
                 + (f" {rule_text(conf, True)}" if rule_text(conf, True) else "") + " ("
                 + (f"first {r.get('val_batches', 10)} validation batches of 128" if r.get("val_batches", 10)
                    else "the whole validation split") + f" per trial). Search (budget {r['budget']}, fine-tuning in "
-                f"{str(r['finetune_batches']) + ' batches per epoch' if r['finetune_batches'] else 'full epochs'}): "
+                f"{str(r['finetune_batches']) + ' batches per epoch' if r['finetune_batches'] else 'full epochs'}, "
+                # runs recorded before these were stored used the then defaults, SGD 0.01 and KD alpha 0.9
+                f"SGD lr {r.get('finetune_lr', 0.01):g}, KD alpha {r.get('distill_alpha', 0.9):g}): "
                 f"{r['n_trials']} trials in "
                 f"{r['t_auto'] / 60:.1f} min; winner: {r['policy_text'] or 'none (baseline kept)'}.{limit_text}", "",
                 "| method | size (bytes) | size ratio | latency batch 1 (ms) | speed-up | latency batch 32 (ms) "

@@ -14,6 +14,8 @@
     distill: [false, true]                    # fine-tune with KD from the input model, or plain CE
     finetune_epochs: [0, 1, 2, 4]             # epochs of at most finetune_batches batches
     finetune_batches: 40
+    finetune_lr: 0.05                         # SGD, cosine decay to 0 (the training loop's default rate)
+    distill_alpha: 0.5                        # weight of the teacher's soft targets; the rest is the labels'
     fold_bn: true                             # fixed pass (BN folding) on float results
 
 A trial's choices (``params``) become a recipe (``steps``) that ``edgeslim compress`` replays.
@@ -50,7 +52,8 @@ class SearchSpace(Config):
     distill: tuple[bool, ...] = (False, True)
     finetune_epochs: tuple[float, ...] = (0, 1, 2, 4)
     finetune_batches: int | None = 40
-    finetune_lr: float = 0.01
+    finetune_lr: float = 0.05
+    distill_alpha: float = 0.5  # KD: weight of the soft targets; 1 - alpha goes to the labels
     fold_bn: bool = True
 
     def validate(self) -> None:
@@ -81,6 +84,12 @@ class SearchSpace(Config):
                 raise UsageError(f"space.finetune_epochs choices must be >= 0, got {e!r}")
         if self.finetune_batches is not None and (not isinstance(self.finetune_batches, int) or self.finetune_batches < 1):
             raise UsageError(f"space.finetune_batches must be a positive integer or null, got {self.finetune_batches!r}")
+        if isinstance(self.finetune_lr, bool) or not isinstance(self.finetune_lr, (int, float)) or not self.finetune_lr > 0:
+            raise UsageError(f"space.finetune_lr must be a number > 0, got {self.finetune_lr!r}")
+        if isinstance(self.distill_alpha, bool) or not isinstance(self.distill_alpha, (int, float)) \
+                or not 0 <= self.distill_alpha <= 1:
+            raise UsageError(f"space.distill_alpha must be in [0, 1], got {self.distill_alpha!r}",
+                             hint="the weight of the teacher's soft targets; 1 - alpha goes to the labels")
         if not isinstance(self.round_to, int) or isinstance(self.round_to, bool) or self.round_to < 1:
             raise UsageError(f"space.round_to must be a positive integer, got {self.round_to!r}")
         if not isinstance(self.lowrank_energy, tuple) or not self.lowrank_energy:
@@ -240,7 +249,8 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
         steps.append(Tucker(energy=float(p["lowrank_energy"]), check_latency=True, latency_runs=10, min_channels=16))
     if p["finetune_epochs"] > 0:
         if p["distill"]:
-            steps.append(KD(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr, max_batches=space.finetune_batches))
+            steps.append(KD(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr, alpha=float(space.distill_alpha),
+                             max_batches=space.finetune_batches))
         else:
             steps.append(Finetune(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr,
                                   max_batches=space.finetune_batches))
