@@ -51,7 +51,7 @@ from ..core.errors import DataError, EdgeslimError, UsageError
 from ..core.io import atomic_path, atomic_write_text, write_json
 from .recipe import Compressed, export_artifact, layer_policy, recipe_dict, recipe_yaml, run_steps, write_outputs
 from .confidence import DEFAULT_CONFIDENCE, margin as accuracy_margin, pack, rule_text, unpack
-from .space import SearchSpace, build_steps, describe, full_policy, load_space, suggest
+from .space import SearchSpace, blocks_removed, build_steps, describe, full_policy, load_space, suggest
 from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner, quick_accuracy
 
 STUDY_NAME = "edgeslim-auto"
@@ -618,7 +618,12 @@ def _depth_scan(model, data, space: SearchSpace, xshape, log) -> tuple[SearchSpa
         return dataclasses.replace(space, block_ratio=(0.0,)), []
     log(f"depth scan: {len(order)} removable residual blocks, removal order {', '.join(order)} "
         f"({time.monotonic() - t:.0f}s)")
-    return space, order
+    # ratios that remove the same blocks are one policy: keep the first of each count, so that neither
+    # TPE nor the greedy latency walk meets one architecture twice (eighths of 7 blocks: 0.5 and 0.625)
+    by_count: dict[int, float] = {}
+    for r in space.block_ratio:
+        by_count.setdefault(len(blocks_removed(r, order)), r)
+    return dataclasses.replace(space, block_ratio=tuple(by_count.values())), order
 
 
 def _measured(study) -> dict[str, dict]:

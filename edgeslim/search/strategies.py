@@ -12,7 +12,8 @@ ratio in reach, the next one up, and the next one down in that format, so the fi
 are good ones and TPE / NSGA-II learn from them. A second walk does the same over the fraction of
 residual blocks removed (depth pruning) and enqueues the deepest cut in reach and the one before it.
 Under a latency limit that walk times architectures instead (untrained: weights do not change
-latency), and the first block ratio fast enough and the next one are queued first.
+latency), and the first block ratio fast enough and the next one are queued first; when no block
+ratio alone is fast enough, the deepest cut with the first prune ratio that is, and the next one.
 Probes quantize to int8 (no AdaRound: cheap).
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         if not ok:
             break
         reach.append(r)
-    depth = _depth_ratios(model, space, sla=sla, recovery=recovery, quant=quant, narrow=narrow, ep=ep,
+    depth = _depth_ratios(model, space, sla=sla, recovery=recovery, quant=quant, narrow=narrow, ep=ep, alloc=alloc,
                           run_proxy=run_proxy, fast_enough=fast_enough, log=log)
     seeds: list[dict] = []
 
@@ -92,29 +93,40 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         if len(reach) > 1:
             add(reach[-2], ep, narrow)
     n_other = len(seeds)
-    for b in depth:  # fewer blocks: fewer nodes, what makes small inputs fast
-        add(0.0, ep, narrow, b)
+    for b, r in depth:  # fewer blocks: fewer nodes, what makes small inputs fast
+        add(r, ep, narrow, b)
     if fast_enough is not None:  # under a latency limit the depth seeds are the ones that can be feasible
         seeds = seeds[n_other:] + seeds[:n_other]
     return seeds
 
 
-def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep, run_proxy, fast_enough,
-                  log) -> list[float]:
-    """Block ratios to seed, in queue order. Under a latency limit the question is how few blocks
-    can go, and the architecture alone decides latency: the first ratio upwards whose untrained
-    architecture is fast enough, then the next one. Otherwise the deepest cut within reach of the
-    SLA after a brief fine-tune, then the one before it."""
+def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep, alloc, run_proxy, fast_enough,
+                  log) -> list[tuple[float, float]]:
+    """(block ratio, prune ratio) pairs to seed, in queue order. Under a latency limit the question
+    is how few blocks can go, and the architecture alone decides latency: the first ratio upwards
+    whose untrained architecture is fast enough, then the next one. When even the deepest cut is too
+    slow, channels go too: the deepest cut with the first prune ratio upwards that is fast enough, then
+    the next one. Otherwise the deepest cut within reach of the SLA after a brief fine-tune, then the
+    one before it."""
     blocks = sorted(b for b in space.block_ratio if b > 0)
     if fast_enough is not None:
-        for i, b in enumerate(blocks):
-            ok = fast_enough({"block_ratio": b, "prune_ratio": 0.0, "bits": narrow, "finetune_epochs": 0,
-                              **_first_last(space, model, narrow)})
-            log(f"greedy: drop blocks {b:.2f} in {narrow if narrow == 'float' else FORMAT_NAMES[narrow]}: "
-                f"{'meets' if ok else 'misses'} the latency limit")
-            if ok:
-                return blocks[i:i + 2]
-        return []
+        fmt = narrow if narrow == "float" else FORMAT_NAMES[narrow]
+
+        def first_fast(pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
+            for i, (b, r) in enumerate(pairs):
+                params = {"block_ratio": b, "prune_ratio": r, "bits": narrow, "finetune_epochs": 0,
+                          **({"allocation": alloc} if r > 0 else {}), **_first_last(space, model, narrow)}
+                ok = fast_enough(params)
+                log(f"greedy: drop blocks {b:.2f}{f' + prune {r:.2f} ({alloc})' if r > 0 else ''} in {fmt}: "
+                    f"{'meets' if ok else 'misses'} the latency limit")
+                if ok:
+                    return pairs[i:i + 2]
+            return []
+
+        found = first_fast([(b, 0.0) for b in blocks])
+        if not found and blocks:
+            found = first_fast([(blocks[-1], r) for r in sorted(r for r in space.prune_ratio if r > 0)])
+        return found
     reach: list[float] = []
     for b in blocks:
         acc = run_proxy({"block_ratio": b, "prune_ratio": 0.0, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0})
@@ -124,7 +136,7 @@ def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep
         if not ok:
             break
         reach.append(b)
-    return reach[::-1][:2]
+    return [(b, 0.0) for b in reach[::-1][:2]]
 
 
 def _first_last(space: SearchSpace, model, bits: str) -> dict:

@@ -203,3 +203,16 @@ def test_a_latency_limit_no_policy_meets_keeps_the_baseline(toy_resnet, toy_data
     assert t["state"] == "pruned" and t["latency_probe_ms"] > 0 and t["latency_ms"] is None
     with pytest.raises(UsageError, match="latency limit"):
         edgeslim.auto(toy_resnet, toy_data, max_latency="soon", out=tmp_path / "bad", log=lambda s: None)
+
+
+def test_depth_scan_keeps_one_block_ratio_per_number_of_blocks_removed(toy_data):
+    from edgeslim.search.auto import _depth_scan
+    from edgeslim.search.space import SearchSpace, blocks_removed
+    from edgeslim.testing.models import TinyResNet
+
+    space, order = _depth_scan(TinyResNet(), toy_data, SearchSpace(), (1, 1, 8, 8), log=lambda s: None)
+    assert sorted(order) == ["block1", "block2"]
+    # eighths of 2 blocks remove 0, 1 or 2 of them: one ratio each, the first of the default grid
+    assert space.block_ratio == (0.0, 0.25, 0.75)
+    assert [len(blocks_removed(r, order)) for r in space.block_ratio] == [0, 1, 2]
+    assert _depth_scan(TinyConvNet(), toy_data, SearchSpace(), (1, 1, 8, 8), log=lambda s: None)[0].block_ratio == (0.0,)

@@ -102,6 +102,21 @@ def test_four_bit_policy_builds_w4a8_with_adaround_and_per_layer_overrides():
     assert ptq8.w_bits == 8 and not ptq8.adaround and not ptq8.mixed_precision
 
 
+def test_finetune_rate_and_distill_alpha_reach_the_recipe():
+    from edgeslim.distill import KD
+    from edgeslim.search.recipe import Finetune
+    from edgeslim.search.space import build_steps
+
+    params = {"prune_ratio": 0.0, "bits": "float", "finetune_epochs": 2}
+    (kd, _) = build_steps({**params, "distill": True}, load_space({"finetune_lr": 0.02, "distill_alpha": 0.3}))
+    assert isinstance(kd, KD) and kd.lr == 0.02 and kd.alpha == 0.3 and kd.epochs == 2
+    (ft, _) = build_steps({**params, "distill": False}, load_space({"finetune_lr": 0.02}))
+    assert isinstance(ft, Finetune) and ft.lr == 0.02
+    for bad in ({"distill_alpha": 1.5}, {"distill_alpha": True}, {"finetune_lr": 0}, {"finetune_lr": "fast"}):
+        with pytest.raises(UsageError, match=next(iter(bad))):
+            load_space(bad)
+
+
 @pytest.mark.parametrize("text,secs", [("30m", 1800), ("90s", 90), ("1h30m", 5400), ("2", 120), (45, 45)])
 def test_parse_budget(text, secs):
     assert parse_budget(text) == secs

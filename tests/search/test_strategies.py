@@ -73,3 +73,26 @@ def test_under_a_latency_limit_depth_seeds_come_first_from_timed_architectures()
     assert [(s["block_ratio"], s["prune_ratio"], s["finetune_epochs"]) for s in seeds[:2]] == [(0.5, 0.0, ep), (0.75, 0.0, ep)]
     assert seeds[0]["bits"] == "4" and seeds[0]["bits:conv1"] == "8"
     assert [s["prune_ratio"] for s in seeds[2:]] == [0.0, 0.0, 0.3, 0.5]  # then the usual ones
+
+
+def test_under_a_latency_limit_the_deepest_cut_adds_channel_pruning_when_depth_alone_is_too_slow():
+    timed = []
+
+    def fast_enough(params):
+        timed.append((params["block_ratio"], params["prune_ratio"]))
+        return params["block_ratio"] == 1.0 and params["prune_ratio"] >= 0.5
+
+    seeds, _ = _seeds({0.3: 90.0, 0.5: 10.0, 0.7: 10.0}, sla=89.0, fast_enough=fast_enough,
+                      block_ratio=(0.0, 0.5, 1.0))
+    # depth alone upwards, then the deepest cut with prune ratios upwards until the first fast enough
+    assert timed == [(0.5, 0.0), (1.0, 0.0), (1.0, 0.3), (1.0, 0.5)]
+    ep = max(SearchSpace().finetune_epochs)
+    assert [(s["block_ratio"], s["prune_ratio"], s["finetune_epochs"], s["bits"]) for s in seeds[:2]] == \
+        [(1.0, 0.5, ep, "4"), (1.0, 0.7, ep, "4")]
+    assert [(s["block_ratio"], s["prune_ratio"]) for s in seeds[2:]] == [(0.0, 0.0), (0.0, 0.0), (0.0, 0.3), (0.0, 0.5)]
+
+
+def test_under_a_latency_limit_nothing_fast_enough_queues_no_depth_seed():
+    seeds, _ = _seeds({0.3: 90.0, 0.5: 10.0, 0.7: 10.0}, sla=89.0, fast_enough=lambda p: False,
+                      block_ratio=(0.0, 1.0))
+    assert not any(s["block_ratio"] for s in seeds)
