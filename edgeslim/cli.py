@@ -6,8 +6,10 @@ Each sub-command lives next to the code it drives (edgeslim/<pkg>/cli.py) and de
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
+import re
 import sys
 import traceback
 
@@ -53,12 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line
     parser = build_parser()
-    args = parser.parse_args([a for a in argv if a != "--debug"])
+    try:
+        args = parser.parse_args([a for a in argv if a != "--debug"])
+    except SystemExit as e:  # usage errors (2), --help and --version (0): a return code, also in process
+        return e.code if isinstance(e.code, int) else 2
     args.debug = debug
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
     try:
+        from .cli_common import check_outputs
+
+        check_outputs(args)  # before any work: an output never destroys an input
         return int(args.func(args) or 0)
     except EdgeslimError as e:
         if args.debug:
@@ -70,12 +78,64 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; artifacts already written are complete (writes are atomic)", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug: keep the one-line contract, traceback on request
+    except Exception as e:  # a bug, unless the system refused a file operation: one line either way
         if args.debug:
             traceback.print_exc()
+        problem = os_problem(e, getattr(args, "out", None))
+        if problem is not None:
+            print(f"error: {problem[0]}\n  hint: {problem[1]}", file=sys.stderr)
+            return 1
         print(f"error: unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
         print("  hint: rerun with --debug for the traceback and report it", file=sys.stderr)
         return 1
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG, errno.EROFS}
+_OS_TEXT = {  # errno -> (what, hint); {path} is the file the system refused
+    errno.ENOSPC: ("no space left on device writing {path}", "free some space, or write somewhere else"),
+    getattr(errno, "EDQUOT", errno.ENOSPC): ("disk quota exceeded writing {path}",
+                                             "free some space, or write somewhere else"),
+    errno.EFBIG: ("file too large for the file system: {path}", "write somewhere else"),
+    errno.EROFS: ("read-only file system: {path}", "write somewhere writable"),
+    errno.EACCES: ("permission denied: {path}", "check its permissions, or use another location"),
+    errno.EPERM: ("operation not permitted: {path}", "check its permissions, or use another location"),
+    errno.ENOTDIR: ("not a directory: {path} (a part of the path is a file)", "use a path whose folders are folders"),
+    errno.EISDIR: ("{path} is a directory, where a file is needed", "name a file, not a folder"),
+    errno.EEXIST: ("{path} already exists (and is not a folder that can be used)", "remove it, or use another path"),
+    errno.ENOENT: ("no such file or directory: {path}", "check the path"),
+    errno.EIO: ("input/output error on {path}", "the disk or file system is failing; check it, or use another"),
+    errno.EMFILE: ("too many open files (at {path})", "raise the limit (ulimit -n), or rerun with fewer workers"),
+}
+
+
+def os_problem(e: BaseException, out: str | None = None) -> tuple[str, str] | None:
+    """(message, hint) when ``e`` -- or an exception it came from, or a library's error text that quotes
+    one ("os error 28") -- is the system refusing a file operation; else None (a real bug)."""
+    chain, seen = [], e
+    while seen is not None and len(chain) < 20:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    os_err = next((c for c in chain if isinstance(c, OSError) and c.errno is not None), None)
+    if os_err is not None:
+        code, path = os_err.errno, os_err.filename
+    else:
+        m = re.search(r"\(os error (\d+)\)|\[Errno (\d+)\]", " ".join(str(c) for c in chain))
+        if m is None:
+            return None
+        code, path = int(m[1] or m[2]), None
+    what, hint = _OS_TEXT.get(code, (f"{os.strerror(code).lower()}: {{path}}", "check the path and the disk"))
+    if path is None and out and code in _WRITE_ERRNOS:  # the system did not say which file: the output it was
+        path = out
+    elif path is None:
+        return os.strerror(code).lower(), hint
+    return what.format(path=_shown(os.fsdecode(path) if isinstance(path, (str, bytes)) else str(path))), hint
+
+
+def _shown(path: str) -> str:
+    """An atomic write's temporary file (.NAME.XXXXXXXX.tmp beside NAME) is shown as the file it becomes."""
+    head, _, name = path.rpartition(os.sep)
+    m = re.fullmatch(r"\.(.+)\.[A-Za-z0-9_]{8}\.tmp", name)
+    return (f"{head}{os.sep}{m[1]}" if head or path.startswith(os.sep) else m[1]) if m else path
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .core.errors import DataError, UsageError
 from .core.io import _json_default
@@ -15,19 +18,22 @@ def add_model_args(p: argparse.ArgumentParser, *, positional: bool = True) -> No
     if positional:
         p.add_argument("model", metavar="MODEL",
                        help="zoo name, torchvision:NAME, timm:NAME, pkg.mod:factory, or a checkpoint/out DIR")
-    p.add_argument("--num-classes", type=int, help="classes of a freshly built model (default: from --data, else 10)")
-    p.add_argument("--in-channels", type=int, help="input channels of a freshly built model (default: from --data)")
+    p.add_argument("--num-classes", type=positive_int,
+                   help="classes of a freshly built model (default: from --data, else 10)")
+    p.add_argument("--in-channels", type=positive_int,
+                   help="input channels of a freshly built model (default: from --data)")
     p.add_argument("--spec", help="architecture of a bare state_dict .pt file")
 
 
 def add_data_args(p: argparse.ArgumentParser, *, required: bool = False) -> None:
     p.add_argument("--data", required=required, metavar="DATA",
                    help="fashion-mnist | imagefolder:PATH | synthetic:C,H,W[:N]")
-    p.add_argument("--data-dir", help="where Fashion-MNIST lives (also EDGESLIM_DATA)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-batches", type=int, help="cap evaluation batches (quick looks)")
+    p.add_argument("--data-dir", type=existing_dir, help="where Fashion-MNIST lives (also EDGESLIM_DATA)")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--val-fraction", type=fraction, default=0.1, help="validation share of the training data, "
+                                                                      "in [0, 1) (default 0.1)")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--max-batches", type=positive_int, help="cap evaluation batches (quick looks)")
 
 
 def add_output_args(p: argparse.ArgumentParser, *, out_required: bool = False, out_help: str = "output directory") -> None:
@@ -37,9 +43,9 @@ def add_output_args(p: argparse.ArgumentParser, *, out_required: bool = False, o
 
 def add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W", help="e.g. 1,3,224,224 (default: the model's)")
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    p.add_argument("--runs", type=int, default=50, help="timed runs after warm-up (default 50)")
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=thread_count, default=2, help="intra-op threads (default 2)")
+    p.add_argument("--runs", type=positive_int, default=50, help="timed runs after warm-up (default 50)")
+    p.add_argument("--warmup", type=nonneg_int, default=10, help="untimed runs first (default 10)")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -52,55 +58,167 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+# -- argument types: a bad value is a usage error naming the value and its valid range, at parse time --
+
+MAX_THREADS = max(256, 4 * (os.cpu_count() or 1))
+
+
+def _interval(lo, hi, lo_open: bool, hi_open: bool) -> str:
+    if hi is None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+def int_range(lo: int, hi: int | None = None):
+    """An argparse type: an integer in lo..hi (hi None: no upper bound)."""
+    valid = f"an integer >= {lo}" if hi is None else f"an integer in {lo}..{hi}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {valid}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {value}")
+        return value
+
+    parse.__name__ = valid
+    return parse
+
+
+def float_range(lo: float, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
+    """An argparse type: a finite number in the interval (open or closed at each end)."""
+    valid = f"a number {_interval(lo, hi, lo_open, hi_open)}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {valid}, got {text!r}") from None
+        low_ok = value > lo if lo_open else value >= lo
+        high_ok = hi is None or (value < hi if hi_open else value <= hi)
+        if not (math.isfinite(value) and low_ok and high_ok):
+            raise argparse.ArgumentTypeError(f"must be {valid}, got {text}")
+        return value
+
+    parse.__name__ = valid
+    return parse
+
+
+positive_int = int_range(1)
+nonneg_int = int_range(0)
+thread_count = int_range(1, MAX_THREADS)
+positive_float = float_range(0, lo_open=True)
+nonneg_float = float_range(0)
+fraction = float_range(0, 1, hi_open=True)  # [0, 1): val fractions, confidence
+unit = float_range(0, 1)  # [0, 1]
+percent = float_range(0, 100)  # accuracy floors, in points
+
+
+def existing_dir(text: str) -> str:
+    if not Path(text).expanduser().is_dir():
+        what = "is not a folder" if Path(text).expanduser().exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}")
+    return text
+
+
+def text_file(text: str) -> str:
+    """An input file edgeslim reads as text (recipes, spaces, layer maps): it must exist and be UTF-8."""
+    p = Path(text).expanduser()
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"{text} {'is not a file' if p.exists() else 'does not exist'}")
+    try:
+        p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"{text} is not a text (YAML/JSON) file") from None
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {e.strerror or e}") from None
+    return text
+
+
+def opset(text: str) -> int:
+    """An ONNX opset both the exporters and ONNX Runtime can handle (export.opset_range())."""
+    from .export import opset_range
+
+    lo, hi = opset_range()
+    return int_range(lo, hi)(text)
+
+
+def available_devices() -> list[str]:
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def torch_device(text: str) -> str:
+    """A torch device this machine has: cpu, cuda / cuda:N (when CUDA is available), mps (when available)."""
+    name = text.strip().lower()
+    choices = available_devices()
+    if name not in choices:
+        raise argparse.ArgumentTypeError(f"device {text!r} is not available here; available: {', '.join(choices)}")
+    return name
+
+
 def load_data(args: argparse.Namespace):
+    data_dir = getattr(args, "data_dir", None)
     if not getattr(args, "data", None):
+        if data_dir:
+            raise UsageError(f"--data-dir {data_dir} is given without --data",
+                             hint="add --data fashion-mnist (--data-dir is where its files are)")
         return None
     from . import data
+
+    if data_dir and args.data.strip().lower().replace("_", "-") not in ("fashion-mnist", "fashionmnist"):
+        raise UsageError(f"--data-dir applies to --data fashion-mnist only, not {args.data}",
+                         hint="leave --data-dir out (imagefolder:PATH names its own folder)")
 
     return data.load(args.data, batch_size=args.batch_size, val_fraction=args.val_fraction,
                      seed=args.seed, data_dir=args.data_dir)
 
 
 def load_model(args: argparse.Namespace, data=None):
-    """(model, info) from the MODEL argument; a fresh model takes classes/channels from the data."""
+    """(model, info) from the MODEL argument; a fresh model takes classes, channels and (zoo models
+    that depend on it) the image size from the data."""
     from . import models
 
     num_classes = args.num_classes
     in_channels = args.in_channels
+    input_size = None
     if data is not None:
         num_classes = num_classes or (data.meta.num_classes if data.meta.labelled else None)
         in_channels = in_channels or data.meta.input_shape[0]
-    model, info = models.resolve(args.model, num_classes=num_classes, in_channels=in_channels, spec=args.spec)
+        input_size = tuple(data.meta.input_shape[1:])
+    model, info = models.resolve(args.model, num_classes=num_classes, in_channels=in_channels, spec=args.spec,
+                                 input_size=input_size)
     if data is not None:
         info["input_shape"] = list(data.meta.input_shape)
-        check_classes(model, info, data)
+        from .measure import check_fits_data
+
+        check_fits_data(model, info["input_shape"], data, info.get("spec") or "the model")
     return model, info
 
 
-def check_classes(model, info: dict, data) -> None:
-    import torch
-
-    if not data.meta.labelled:
-        return
-    shape = (1, *info["input_shape"])
-    try:
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(shape))
-    except RuntimeError as e:
-        raise DataError(f"the model cannot take the data's input shape {list(shape)}: {str(e).splitlines()[0]}",
-                        hint="pass --in-channels, or choose data that matches the model") from None
-    if out.ndim != 2 or out.shape[1] != data.meta.num_classes:
-        raise DataError(f"the model predicts {out.shape[-1]} classes but {data.meta.name} has {data.meta.num_classes}",
-                        hint="pass --num-classes when building a fresh model, or use matching data")
-
-
-def input_shape(args: argparse.Namespace, info: dict | None) -> tuple[int, ...]:
+def input_shape(args: argparse.Namespace, info: dict | None, model=None, name: str | None = None) -> tuple[int, ...]:
+    """(N, C, H, W) from --input-shape, else the model's own; with ``model``, checked to fit it (a shape too
+    small for a kernel, or with the wrong channels, is one usage error naming it)."""
     if getattr(args, "input_shape", None):
         s = args.input_shape
-        return s if len(s) == 4 else (1, *s)
-    if info and info.get("input_shape"):
-        return (1, *info["input_shape"])
-    raise UsageError("the input shape is unknown", hint="pass --input-shape N,C,H,W")
+        shape = s if len(s) == 4 else (1, *s)
+    elif info and info.get("input_shape"):
+        shape = (1, *info["input_shape"])
+    else:
+        raise UsageError("the input shape is unknown", hint="pass --input-shape N,C,H,W")
+    if model is not None:
+        from .measure import check_input
+
+        check_input(model, shape, name or getattr(args, "model", None) or "the model")
+    return tuple(shape)
 
 
 def emit(args: argparse.Namespace, obj: Any, text: str) -> None:
@@ -115,23 +233,71 @@ def out_dir(args: argparse.Namespace) -> Path | None:
     return Path(args.out) if getattr(args, "out", None) else None
 
 
+_INPUT_ARGS = ("model", "teacher", "student", "esz", "recipe", "space", "data_dir", "config", "models")
+
+
+def input_paths(args: argparse.Namespace) -> list[str]:
+    """Every path a command reads, for the rule that an output never destroys an input."""
+    paths: list[str] = []
+    for name in _INPUT_ARGS:
+        v = getattr(args, name, None)
+        for item in v if isinstance(v, (list, tuple)) else [v]:
+            if isinstance(item, str) and item:
+                paths.append(item)
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and ":" in data and data.split(":", 1)[0] not in ("synthetic",):
+        paths.append(data.split(":", 1)[1])
+    return paths
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: an --out DIR that would destroy an input, or cannot be written, is refused."""
+    from .core.outdir import check_out
+
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    inputs = input_paths(args)
+    if args.command == "export":  # --out names a file there
+        real = Path(out).resolve()
+        if any(Path(i).exists() and Path(i).resolve() == real for i in inputs):
+            raise UsageError(f"--out {out} is the input file: writing it would destroy the input",
+                             hint="choose another output file")
+        return
+    check_out(out, inputs=inputs, force=bool(getattr(args, "force", False)),
+              refuse_model=args.command == "decode")
+
+
+@contextlib.contextmanager
+def staged_out(args: argparse.Namespace, *, carry: tuple[str, ...] = ()) -> Iterator[tuple[Path | None, Path]]:
+    """(out DIR or None, where to write): with --out, a staging directory swapped in as DIR when
+    the block succeeds (core.outdir.OutDir); without, a temporary directory removed after."""
+    import tempfile
+
+    from .core.outdir import OutDir
+
+    out = out_dir(args)
+    if out is None:
+        with tempfile.TemporaryDirectory() as scratch:
+            yield None, Path(scratch)
+        return
+    with OutDir(out, inputs=input_paths(args), carry=carry, force=bool(getattr(args, "force", False)),
+                refuse_model=args.command == "decode") as stage:
+        yield out, stage
+
+
 def measure_and_write(args: argparse.Namespace, *, command: str, baseline, result_model, info: dict, data,
                       shape, details: dict, metrics: dict | None = None, model_name: str | None = None):
     """What every command with a float result does last: export both models, measure them side by side
     (ONNX Runtime latency, artifact size, test accuracy of the exported files), record the torch accuracy
-    of the result, and -- with --out -- write DIR/model.onnx, DIR/checkpoint and the Report.
+    of the result, and -- with --out -- write DIR/model.onnx, DIR/checkpoint and the Report, all at once.
     Returns (report, out DIR or None)."""
-    import tempfile
-
     from .core.report import Report
     from .measure import compare
     from .models import save
     from .train import evaluate
 
-    out = out_dir(args)
-    with tempfile.TemporaryDirectory() as scratch:
-        work = out or Path(scratch)
-        work.mkdir(parents=True, exist_ok=True)
+    with staged_out(args) as (out, work):
         test = (data.test or data.val) if data is not None else None
         labelled = bool(data is not None and data.meta.labelled and test is not None)
         base, result = compare(baseline, result_model, shape, workdir=work, loader=test if labelled else None,
@@ -141,13 +307,13 @@ def measure_and_write(args: argparse.Namespace, *, command: str, baseline, resul
             details["accuracy_split"] = "test"
             details["torch_accuracy"] = evaluate(result_model, test, max_batches=args.max_batches)["top1"]
         if out is not None and info.get("spec"):
-            save(result_model, out / "checkpoint", spec=info["spec"], build=info.get("build") or {},
+            save(result_model, work / "checkpoint", spec=info["spec"], build=info.get("build") or {},
                  input_shape=list(shape[1:]), classes=data.meta.classes if labelled else info.get("classes"),
                  metrics={"test_top1": result["accuracy"], **(metrics or {})})
         report = Report(command=command, model=model_name or args.model, data=args.data, baseline=base,
                         result=result, details=details)
         if out is not None:
-            report.write(out)
+            report.write(work)
     return report, out
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 from .container import EszContents, EszError, decode, encode, read, write
 from .esz import decode_file, encode_model, write_model
 from .pipeline import DeepCompress, deep_compress
+from ..models import register_loader
+
+register_loader(".esz", decode_file)  # a MODEL argument may be an .esz file
 
 __all__ = ["DeepCompress", "EszContents", "EszError", "decode", "decode_file", "deep_compress", "encode",
            "encode_model", "read", "write", "write_model"]

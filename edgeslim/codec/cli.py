@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import add_data_args, add_measure_args, add_model_args, add_output_args, emit, load_data, load_model
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model,
+                          nonneg_float, positive_float, positive_int, staged_out, text_file)
 from ..core.errors import UsageError
 
 
@@ -23,17 +24,17 @@ def register(sub) -> None:
                         "a layer no key matches stays in float")
     p.add_argument("--index-bits", type=_map(int), default=5, metavar="B|K=B,...",
                    help="relative sparse-index bits (1..8) before Huffman coding (default 5)")
-    p.add_argument("--prune-epochs", type=float, default=1.0, help="retraining epochs after pruning (default 1)")
-    p.add_argument("--prune-steps", type=int, default=1, help="iterative pruning rounds (default 1)")
-    p.add_argument("--finetune-epochs", type=float, default=1.0, help="centroid fine-tuning epochs (default 1)")
+    p.add_argument("--prune-epochs", type=nonneg_float, default=1.0, help="retraining epochs after pruning (default 1)")
+    p.add_argument("--prune-steps", type=positive_int, default=1, help="iterative pruning rounds (default 1)")
+    p.add_argument("--finetune-epochs", type=nonneg_float, default=1.0, help="centroid fine-tuning epochs (default 1)")
     p.add_argument("--init", choices=["linear", "density", "random"], default="linear",
                    help="k-means centroid initialisation (default linear, as the paper)")
-    p.add_argument("--lr", type=float, help="retraining learning rate (SGD, cosine; default 0.05)")
-    p.add_argument("--finetune-lr", type=float, help="centroid fine-tuning learning rate (Adam, default 1e-4)")
-    p.add_argument("--train-batches", type=int, help="cap training batches per epoch (quick runs)")
+    p.add_argument("--lr", type=positive_float, help="retraining learning rate (SGD, cosine; default 0.05)")
+    p.add_argument("--finetune-lr", type=positive_float, help="centroid fine-tuning learning rate (Adam, default 1e-4)")
+    p.add_argument("--train-batches", type=positive_int, help="cap training batches per epoch (quick runs)")
     p.add_argument("--include", action="append", default=[], metavar="REGEX", help="only these layers")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="skip these layers")
-    p.add_argument("--config", metavar="YAML", help="a deep_compress config as YAML (replaces the options above)")
+    p.add_argument("--config", type=text_file, metavar="YAML", help="a deep_compress config as YAML (replaces the options above)")
     add_output_args(p, out_required=True)
     add_measure_args(p)
     p.set_defaults(func=run, runs=20, warmup=5)
@@ -42,6 +43,9 @@ def register(sub) -> None:
                        description="Decode DIR/model.esz (bit-exact) and write DIR2/checkpoint "
                                    "(safetensors + sidecar) and DIR2/report.json|md.")
     d.add_argument("esz", metavar="FILE.esz", help="an .esz file, or an out DIR holding model.esz")
+    d.add_argument("--spec", help="the architecture, when the .esz names a package.module:factory (a file's "
+                                  "spec is never imported on its own say)")
+    d.add_argument("--force", action="store_true", help="replace a DIR that already holds a model")
     add_output_args(d, out_required=True)
     d.set_defaults(func=run_decode)
 
@@ -105,6 +109,8 @@ def run(args) -> int:
     config = _config(args)  # validate before loading anything
     data = load_data(args)
     model, info = load_model(args, data)
+    if args.input_shape or info.get("input_shape"):
+        input_shape(args, info, model)  # a shape the model cannot take fails here, before any training
     if data is not None and not data.meta.labelled:
         note = f"{args.data} has no labels: retraining distils from the uncompressed model; accuracy is not measured"
     else:
@@ -121,16 +127,17 @@ def run(args) -> int:
     out = Path(args.out)
     loader = (data.test or data.val) if data is not None else None
     esz = result.edgeslim_esz
-    written = write_outputs(out, result, report, esz["blob"], spec=info.get("spec"), side=esz["sidecar"],
-                            loader=loader, write_report=False, max_eval_batches=args.max_batches)
-    if "onnx" in written:
-        _latency(args, model, out, report, tempfile)
-    report.machine = machine_info(args.threads)
-    report.write(out)
+    with staged_out(args) as (_, stage):  # esz, checkpoint, onnx and report replace DIR's together
+        written = write_outputs(stage, result, report, esz["blob"], spec=info.get("spec"), side=esz["sidecar"],
+                                loader=loader, write_report=False, max_eval_batches=args.max_batches)
+        if "onnx" in written:
+            _latency(args, model, stage, report, tempfile)
+        report.machine = machine_info(args.threads)
+        report.write(stage)
     d = report.to_dict()
     lines = [f"{s['stage']:>13}: {s['size_bytes']:>10,} bytes  {s['ratio']:6.1f}x  top-1 "
              + ("–" if s["accuracy"] is None else f"{s['accuracy']:.2f}%") for s in report.details["stages"]]
-    emit(args, d, "\n".join(lines) + f"\n.esz: {written['esz']} ({report.result['size_bytes']:,} bytes, "
+    emit(args, d, "\n".join(lines) + f"\n.esz: {out / written['esz']} ({report.result['size_bytes']:,} bytes, "
          f"{d['ratios']['size']:.1f}x smaller than the fp32 weights)\nreport: {out / 'report.md'}")
     return 0
 
@@ -163,28 +170,28 @@ def run_decode(args) -> int:
     from ..measure import count_params
     from ..models import save
     from . import container
-    from .esz import build_model
+    from .esz import decode_file
 
     src = Path(args.esz)
     if src.is_dir():
         src = src / "model.esz"
-    got = container.read(src)
-    side = dict(got.meta.get("sidecar") or {})
-    model = build_model(side, got.state_dict, str(src))
-    out = Path(args.out)
-    ckpt = save(model, out / "checkpoint", spec=side["spec"], build=side.get("build"),
-                input_shape=side.get("input_shape"), classes=side.get("classes"), metrics=side.get("metrics"),
-                extra={**(side.get("extra") or {}), "decoded_from": str(src)})
-    shape = side.get("input_shape")
-    report = Report(command="decode", model=str(src), data=None,
-                    baseline=figures(size_bytes=src.stat().st_size, artifact=src.name),
-                    result=figures(params=count_params(model), size_bytes=(ckpt / "model.safetensors").stat().st_size,
-                                   artifact="checkpoint/model.safetensors",
-                                   input_shape=[1, *shape] if shape else None),
-                    details={"shared_layers": sorted(k[: -len(".weight")] for k in got.shared),
-                             "notes": ["weights decoded bit-exact from the .esz (CRC-32 checked)"]})
-    report.write(out)
+    model, side = decode_file(src, spec=args.spec)
+    shared = container.read(src).shared
+    with staged_out(args) as (out, stage):  # checkpoint and report replace DIR's together
+        ckpt = save(model, stage / "checkpoint", spec=args.spec or side["spec"], build=side.get("build"),
+                    input_shape=side.get("input_shape"), classes=side.get("classes"), metrics=side.get("metrics"),
+                    extra={**(side.get("extra") or {}), "decoded_from": str(src)})
+        shape = side.get("input_shape")
+        report = Report(command="decode", model=str(src), data=None,
+                        baseline=figures(size_bytes=src.stat().st_size, artifact=src.name),
+                        result=figures(params=count_params(model), size_bytes=(ckpt / "model.safetensors").stat().st_size,
+                                       artifact="checkpoint/model.safetensors",
+                                       input_shape=[1, *shape] if shape else None),
+                        details={"shared_layers": sorted(k[: -len(".weight")] for k in shared),
+                                 "notes": ["weights decoded bit-exact from the .esz (CRC-32 checked)"]})
+        report.write(stage)
+    ckpt = out / "checkpoint"
     emit(args, {"checkpoint": str(ckpt), "spec": side.get("spec"), "esz_bytes": src.stat().st_size,
                 "shared_layers": report.details["shared_layers"]},
-         f"decoded {src} -> {ckpt} ({len(got.shared)} weight-shared layers)")
+         f"decoded {src} -> {ckpt} ({len(shared)} weight-shared layers)")
     return 0

@@ -76,16 +76,22 @@ def write_model(path: str | os.PathLike, model: nn.Module, layers: dict[str, int
     return len(data), stats
 
 
-def build_model(side: dict[str, Any], state: dict[str, torch.Tensor], source: str = "file") -> nn.Module:
-    from ..models import create
+def build_model(side: dict[str, Any], state: dict[str, torch.Tensor], source: str = "file", *,
+                spec: str | None = None) -> nn.Module:
+    """The module an .esz sidecar describes. The sidecar is file content: its spec is built only
+    through ``create_from_file`` (a package.module:factory needs ``spec``, the caller's own)."""
+    from ..models import create_from_file
     from ..models import structure
 
     if not side.get("spec"):
         raise CheckpointError(
             f"{source} does not record its architecture (it was encoded from a model without a spec)",
             hint="load its weights with edgeslim.codec.read(path).state_dict into the model that made it")
-    model = create(side["spec"], **(side.get("build") or {}))
-    structure.apply(model, side.get("structure") or {})
+    model = create_from_file(side["spec"], side.get("build"), source=source, caller_spec=spec)
+    try:
+        structure.apply(model, side.get("structure") or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{source}: the sidecar's 'structure' is malformed ({type(e).__name__}: {e})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -93,7 +99,7 @@ def build_model(side: dict[str, Any], state: dict[str, torch.Tensor], source: st
     return model.eval()
 
 
-def decode_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+def decode_file(path: str | os.PathLike, *, spec: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Decode an .esz file (or an out DIR holding model.esz) -> (model in eval mode, sidecar).
 
     The sidecar has the keys of a checkpoint's edgeslim.json (spec, build, structure,
@@ -102,6 +108,9 @@ def decode_file(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     if p.is_dir():
         p = p / "model.esz"
     got = container.read(p)
-    side = dict(got.meta.get("sidecar") or {})
-    model = build_model(side, got.state_dict, str(p))
+    side = got.meta.get("sidecar") or {}
+    if not isinstance(side, dict):
+        raise CheckpointError(f"{p}: its metadata's 'sidecar' is {type(side).__name__}, not an object")
+    side = dict(side)
+    model = build_model(side, got.state_dict, str(p), spec=spec)
     return model, side

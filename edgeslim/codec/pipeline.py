@@ -369,7 +369,7 @@ def deep_compress(model: nn.Module, config: DeepCompress | None = None, *, data:
     if not exact:  # pragma: no cover - would be a codec bug
         raise container.EszError("internal error: the .esz does not decode to the compressed weights")
     if side is not None:
-        decoded = build_model(side, decoded_state, "the encoded model")
+        decoded = build_model(side, decoded_state, "the encoded model", spec=spec)
     else:
         decoded = copy.deepcopy(result)
         decoded.load_state_dict(decoded_state)
@@ -421,15 +421,19 @@ def deep_compress(model: nn.Module, config: DeepCompress | None = None, *, data:
     # the exact bytes and sidecar, so write_outputs (and the CLI) write what was measured
     result.edgeslim_esz = {"blob": blob, "sidecar": side}
     if out is not None:
-        write_outputs(out, result, report, blob, spec=spec, side=side, loader=loader, export=export_onnx,
-                      max_eval_batches=max_eval_batches)
+        from ..core.outdir import OutDir
+
+        with OutDir(out) as stage:  # the whole DIR at once
+            write_outputs(stage, result, report, blob, spec=spec, side=side, loader=loader, export=export_onnx,
+                          max_eval_batches=max_eval_batches)
     return result, report
 
 
 def write_outputs(out, model: nn.Module, report, blob: bytes, *, spec: str | None, side: dict | None,
                   loader=None, export: bool = True, write_report: bool = True,
                   max_eval_batches: int | None = None) -> dict:
-    """DIR/model.esz, DIR/checkpoint (when the spec is known), DIR/model.onnx (dense), DIR/report.*"""
+    """DIR/model.esz, DIR/checkpoint (when the spec is known), DIR/model.onnx (dense), DIR/report.* into
+    ``out`` as it is (callers pass an OutDir's staging directory); returns {what: file name}."""
     from pathlib import Path
 
     from ..core.io import atomic_write_bytes
@@ -438,14 +442,14 @@ def write_outputs(out, model: nn.Module, report, blob: bytes, *, spec: str | Non
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "model.esz", blob)
     report.result["size_bytes"] = (out / "model.esz").stat().st_size
-    written = {"esz": str(out / "model.esz")}
+    written = {"esz": "model.esz"}
     if side is not None and spec is not None:
         from ..models import save
 
         save(model, out / "checkpoint", spec=spec, build=side.get("build"), input_shape=side.get("input_shape"),
              classes=side.get("classes"), metrics={**(side.get("metrics") or {}), "test_top1": report.result["accuracy"]},
              extra=side.get("extra"))
-        written["checkpoint"] = str(out / "checkpoint")
+        written["checkpoint"] = "checkpoint"
     shape = report.result.get("input_shape")
     if export and shape:
         from ..export import onnx as export_onnx
@@ -457,8 +461,8 @@ def write_outputs(out, model: nn.Module, report, blob: bytes, *, spec: str | Non
 
             report.details["onnx"]["accuracy"] = onnx_accuracy(out / "model.onnx", loader,
                                                               max_batches=max_eval_batches)["top1"]
-        written["onnx"] = str(out / "model.onnx")
+        written["onnx"] = "model.onnx"
     if write_report:
         report.write(out)
-        written["report"] = str(out / "report.json")
+        written["report"] = "report.json"
     return written

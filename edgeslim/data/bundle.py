@@ -87,9 +87,27 @@ class TensorSplit(Dataset):
         x, y = self.__getitems__([i])
         return x[0], y[0]
 
+    def labels_present(self) -> set[int]:
+        return set(self.labels[self.rows].unique().tolist())
+
     def __getitems__(self, indices: list[int]) -> Batch:
         rows = self.rows[torch.as_tensor(indices, dtype=torch.long)]
         return self.normalize(self.images[rows]), self.labels[rows]
+
+
+def check_labels(train: Dataset, meta: DataMeta) -> None:
+    """Labelled data must have at least two classes in its training split: with one, every model scores
+    100% and training learns nothing, a wrong success rather than a result."""
+    if not meta.labelled:
+        return
+    present = train.labels_present() if hasattr(train, "labels_present") else None
+    n = len(present) if present is not None else meta.num_classes
+    if meta.num_classes < 2 or n < 2:
+        names = ", ".join(meta.classes[i] for i in sorted(present or [])[:3]) if present else ""
+        where = "has" if meta.num_classes < 2 else "has in its training split"
+        raise DataError(f"{meta.name} {where} {n} class{'es' if n != 1 else ''}" + (f" ({names})" if names else "")
+                        + ": a classifier needs at least two",
+                        hint="add images of another class (one subfolder per class), or use other data")
 
 
 def carve(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -97,6 +97,10 @@ def _candidates(data_dir) -> list[tuple[Path, str]]:
     else:
         user = None
     if user is not None:
+        if not user.exists():  # a folder the user named and mistyped must not fall back to another copy
+            flag = "--data-dir (data_dir)" if why == "data_dir" else "$EDGESLIM_DATA"
+            raise DataError(f"{flag} {user} does not exist", hint="name the folder that holds the Fashion-MNIST "
+                            "files, or leave it out to use the installed or cached copy")
         places += [(user, why)] + ([(user / NAME, why)] if user.is_dir() else [])
     places += [(DEBIAN_DIR, "Debian package dataset-fashion-mnist"), (cache_dir(), "user cache")]
     return places

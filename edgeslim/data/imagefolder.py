@@ -83,6 +83,9 @@ class ImageSplit(Dataset):
         x, y = self.__getitems__([i])
         return x[0], y[0]
 
+    def labels_present(self) -> set[int]:
+        return {label for _, label in self.samples}
+
     def __getitems__(self, indices: list[int]) -> Batch:
         picked = [self.samples[i] for i in indices]
         pixels = torch.stack([_pixels(path, self.mode, self.hw) for path, _ in picked])

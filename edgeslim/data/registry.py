@@ -5,7 +5,7 @@ import os
 
 from ..core.errors import UsageError
 from . import fashion_mnist, imagefolder, synthetic
-from .bundle import DataBundle, make_loader
+from .bundle import DataBundle, check_labels, make_loader
 
 FORMS = (
     "fashion-mnist",
@@ -55,6 +55,7 @@ def load(
         raise UsageError(f"unknown dataset {name!r}", hint="valid forms: " + "; ".join(FORMS))
 
     train, val, test, meta = splits
+    check_labels(train, meta)
     return DataBundle(
         train=make_loader(train, batch_size=batch_size, num_workers=num_workers, shuffle_seed=seed),
         val=make_loader(val, batch_size=eval_batch_size, num_workers=num_workers),

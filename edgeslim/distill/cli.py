@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import add_data_args, add_measure_args, add_output_args, emit, load_data, measure_and_write, wrote_line
+from ..cli_common import (add_data_args, add_measure_args, add_output_args, emit, load_data, measure_and_write,
+                          nonneg_float, positive_float, positive_int, unit, wrote_line)
 
 
 def register(sub) -> None:
@@ -17,30 +18,31 @@ def register(sub) -> None:
                                    "hints and attention transfer; unlabelled data is distilled from the teacher.")
     p.add_argument("--teacher", required=True, metavar="MODEL", help="trained teacher: checkpoint/out DIR or spec")
     p.add_argument("--student", required=True, metavar="MODEL", help="student: zoo name/spec (fresh) or checkpoint")
-    p.add_argument("--num-classes", type=int, help="classes of a fresh student (default: from --data / the teacher)")
-    p.add_argument("--in-channels", type=int)
+    p.add_argument("--num-classes", type=positive_int, help="classes of a fresh student (default: from --data / the teacher)")
+    p.add_argument("--in-channels", type=positive_int)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     add_data_args(p, required=True)
     add_output_args(p)
     add_measure_args(p)
-    p.add_argument("--epochs", type=float, default=1)
-    p.add_argument("--temperature", type=float, default=4.0)
-    p.add_argument("--alpha", type=float, default=0.9, help="weight of the soft-target loss (default 0.9)")
+    p.add_argument("--epochs", type=positive_float, default=1, help="training epochs, > 0 (default 1)")
+    p.add_argument("--temperature", type=positive_float, default=4.0)
+    p.add_argument("--alpha", type=unit, default=0.9, help="weight of the soft-target loss (default 0.9)")
     p.add_argument("--features", action="append", default=[], metavar="t.LAYER:s.LAYER",
                    help="FitNets hint pair (repeatable); 1x1/linear adapters are added where shapes differ")
-    p.add_argument("--feature-weight", type=float, default=1.0)
+    p.add_argument("--feature-weight", type=nonneg_float, default=1.0)
     p.add_argument("--attention", action="append", default=[], metavar="t.LAYER:s.LAYER",
                    help="attention-transfer pair (repeatable)")
-    p.add_argument("--attention-weight", type=float, default=1000.0)
-    p.add_argument("--lr", type=float, help="learning rate (default 0.05 sgd)")
+    p.add_argument("--attention-weight", type=nonneg_float, default=1000.0)
+    p.add_argument("--lr", type=positive_float, help="learning rate (default 0.05 sgd)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--train-batches", type=int, help="cap training batches per epoch")
+    p.add_argument("--train-batches", type=positive_int, help="cap training batches per epoch")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import torch
 
+    from ..measure import check_input
     from ..models import resolve
     from . import KD, distill_with_details
 
@@ -57,6 +59,8 @@ def run(args) -> int:
             num_classes = teacher.eval()(torch.zeros(1, *data.meta.input_shape)).shape[-1]
     student, s_info = resolve(args.student, num_classes=num_classes, in_channels=in_ch, spec=args.spec)
     shape = (1, *data.meta.input_shape)
+    check_input(teacher, shape, args.teacher)
+    check_input(student, shape, args.student)
     torch.set_num_threads(args.threads)
     result_model, details = distill_with_details(student, teacher, data, cfg, seed=args.seed, progress=not args.json)
     result_model = result_model.cpu().eval()

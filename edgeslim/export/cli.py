@@ -1,7 +1,8 @@
 """`edgeslim export MODEL --out m.onnx`: export, check and verify in ONNX Runtime."""
 from __future__ import annotations
 
-from ..cli_common import add_data_args, add_model_args, emit, input_shape, load_data, load_model, parse_shape
+from ..cli_common import (add_data_args, add_model_args, emit, input_shape, load_data, load_model, opset, parse_shape,
+                          positive_float)
 
 
 def register(sub) -> None:
@@ -10,9 +11,10 @@ def register(sub) -> None:
     add_data_args(p)
     p.add_argument("--out", required=True, metavar="FILE.onnx")
     p.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W")
-    p.add_argument("--opset", type=int)
+    p.add_argument("--opset", type=opset, help="ai.onnx opset to target (default 17; the range this install "
+                                                "exports and ONNX Runtime runs is checked)")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension")
-    p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed (default 1e-4)")
+    p.add_argument("--atol", type=positive_float, default=1e-4, help="max abs difference allowed (default 1e-4)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -25,7 +27,7 @@ def run(args) -> int:
         raise UsageError(f"--out must name an .onnx file, got {args.out!r}")
     data = load_data(args)
     model, info = load_model(args, data)
-    shape = input_shape(args, info)
+    shape = input_shape(args, info, model)
     res = export_onnx(model, args.out, input_shape=shape, dynamic_batch=not args.static_batch, opset=args.opset,
                       loader=data.test if data is not None else None, atol=args.atol)
     agree = res["top1_agreement"]

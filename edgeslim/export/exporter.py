@@ -7,8 +7,11 @@ agreement go into the result, and a failure is an ExportError.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import os
+import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,34 @@ import onnx
 import torch
 from torch import nn
 
-from ..core.errors import ExportError
+from ..core.errors import ExportError, UsageError
 from ..core.io import atomic_path
 from . import runtime
 
 INPUT, OUTPUT = "input", "output"
+TORCHSCRIPT_MAX_OPSET = 20  # torch.onnx's TorchScript exporter stops here; later opsets go through dynamo
+
+
+@functools.lru_cache(maxsize=1)
+def opset_range() -> tuple[int, int]:
+    """(lowest, highest) ai.onnx opset an export can target on this install: from torch.onnx's oldest
+    (7; ONNX Runtime has no older kernels either) to the newest that both the onnx package (whose version
+    converter the dynamo exporter uses) and ONNX Runtime know."""
+    try:
+        from torch.onnx._constants import ONNX_MIN_OPSET as lo
+    except ImportError:  # a private module: its value in every torch since 1.13
+        lo = 7
+    hi = onnx.defs.onnx_opset_version()
+    while hi > lo and not runtime.accepts_opset(hi):
+        hi -= 1
+    return int(lo), int(hi)
+
+
+def check_opset(opset: Any) -> None:
+    lo, hi = opset_range()
+    if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi):
+        raise UsageError(f"opset must be an integer in {lo}..{hi} (what torch.onnx exports and ONNX Runtime "
+                         f"{runtime.version()} runs), got {opset!r}", hint="leave it out for the default (17)")
 
 
 def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor | None = None, *,
@@ -31,6 +57,7 @@ def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch
                 verify_batches: int = 2) -> dict[str, Any]:
     """Export ``model`` (left untouched) to ``path`` and verify it. Returns
     {"path", "size_bytes", "max_abs_diff", "top1_agreement", "opset"}."""
+    check_opset(opset)
     if example_inputs is None:
         if input_shape is None:
             raise ExportError("export needs example_inputs or input_shape")
@@ -46,6 +73,9 @@ def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch
         except Exception as e:
             raise ExportError(f"the exported graph fails the ONNX checker: {str(e).splitlines()[0]}") from None
         result: dict[str, Any] = {"path": str(path), "opset": _opset(tmp)}
+        if opset is not None and result["opset"] != opset:  # an exporter may quietly keep its own
+            raise ExportError(f"asked for opset {opset}, the exporter could only write opset {result['opset']}",
+                              hint="choose another --opset, or leave it out")
         if verify:
             result.update(compare(model, tmp, example_inputs, loader=loader, atol=atol, batches=verify_batches))
     result["size_bytes"] = path.stat().st_size
@@ -54,17 +84,21 @@ def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch
 
 def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, opset: int | None) -> None:
     axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
-    errors = []
+    errors: list[tuple[str, BaseException]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The TorchScript exporter is fast and writes one self-contained file; the dynamo exporter
-        # is the fallback for models it cannot script.
-        try:
-            torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
-                              dynamic_axes=axes, opset_version=opset or 17, do_constant_folding=True)
-            return
-        except Exception as e:
-            errors.append(f"torchscript exporter: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        # is the fallback for models it cannot script (and the only one past TorchScript's opsets).
+        if opset is None or opset <= TORCHSCRIPT_MAX_OPSET:
+            try:
+                with _quiet(fd=True):  # it prints the whole TorchScript graph to stderr when it fails
+                    torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=[INPUT],
+                                      output_names=[OUTPUT], dynamic_axes=axes, opset_version=opset or 17,
+                                      do_constant_folding=True)
+                return
+            except Exception as e:
+                _raise_os_error(e, path)
+                errors.append(("torchscript exporter", e))
         try:
             shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
             with _quiet():
@@ -73,22 +107,94 @@ def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: 
             prog.save(str(path), external_data=False)
             return
         except Exception as e:
-            errors.append(f"dynamo exporter: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    raise ExportError("cannot export the model to ONNX; " + "; ".join(errors),
-                      hint="a layer may use an operator ONNX lacks; exclude or replace it")
+            _raise_os_error(e, path)
+            errors.append(("dynamo exporter", e))
+    raise ExportError("cannot export the model to ONNX" + (f" at opset {opset}" if opset else "") + "; "
+                      + "; ".join(f"{who}: {_first_line(_root(e))}" for who, e in errors), hint=_hint(errors, opset))
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while e is not None and all(e is not s for s in seen):
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return seen
+
+
+def _root(e: BaseException) -> BaseException:
+    return _chain(e)[-1]
+
+
+def _first_line(e: BaseException) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+_ERRNO_TEXT = re.compile(r"\(os error (\d+)\)|\[Errno (\d+)\]")
+
+
+def _raise_os_error(e: BaseException, path: Path) -> None:
+    """A write that failed (disk full, read-only, permissions) is not the model's fault: the OSError goes
+    up -- also one a library only quotes ("os error 28") -- for the CLI to name the path, instead of
+    becoming "an operator ONNX lacks"."""
+    chain = _chain(e)
+    for c in chain:
+        if isinstance(c, OSError) and c.errno is not None:
+            raise c
+    m = next((m for c in chain if (m := _ERRNO_TEXT.search(str(c)))), None)
+    if m is not None:
+        code = int(m[1] or m[2])
+        raise OSError(code, os.strerror(code), str(path)) from e
+
+
+_OPERATOR_WORDS = re.compile(r"not supported|unsupported|no decomposition|translating node|onnx function", re.I)
+
+
+def _is_operator_problem(e: BaseException) -> bool:
+    from torch.onnx.errors import UnsupportedOperatorError
+
+    return any(isinstance(c, (UnsupportedOperatorError, NotImplementedError)) or _OPERATOR_WORDS.search(str(c))
+               for c in _chain(e))
+
+
+def _hint(errors: list[tuple[str, BaseException]], opset: int | None) -> str:
+    if any(_is_operator_problem(e) for _, e in errors):
+        lo, hi = opset_range()
+        return ("a layer uses an operator ONNX (at this opset) lacks: exclude or replace it"
+                + (f", or try another --opset in {lo}..{hi}" if opset else ""))
+    return "rerun with --debug for the traceback and report it with the model"
 
 
 class _quiet:
-    """Silence the dynamo exporter's progress prints."""
+    """Silence an exporter's progress prints (``fd``: also what native code writes to stderr)."""
+
+    def __init__(self, fd: bool = False):
+        self.fd = fd
 
     def __enter__(self):
         import contextlib
+        import tempfile
 
-        self._cm = contextlib.redirect_stdout(io.StringIO())
-        self._cm.__enter__()
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        if self.fd:
+            self._stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            set_stream = getattr(torch._C, "_jit_set_onnx_log_output_stream", None)
+            if set_stream is not None:  # the TorchScript exporter logs to stdout (the --json channel) by default
+                set_stream("stderr")
+            try:
+                sys.stderr.flush()
+                saved, sink = os.dup(2), tempfile.TemporaryFile()
+                os.dup2(sink.fileno(), 2)
+            except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it
+                return self
+            self._stack.callback(sink.close)
+            self._stack.callback(os.close, saved)
+            self._stack.callback(os.dup2, saved, 2)
+        return self
 
     def __exit__(self, *exc):
-        return self._cm.__exit__(*exc)
+        return self._stack.__exit__(*exc)
 
 
 def _opset(path: Path) -> int | None:

@@ -42,3 +42,25 @@ def input_spec(sess: ort.InferenceSession) -> tuple[str, list]:
 def run(sess: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
     name = sess.get_inputs()[0].name
     return sess.run(None, {name: x})[0]
+
+
+def version() -> str:
+    return ort.__version__
+
+
+def accepts_opset(opset: int) -> bool:
+    """Whether ONNX Runtime loads a model stamped with this ai.onnx opset (a one-node probe)."""
+    from onnx import TensorProto, helper
+
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", io_[:1], io_[1:])
+    ops = [helper.make_opsetid("", opset)]
+    try:
+        ir = helper.find_min_ir_version_for(ops)
+        model = helper.make_model(graph, opset_imports=ops, ir_version=ir)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime raises several unrelated types; any of them means "no"
+        return False
+    return True

@@ -6,7 +6,9 @@ latency before/after, and which layers stayed original and why).
 """
 from __future__ import annotations
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model, measure_and_write, wrote_line)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
+                          load_data, load_model, measure_and_write, nonneg_float, nonneg_int, positive_float,
+                          positive_int, wrote_line)
 
 
 def register(sub) -> None:
@@ -19,7 +21,7 @@ def register(sub) -> None:
     add_measure_args(p)
     p.add_argument("--method", choices=["svd", "tucker", "cp"], default="tucker", help="default tucker")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--rank", type=int, help="fixed rank for every selected layer")
+    g.add_argument("--rank", type=positive_int, help="fixed rank for every selected layer")
     g.add_argument("--energy", type=float, help="keep this fraction of the squared singular values (0-1]")
     g.add_argument("--target-macs", type=float, metavar="FRACTION",
                    help="whole-model MACs ratio result/original (default 0.5 = 2x fewer)")
@@ -28,15 +30,16 @@ def register(sub) -> None:
     p.add_argument("--allocation", choices=["energy", "uniform"], default="energy",
                    help="with a target ratio: one kept-energy fraction for all layers (default) or the same "
                         "cost fraction per layer")
-    p.add_argument("--bn-batches", type=int, default=50,
+    p.add_argument("--bn-batches", type=nonneg_int, default=50,
                    help="with --data: re-estimate BatchNorm statistics on this many batches (default 50, 0 = off)")
     p.add_argument("--include", action="append", default=[], metavar="REGEX", help="only these layers (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="keep these layers (repeatable)")
     p.add_argument("--no-latency-check", action="store_true",
                    help="keep every factorized layer, even where ONNX Runtime runs it slower")
-    p.add_argument("--min-speedup", type=float, default=1.0, help="per-layer speed-up needed to keep it (default 1.0)")
-    p.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tuning epochs after factorizing")
-    p.add_argument("--lr", type=float, help="fine-tuning learning rate (default 0.01)")
+    p.add_argument("--min-speedup", type=positive_float, default=1.0,
+                   help="per-layer speed-up needed to keep it (default 1.0)")
+    p.add_argument("--finetune-epochs", type=nonneg_float, default=0.0, help="fine-tuning epochs after factorizing")
+    p.add_argument("--lr", type=positive_float, help="fine-tuning learning rate (default 0.01)")
     p.add_argument("--distill", action="store_true", help="fine-tune with KD from the original model")
     p.set_defaults(func=run)
 
@@ -63,7 +66,7 @@ def run(args) -> int:
     if args.finetune_epochs and (data is None or not data.meta.labelled):
         raise DataError("--finetune-epochs needs labelled --data")
     model, info = load_model(args, data)
-    shape = input_shape(args, info)
+    shape = input_shape(args, info, model)
     torch.set_num_threads(args.threads)
     result_model, details = factorize_with_details(model, cfg, data, input_shape=shape[1:], seed=args.seed,
                                                    progress=not args.json)

@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 from ..cli_common import (add_data_args, add_measure_args, add_model_args, emit, input_shape, load_data,
-                          load_model)
+                          load_model, positive_int)
 
 
 def register(sub) -> None:
@@ -19,13 +19,13 @@ def register(sub) -> None:
 
     b = sub.add_parser("bench", help="time several models/.onnx files side by side in one process")
     b.add_argument("models", nargs="+", metavar="MODEL", help="checkpoints, specs or .onnx files")
-    b.add_argument("--num-classes", type=int)
-    b.add_argument("--in-channels", type=int)
+    b.add_argument("--num-classes", type=positive_int)
+    b.add_argument("--in-channels", type=positive_int)
     b.add_argument("--spec")
     add_measure_args(b)
     b.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime",
                    help="where PyTorch models run (.onnx files always run in ONNX Runtime)")
-    b.add_argument("--rounds", type=int, default=3,
+    b.add_argument("--rounds", type=positive_int, default=3,
                    help="rounds of fresh sessions in shuffled order; the figure is the median over rounds (default 3)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=run_bench)
@@ -62,7 +62,7 @@ def run_profile(args) -> int:
         target, shape, layers = args.model, _onnx_shape(args.model, args), _onnx_layers(args.model)
     else:
         target, info = load_model(args, data)
-        shape, layers = input_shape(args, info), None
+        shape, layers = input_shape(args, info, target), None
     loader = data.test if data is not None else None
     fig = profile(target, shape, runtime=args.runtime, threads=args.threads, runs=args.runs, warmup=args.warmup,
                   loader=loader, max_batches=args.max_batches)
@@ -96,7 +96,7 @@ def run_bench(args) -> int:
     import argparse as _ap
 
     from ..export import onnx as export_onnx
-    from . import bench
+    from . import bench, check_input
 
     targets, names, shape = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +108,7 @@ def run_bench(args) -> int:
                 ns = _ap.Namespace(model=spec, num_classes=args.num_classes, in_channels=args.in_channels, spec=args.spec)
                 model, info = load_model(ns)
                 shape = shape or input_shape(args, info)
+                check_input(model, shape, spec)  # the first model's shape must fit every one
                 if args.runtime == "onnxruntime":
                     path = Path(tmp) / f"{i}.onnx"
                     export_onnx(model, path, input_shape=shape)
@@ -116,7 +117,7 @@ def run_bench(args) -> int:
                     targets.append(model)
             names.append(spec)
         res = bench(targets, shape, threads=args.threads, warmup=args.warmup, runs=args.runs,
-                    rounds=max(1, args.rounds))
+                    rounds=args.rounds)
     base = res[0]["median_ms"]
     rows = [{"model": n, "median_ms": r["median_ms"], "p90_ms": r["p90_ms"], "ratio_to_first": r["median_ms"] / base,
              "runtime": r["runtime"]} for n, r in zip(names, res)]
@@ -125,7 +126,7 @@ def run_bench(args) -> int:
     text = [f"{'model':<{w}}  {'median ms':>10}  {'p90 ms':>10}  {'x first':>8}  runtime"]
     text += [f"{r['model']:<{w}}  {r['median_ms']:>10.3f}  {r['p90_ms']:>10.3f}  {r['ratio_to_first']:>8.2f}  {r['runtime']}"
              for r in rows]
-    text.append(f"(one session at a time, median over {max(1, args.rounds)} rounds in shuffled order, {args.runs} "
+    text.append(f"(one session at a time, median over {args.rounds} rounds in shuffled order, {args.runs} "
                 f"runs each, {args.threads} threads, input {list(shape)})")
     emit(args, out, "\n".join(text))
     return 0

@@ -59,6 +59,15 @@ def _summary(times_ms: list[float], runtime_name: str, threads: int, shape) -> d
             "batch": int(shape[0]), "input_shape": list(shape), "runtime": runtime_name}
 
 
+def check_timing(*, threads: int = 1, warmup: int = 0, runs: int = 1, rounds: int = 1) -> None:
+    """Timing settings that would time nothing (runs 0), or make no sense (threads 0, warm-up -5),
+    are one UsageError naming the value and its range."""
+    for name, value, low in (("threads", threads, 1), ("warmup", warmup, 0), ("runs", runs, 1),
+                             ("rounds", rounds, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def _shape(input_shape) -> tuple[int, ...]:
     s = tuple(int(v) for v in input_shape)
     return s if len(s) >= 2 and len(s) != 3 else (1, *s)
@@ -74,6 +83,7 @@ def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10
     reports the median over rounds of the per-round figures (with ``per_round_ms``): rounds
     alternate the targets, so the noise of a shared machine hits them alike, and a session's speed
     drifts more between sessions than between runs."""
+    check_timing(threads=threads, warmup=warmup, runs=runs, rounds=rounds)
     if rounds > 1:
         per = [bench(targets, input_shape, threads=threads, warmup=warmup, runs=runs, seed=seed + k)
                for k in range(rounds)]

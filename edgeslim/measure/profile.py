@@ -10,8 +10,8 @@ import onnx
 from torch import nn
 
 from ..core.report import figures
-from .counts import count_macs, count_params, memory_access_cost
-from .latency import artifact_size, bench, onnx_accuracy
+from .counts import check_input, count_macs, count_params, memory_access_cost
+from .latency import artifact_size, bench, check_timing, onnx_accuracy
 
 
 def onnx_params(path: str | os.PathLike) -> int:
@@ -34,6 +34,7 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
     and the artifact is what gets timed and sized; accuracy comes from that artifact.
     """
     shape = tuple(input_shape) if len(input_shape) == 4 else (1, *input_shape)
+    check_timing(threads=threads, warmup=warmup, runs=runs)  # before the export, not after it
     is_onnx = not isinstance(target, nn.Module)
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,6 +42,7 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
             artifact = Path(target)
             params, macs = onnx_params(artifact), None
         else:
+            check_input(target, shape)
             params = count_params(target)
             macs, layers = count_macs(target, shape)
             extra["layers"] = layers

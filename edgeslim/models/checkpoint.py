@@ -2,10 +2,15 @@
 
     ckpt/model.safetensors
     ckpt/edgeslim.json   {"format": 1, "spec": ..., "build": {...}, "structure": {...}, "input_shape": [C,H,W],
-                          "classes": [...], "metrics": {...}, "edgeslim_version": ...}
+                          "classes": [...], "metrics": {...}, "weights_sha256": ..., "edgeslim_version": ...}
+
+The sidecar is a file, so nothing in it is trusted: its spec goes through
+``spec.create_from_file`` (no user code is imported because a sidecar names it), every field is
+type-checked, and the weights must match the recorded SHA-256 (corruption is reported as such).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +23,7 @@ from torch import nn
 from ..core.errors import CheckpointError, UsageError
 from ..core.io import atomic_path, write_json
 from . import structure
-from .spec import create, default_input_shape
+from .spec import create, create_from_file, default_input_shape
 
 SIDECAR = "edgeslim.json"
 WEIGHTS = "model.safetensors"
@@ -44,6 +49,7 @@ def save(model: nn.Module, ckpt_dir: str | os.PathLike, *, spec: str, input_shap
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(ckpt / WEIGHTS) as tmp:
         save_file(tensors, str(tmp))
+        digest = file_sha256(tmp)
     write_json(ckpt / SIDECAR, {
         "format": FORMAT,
         "spec": spec,
@@ -53,9 +59,18 @@ def save(model: nn.Module, ckpt_dir: str | os.PathLike, *, spec: str, input_shap
         "classes": classes,
         "metrics": metrics or {},
         "extra": extra or {},
+        "weights_sha256": digest,
         "edgeslim_version": __version__,
     })
     return ckpt
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path | None:
@@ -82,21 +97,57 @@ def load(path: str | os.PathLike, *, spec: str | None = None, **build: Any) -> t
             raise CheckpointError(f"no such file or directory: {p}")
         raise CheckpointError(f"{p} is not an edgeslim checkpoint (no {SIDECAR} found)",
                               hint="write one with edgeslim.models.save or `edgeslim train --out DIR`")
+    meta = read_sidecar(ckpt / SIDECAR)
+    weights = ckpt / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{ckpt} has a sidecar but no weights file {WEIGHTS}")
+    if meta.get("weights_sha256") and file_sha256(weights) != meta["weights_sha256"]:
+        raise CheckpointError(f"{weights} is corrupted: its SHA-256 does not match the one its sidecar recorded",
+                              hint="restore the checkpoint from a good copy, or train / compress it again")
+    model = create_from_file(meta["spec"], meta.get("build"), source=str(ckpt / SIDECAR), caller_spec=spec)
     try:
-        meta = json.loads((ckpt / SIDECAR).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"unreadable sidecar {ckpt / SIDECAR}: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint format {meta.get('format')!r} is not supported (expected {FORMAT})")
-    model = create(meta["spec"], **meta.get("build", {}))
-    structure.apply(model, meta.get("structure") or {})
+        structure.apply(model, meta.get("structure") or {})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{ckpt / SIDECAR}: the field 'structure' is malformed ({type(e).__name__}: {e})") from None
     try:
-        state = load_file(str(ckpt / WEIGHTS))
+        state = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types for truncated files
-        raise CheckpointError(f"cannot read weights {ckpt / WEIGHTS}: {e}") from None
+        raise CheckpointError(f"cannot read weights {weights}: {e}") from None
     _load_state(model, state, ckpt)
     model.eval()
     return model, meta
+
+
+# field -> (accepted types, required); anything else in a sidecar is ignored
+_FIELDS = {"format": ((int,), True), "spec": ((str,), True), "build": ((dict, type(None)), False),
+           "structure": ((dict, type(None)), False), "input_shape": ((list, type(None)), False),
+           "classes": ((list, type(None)), False), "metrics": ((dict, type(None)), False),
+           "extra": ((dict, type(None)), False), "weights_sha256": ((str, type(None)), False)}
+
+
+def read_sidecar(path: Path) -> dict:
+    """The sidecar as a dict, each field present with the right type, or one CheckpointError naming it."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"unreadable sidecar {path}: {e}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')!r} is not supported (expected {FORMAT})")
+    for key, (types, required) in _FIELDS.items():
+        if key not in meta:
+            if required:
+                raise CheckpointError(f"{path}: the field {key!r} is missing")
+            continue
+        if not isinstance(meta[key], types) or isinstance(meta[key], bool) and bool not in types:
+            raise CheckpointError(f"{path}: the field {key!r} should be "
+                                  f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}, "
+                                  f"got {type(meta[key]).__name__}")
+    shape = meta.get("input_shape")
+    if shape is not None and not (len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise CheckpointError(f"{path}: the field 'input_shape' should be [C, H, W] of positive integers, got {shape}")
+    return meta
 
 
 def _load_state(model: nn.Module, state: dict, where: Path) -> None:

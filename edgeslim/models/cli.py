@@ -1,13 +1,13 @@
 """`edgeslim models`: list the zoo with parameter counts and default input shapes."""
 from __future__ import annotations
 
-from ..cli_common import emit
+from ..cli_common import emit, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=positive_int, default=10)
     p.set_defaults(func=run)
 
 

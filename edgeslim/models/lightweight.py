@@ -7,7 +7,8 @@
   ``edgeslim.reparam`` folds it to a plain stack of 3x3 conv + ReLU for deployment.
 
 Defaults fit the zoo convention: 1 input channel, 28x28 input, 10 classes; the first stage keeps
-the resolution (stride 1) so small inputs keep some spatial extent through the network.
+the resolution (stride 1) so small inputs keep some spatial extent through the network. Both pool
+adaptively, so they take any input size (``input_size`` is accepted and checked, not needed).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from ..core.errors import UsageError
 from ..reparam.repvgg import RepVGGBlock
-from .zoo import register_model
+from .zoo import Size, image_size, register_model
 
 
 def _div(c: float, d: int = 8) -> int:
@@ -121,10 +122,14 @@ class RepVGG(nn.Module):
 
 
 @register_model("shufflenetv2_tiny", description="ShuffleNetV2-style units (split, depthwise branch, shuffle), width multiplier")
-def shufflenetv2_tiny(num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0) -> nn.Module:
+def shufflenetv2_tiny(num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0,
+                      input_size: Size | None = None) -> nn.Module:
+    image_size("shufflenetv2_tiny", input_size)  # pools adaptively: any size
     return ShuffleNetV2Tiny(num_classes=num_classes, in_channels=in_channels, width_mult=width_mult)
 
 
 @register_model("repvgg_a0", description="RepVGG-A0 layout: trains multi-branch, folds to 3x3 conv + ReLU (edgeslim reparam)")
-def repvgg_a0(num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0) -> nn.Module:
+def repvgg_a0(num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0,
+              input_size: Size | None = None) -> nn.Module:
+    image_size("repvgg_a0", input_size)  # pools adaptively: any size
     return RepVGG(num_classes=num_classes, in_channels=in_channels, width_mult=width_mult)

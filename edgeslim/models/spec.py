@@ -1,4 +1,10 @@
-"""Model specs: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory``."""
+"""Model specs: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory``.
+
+Trust: a spec read from a file (checkpoint sidecar, .esz metadata, recipe, report) goes through
+:func:`create_from_file`, which builds only what edgeslim can build without importing user code
+(zoo, torchvision, timm) from plain-data keyword arguments checked against the factory's
+signature. ``package.module:factory`` is imported only when the caller names it (CLI argument or
+API call), never because a file says so."""
 from __future__ import annotations
 
 import difflib
@@ -35,6 +41,76 @@ def create(spec: str, *, num_classes: int | None = None, in_channels: int | None
     if in_channels is not None:
         args["in_channels"] = in_channels
     return ZOO[spec].factory(**args)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def is_user_factory(spec: str) -> bool:
+    """``package.module:factory`` (imports user code), as opposed to zoo / torchvision: / timm:."""
+    return isinstance(spec, str) and ":" in spec and spec.split(":", 1)[0] not in ("torchvision", "timm")
+
+
+def create_from_file(spec: Any, build: Any, *, source: str, caller_spec: str | None = None) -> nn.Module:
+    """Build the architecture a file names. ``spec`` and ``build`` come from ``source`` (a file) and
+    are not trusted: the spec must be a zoo name, torchvision:NAME or timm:NAME -- a
+    package.module:factory is honoured only when it equals ``caller_spec``, the spec the caller
+    passed directly -- and ``build`` must be plain data that the factory's signature accepts."""
+    from ..core.errors import CheckpointError
+
+    if not isinstance(spec, str) or not spec:
+        raise CheckpointError(f"{source}: the architecture field 'spec' is {spec!r}, not a model name",
+                              hint="the file is corrupt or was not written by edgeslim")
+    if is_user_factory(spec) and spec != caller_spec:
+        raise CheckpointError(
+            f"{source} names the architecture {spec!r}, a Python factory; edgeslim never imports code "
+            "because a file says so",
+            hint=f"if you trust that module, pass the spec yourself: --spec {spec} (CLI) or spec={spec!r} (API)")
+    if build is None:
+        build = {}
+    if not isinstance(build, dict) or not all(isinstance(k, str) for k in build):
+        raise CheckpointError(f"{source}: the field 'build' must map argument names to values, got {build!r}")
+    for key, value in build.items():
+        if not _plain(value):
+            raise CheckpointError(f"{source}: build argument {key!r} is not plain data ({type(value).__name__})",
+                                  hint="build arguments may be numbers, strings, booleans, lists and dicts of them")
+    _check_signature(spec, build, source)
+    try:
+        return create(spec, **build)
+    except TypeError as e:  # a builder refusing an argument the file gave it
+        raise CheckpointError(f"{source}: cannot build {spec} with {build}: {str(e).splitlines()[0]}") from None
+
+
+def _plain(v: Any) -> bool:
+    if isinstance(v, _PLAIN):
+        return True
+    if isinstance(v, list):
+        return all(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    return False
+
+
+def _check_signature(spec: str, build: dict, source: str) -> None:
+    from ..core.errors import CheckpointError
+
+    if spec in ZOO:
+        fn = ZOO[spec].factory
+    elif is_user_factory(spec):
+        mod_name, _, fn_name = spec.partition(":")
+        fn = getattr(importlib.import_module(mod_name), fn_name, None)  # the caller named this module
+    else:
+        return  # torchvision / timm builders take **kwargs: they validate their own arguments
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(build) - set(params))
+    if unknown:
+        raise CheckpointError(f"{source}: {spec} takes no argument {', '.join(map(repr, unknown))}",
+                              hint=f"it takes: {', '.join(params) or 'none'}")
 
 
 def default_input_shape(spec: str, in_channels: int | None = None) -> tuple[int, int, int]:
@@ -98,7 +174,12 @@ def _user_factory(spec: str, num_classes, in_channels, kwargs) -> nn.Module:
         args["num_classes"] = num_classes
     if in_channels is not None and "in_channels" in params:
         args["in_channels"] = in_channels
-    model = fn(**args)
+    try:
+        model = fn(**args)
+    except Exception as e:  # the caller's own factory failed: name it, one line
+        raise ModelError(f"{spec} failed when called with {args or 'no arguments'}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}",
+                         hint="a package.module:factory must build and return a torch.nn.Module") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model

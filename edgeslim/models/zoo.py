@@ -1,15 +1,22 @@
 """The model zoo: small reference networks for 28-32 px inputs (Fashion-MNIST, CIFAR).
 
-Each entry is a factory ``fn(num_classes, in_channels, **kw) -> nn.Module`` registered by name
-with its default input shape. Models are always built fresh.
+Each entry is a factory ``fn(num_classes, in_channels, input_size, **kw) -> nn.Module`` registered
+by name with its default input shape. ``input_size`` is (H, W) or one side: the LeNets size their
+first fully connected layer from it; the others pool adaptively and take any size from a minimum
+(``ZooEntry.min_size``), which the factory checks. Models are always built fresh.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import inspect
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+
+from ..core.errors import UsageError
+
+Size = int | Sequence[int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,25 +25,52 @@ class ZooEntry:
     factory: Callable[..., nn.Module]
     input_shape: tuple[int, int, int]  # (C, H, W) default
     description: str
+    min_size: int = 1  # the smallest side (pixels) the model takes
 
 
 ZOO: dict[str, ZooEntry] = {}
 
 
-def register_model(name: str, *, input_shape=(1, 28, 28), description: str = ""):
+def register_model(name: str, *, input_shape=(1, 28, 28), description: str = "", min_size: int = 1):
     def deco(fn):
-        ZOO[name] = ZooEntry(name, fn, tuple(input_shape), description or (fn.__doc__ or "").strip().split("\n")[0])
+        ZOO[name] = ZooEntry(name, fn, tuple(input_shape), description or (fn.__doc__ or "").strip().split("\n")[0],
+                             min_size)
         return fn
 
     return deco
 
 
+def image_size(name: str, input_size: Size | None, *, minimum: int = 1, default: int = 28) -> tuple[int, int]:
+    """``input_size`` (one side, or (H, W); None: the default) as (H, W), checked against ``minimum``."""
+    if input_size is None:
+        return default, default
+    side = isinstance(input_size, int) and not isinstance(input_size, bool)
+    hw = (input_size, input_size) if side else tuple(input_size) if isinstance(input_size, (list, tuple)) else ()
+    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
+        raise UsageError(f"{name}: input_size must be one positive side or (height, width), got {input_size!r}")
+    if min(hw) < minimum:
+        raise UsageError(f"{name} takes inputs of at least {minimum}x{minimum} pixels, got {hw[0]}x{hw[1]}",
+                         hint=f"resize the data (imagefolder:PATH:SIZE with SIZE >= {minimum}) or choose another model")
+    return hw
+
+
+def size_kwargs(spec: str, input_size: Size | None) -> dict[str, Any]:
+    """The create() keyword that builds zoo model ``spec`` for inputs of ``input_size`` (H, W): empty
+    when ``spec`` is not a zoo model taking ``input_size``, or the size is its default."""
+    entry = ZOO.get(spec)
+    if entry is None or input_size is None or "input_size" not in inspect.signature(entry.factory).parameters:
+        return {}
+    hw = image_size(spec, input_size, minimum=entry.min_size)
+    return {} if hw == tuple(entry.input_shape[1:]) else {"input_size": list(hw)}
+
+
 # --------------------------------------------------------------------------- LeNets
 @register_model("lenet300", description="LeNet-300-100 MLP (266,610 params for 10 classes)")
-def lenet300(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+def lenet300(num_classes: int = 10, in_channels: int = 1, input_size: Size | None = None) -> nn.Module:
+    h, w = image_size("lenet300", input_size)
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(in_channels * image_size * image_size, 300), nn.ReLU(),
+        nn.Linear(in_channels * h * w, 300), nn.ReLU(),
         nn.Linear(300, 100), nn.ReLU(),
         nn.Linear(100, num_classes),
     )
@@ -45,15 +79,17 @@ def lenet300(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) 
 class LeNet5(nn.Module):
     """LeNet-5, Caffe variant: conv 20 and 50 (5x5), max-pool, fc 500 (431,080 params)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28):
+    MIN_SIZE = 16  # two 5x5 convs and two 2x2 pools leave at least one pixel
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: Size | None = None):
         super().__init__()
+        h, w = image_size("lenet5", input_size, minimum=self.MIN_SIZE)
         self.conv1 = nn.Conv2d(in_channels, 20, 5)
         self.pool1 = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(20, 50, 5)
         self.pool2 = nn.MaxPool2d(2)
-        side = ((image_size - 4) // 2 - 4) // 2
         self.flatten = nn.Flatten()
-        self.fc1 = nn.Linear(50 * side * side, 500)
+        self.fc1 = nn.Linear(50 * (((h - 4) // 2 - 4) // 2) * (((w - 4) // 2 - 4) // 2), 500)
         self.relu = nn.ReLU()
         self.fc2 = nn.Linear(500, num_classes)
 
@@ -63,7 +99,7 @@ class LeNet5(nn.Module):
         return self.fc2(self.relu(self.fc1(self.flatten(x))))
 
 
-register_model("lenet5", description="LeNet-5 (Caffe variant, 431,080 params)")(LeNet5)
+register_model("lenet5", description="LeNet-5 (Caffe variant, 431,080 params)", min_size=LeNet5.MIN_SIZE)(LeNet5)
 
 
 # --------------------------------------------------------------------------- CIFAR-style ResNets
@@ -89,8 +125,10 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) of He et al. for 28-32 px inputs: 3 stages of 16/32/64 channels."""
 
-    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 1, width: int = 16):
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 1, width: int = 16,
+                 input_size: Size | None = None):
         super().__init__()
+        image_size(f"resnet{depth}", input_size)  # pools adaptively: any size
         if (depth - 2) % 6:
             raise ValueError("depth must be 6n+2")
         n = (depth - 2) // 6
@@ -120,13 +158,13 @@ class CifarResNet(nn.Module):
 
 
 @register_model("resnet8", description="CIFAR-style ResNet-8 (16/32/64 channels)")
-def resnet8(num_classes: int = 10, in_channels: int = 1, width: int = 16) -> nn.Module:
-    return CifarResNet(8, num_classes, in_channels, width)
+def resnet8(num_classes: int = 10, in_channels: int = 1, width: int = 16, input_size: Size | None = None) -> nn.Module:
+    return CifarResNet(8, num_classes, in_channels, width, input_size)
 
 
 @register_model("resnet20", description="CIFAR-style ResNet-20 (16/32/64 channels)")
-def resnet20(num_classes: int = 10, in_channels: int = 1, width: int = 16) -> nn.Module:
-    return CifarResNet(20, num_classes, in_channels, width)
+def resnet20(num_classes: int = 10, in_channels: int = 1, width: int = 16, input_size: Size | None = None) -> nn.Module:
+    return CifarResNet(20, num_classes, in_channels, width, input_size)
 
 
 # --------------------------------------------------------------------------- MobileNetV2 (tiny)
@@ -161,8 +199,10 @@ class MobileNetV2Tiny(nn.Module):
     # expansion t, channels c, repeats n, stride s
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 2, 2), (6, 64, 2, 2), (6, 96, 1, 1))
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0, last_channels: int = 320):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width_mult: float = 1.0, last_channels: int = 320,
+                 input_size: Size | None = None):
         super().__init__()
+        image_size("mobilenetv2_tiny", input_size)  # pools adaptively: any size
         cin = _make_divisible(16 * width_mult)
         feats: list[nn.Module] = [nn.Sequential(nn.Conv2d(in_channels, cin, 3, 1, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU6())]
         for t, c, n, s in self.SETTINGS:
@@ -181,12 +221,17 @@ class MobileNetV2Tiny(nn.Module):
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
-register_model("mobilenetv2_tiny", description="MobileNetV2 (inverted residuals) for 28-32 px, width multiplier")(MobileNetV2Tiny)
+register_model("mobilenetv2_tiny", description="MobileNetV2 (inverted residuals) for 28-32 px, width multiplier")(
+    MobileNetV2Tiny)
 
 
 # --------------------------------------------------------------------------- VGG (small)
-@register_model("vgg_small", description="VGG-style 6-conv net with BatchNorm (32-64-128)")
-def vgg_small(num_classes: int = 10, in_channels: int = 1, width: int = 32) -> nn.Module:
+VGG_MIN_SIZE = 8
+
+
+@register_model("vgg_small", description="VGG-style 6-conv net with BatchNorm (32-64-128)", min_size=VGG_MIN_SIZE)
+def vgg_small(num_classes: int = 10, in_channels: int = 1, width: int = 32, input_size: Size | None = None) -> nn.Module:
+    image_size("vgg_small", input_size, minimum=VGG_MIN_SIZE)  # three 2x2 max-pools, then adaptive pooling
     layers: list[nn.Module] = []
     cin = in_channels
     for cout in (width, width, "M", width * 2, width * 2, "M", width * 4, width * 4, "M"):

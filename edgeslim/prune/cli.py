@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model, measure_and_write, wrote_line)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
+                          load_data, load_model, measure_and_write, nonneg_float, nonneg_int, parse_shape,
+                          positive_float, positive_int, staged_out, thread_count, wrote_line)
 from .importance import IMPORTANCE_NAMES
 from .schedule import SCHEDULES
 
@@ -35,9 +37,9 @@ def register(sub) -> None:
     p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm (default 2:4)")
     p.add_argument("--importance", choices=IMPORTANCE_NAMES, default="l1", help="default l1")
     p.add_argument("--schedule", choices=SCHEDULES, default="oneshot", help="default oneshot")
-    p.add_argument("--steps", type=int, default=3, help="prune steps for iterative / agp (default 3)")
+    p.add_argument("--steps", type=positive_int, default=3, help="prune steps for iterative / agp (default 3)")
     p.add_argument("--global", dest="global_ranking", action="store_true", help="rank across layers, not per layer")
-    p.add_argument("--round-to", type=int, default=1, help="keep channel counts a multiple of this (e.g. 8)")
+    p.add_argument("--round-to", type=positive_int, default=1, help="keep channel counts a multiple of this (e.g. 8)")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX",
                    help="layer names to keep whole (repeatable); the classifier head is always kept")
     p.add_argument("--exclude-type", action="append", default=[], metavar="TYPE",
@@ -47,12 +49,13 @@ def register(sub) -> None:
     p.add_argument("--allocation", choices=["uniform", "sensitivity"], default=None,
                    help="with --target-macs: one ratio for all layers, or per-layer ratios from a sensitivity "
                         "scan (default: sensitivity when --data has labels)")
-    p.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tuning epochs after pruning (default 0)")
-    p.add_argument("--lr", type=float, help="fine-tuning learning rate (default 0.05 sgd)")
-    p.add_argument("--train-batches", type=int, help="cap fine-tuning batches per epoch")
-    p.add_argument("--calib-batches", type=int, default=4, help="batches for taylor/activation/apoz (default 4)")
+    p.add_argument("--finetune-epochs", type=nonneg_float, default=0.0,
+                   help="fine-tuning epochs after pruning (default 0)")
+    p.add_argument("--lr", type=positive_float, help="fine-tuning learning rate (default 0.05 sgd)")
+    p.add_argument("--train-batches", type=positive_int, help="cap fine-tuning batches per epoch")
+    p.add_argument("--calib-batches", type=nonneg_int, default=4, help="batches for taylor/activation/apoz (default 4)")
     p.add_argument("--distill", action="store_true", help="fine-tune with distillation from the unpruned model")
-    p.add_argument("--bn-batches", type=int, default=50,
+    p.add_argument("--bn-batches", type=nonneg_int, default=50,
                    help="channel: re-estimate BatchNorm statistics on this many training batches after pruning "
                         "(0 = off; default 50; needs --data)")
     p.set_defaults(func=run)
@@ -62,16 +65,16 @@ def register(sub) -> None:
     add_model_args(s)
     add_data_args(s, required=True)
     add_output_args(s, out_required=True)
-    s.add_argument("--input-shape", help="N,C,H,W (default: the data's)")
+    s.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W", help="default: the data's")
     s.add_argument("--ratios", default="0.2,0.4,0.6,0.8", help="comma-separated ratios (default 0.2,0.4,0.6,0.8)")
     s.add_argument("--importance", choices=IMPORTANCE_NAMES, default="l1")
     s.add_argument("--exclude", action="append", default=[], metavar="REGEX")
     s.add_argument("--exclude-type", action="append", default=[], metavar="TYPE")
-    s.add_argument("--eval-batches", type=int, default=8, help="validation batches per point (default 8)")
+    s.add_argument("--eval-batches", type=positive_int, default=8, help="validation batches per point (default 8)")
     s.add_argument("--target-macs", type=float, metavar="FRACTION",
                    help="also allocate per-layer ratios keeping at most this fraction of the MACs")
-    s.add_argument("--round-to", type=int, default=1)
-    s.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    s.add_argument("--round-to", type=positive_int, default=1)
+    s.add_argument("--threads", type=thread_count, default=2, help="torch intra-op threads (default 2)")
     s.set_defaults(func=run_sensitivity)
 
 
@@ -116,7 +119,7 @@ def run(args) -> int:
     args._labelled = bool(data is not None and data.meta.labelled)
     cfg = build_config(args)  # validate options before loading anything big
     model, info = load_model(args, data)
-    shape = input_shape(args, info)
+    shape = input_shape(args, info, model)
     if args.finetune_epochs and (data is None or not data.meta.labelled):
         raise DataError("--finetune-epochs needs labelled --data")
     torch.set_num_threads(args.threads)
@@ -166,54 +169,48 @@ def run_sensitivity(args) -> int:
     if not data.meta.labelled:
         raise DataError(f"{args.data} has no labels; sensitivity needs accuracy", hint="use labelled data")
     model, info = load_model(args, data)
-    if args.input_shape:
-        from ..cli_common import parse_shape
-
-        shape = parse_shape(args.input_shape)
-        shape = shape if len(shape) == 4 else (1, *shape)
-    else:
-        shape = (1, *info["input_shape"])
+    shape = input_shape(args, info, model)
     curves = analyze(model, data, example_shape=shape, ratios=ratios, importance=args.importance,
                      exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type),
                      max_batches=args.eval_batches, progress=not args.json)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sensitivity.csv", table_csv(curves))
-    atomic_write_text(out / "sensitivity.md", table_markdown(curves))
-    plot(curves, out / "sensitivity.png")
-    details = {"ratios": curves["ratios"], "importance": args.importance, "eval_images": curves["eval_images"],
-               "split": "val", "layers": curves["rows"],
-               "files": ["sensitivity.csv", "sensitivity.md", "sensitivity.png"]}
-    baseline = figures(params=count_params(model), macs=curves["baseline_macs"], accuracy=curves["baseline"],
-                       batch=shape[0], input_shape=list(shape))
-    result = dict(baseline)
-    if args.target_macs is not None:
-        import copy
+    with staged_out(args) as (final, out):  # the whole DIR at once
+        atomic_write_text(out / "sensitivity.csv", table_csv(curves))
+        atomic_write_text(out / "sensitivity.md", table_markdown(curves))
+        plot(curves, out / "sensitivity.png")
+        details = {"ratios": curves["ratios"], "importance": args.importance, "eval_images": curves["eval_images"],
+                   "split": "val", "layers": curves["rows"],
+                   "files": ["sensitivity.csv", "sensitivity.md", "sensitivity.png"]}
+        baseline = figures(params=count_params(model), macs=curves["baseline_macs"], accuracy=curves["baseline"],
+                           batch=shape[0], input_shape=list(shape))
+        result = dict(baseline)
+        if args.target_macs is not None:
+            import copy
 
-        example = torch.randn(shape)
-        excl = excluded_modules(model, tuple(args.exclude), tuple(args.exclude_type))
-        alloc = allocate(model, curves, args.target_macs, example=example, exclude=excl, round_to=args.round_to)
-        cfg = ChannelPrune(ratio=0.0, layer_ratios=layer_ratio_regexes(alloc), round_to=args.round_to,
-                           exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type))
-        atomic_write_text(out / "recipe.yaml", cfg.to_yaml())
-        from . import prune_with_details
+            example = torch.randn(shape)
+            excl = excluded_modules(model, tuple(args.exclude), tuple(args.exclude_type))
+            alloc = allocate(model, curves, args.target_macs, example=example, exclude=excl, round_to=args.round_to)
+            cfg = ChannelPrune(ratio=0.0, layer_ratios=layer_ratio_regexes(alloc), round_to=args.round_to,
+                               exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type))
+            atomic_write_text(out / "recipe.yaml", cfg.to_yaml())
+            from . import prune_with_details
 
-        small, _ = prune_with_details(copy.deepcopy(model), cfg, input_shape=shape[1:])
-        from .sensitivity import _accuracy, _eval_batches
+            small, _ = prune_with_details(copy.deepcopy(model), cfg, input_shape=shape[1:])
+            from .sensitivity import _accuracy, _eval_batches
 
-        result = figures(params=count_params(small), macs=macs_of(small, example),
-                         accuracy=_accuracy(small, _eval_batches(data, args.eval_batches)),
-                         batch=shape[0], input_shape=list(shape))
-        details["allocation"] = {"target_macs": args.target_macs, "ratios": alloc,
-                                 "macs_kept": result["macs"] / baseline["macs"],
-                                 "accuracy_without_finetuning": result["accuracy"]}
-        details["files"].append("recipe.yaml")
-        details["notes"] = [f"target_macs = fraction of the original MACs kept; allocation keeps "
-                            f"{result['macs'] / baseline['macs']:.3f}. Replay: edgeslim prune with this recipe "
-                            f"(recipe.yaml) and fine-tune."]
-    report = Report(command="sensitivity", model=args.model, data=args.data, baseline=baseline, result=result,
-                    details=details)
-    report.write(out)
+            result = figures(params=count_params(small), macs=macs_of(small, example),
+                             accuracy=_accuracy(small, _eval_batches(data, args.eval_batches)),
+                             batch=shape[0], input_shape=list(shape))
+            details["allocation"] = {"target_macs": args.target_macs, "ratios": alloc,
+                                     "macs_kept": result["macs"] / baseline["macs"],
+                                     "accuracy_without_finetuning": result["accuracy"]}
+            details["files"].append("recipe.yaml")
+            details["notes"] = [f"target_macs = fraction of the original MACs kept; allocation keeps "
+                                f"{result['macs'] / baseline['macs']:.3f}. Replay: edgeslim prune with this recipe "
+                                f"(recipe.yaml) and fine-tune."]
+        report = Report(command="sensitivity", model=args.model, data=args.data, baseline=baseline, result=result,
+                        details=details)
+        report.write(out)
+    out = final
     text = table_markdown(curves) + f"\nwrote {out}/sensitivity.csv, sensitivity.md, sensitivity.png, report.json"
     if args.target_macs is not None:
         text += f"\nallocation (MACs kept {details['allocation']['macs_kept']:.3f}): " + \

@@ -6,12 +6,10 @@ measured side by side in this run) and, where the weights changed, DIR/checkpoin
 """
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 
 from ..cli_common import add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, \
-    load_data, load_model, out_dir
+    load_data, load_model, nonneg_float, positive_float, positive_int, staged_out, text_file
 
 METHODS = ("ptq", "qat", "dynamic", "fp16", "bf16", "kmeans", "pow2", "ternary", "binary")
 
@@ -31,14 +29,14 @@ def register(sub) -> None:
     p.add_argument("--calibration", default="minmax", help="minmax | ema | percentile | entropy | mse")
     p.add_argument("--weight-observer", default="minmax", help="minmax | mse (weights, per channel)")
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor instead of per channel")
-    p.add_argument("--calib-batches", type=int, default=8, help="calibration batches (default 8)")
+    p.add_argument("--calib-batches", type=positive_int, default=8, help="calibration batches (default 8)")
     p.add_argument("--adaround", action="store_true", help="learn weight rounding (for 4-bit weights)")
-    p.add_argument("--adaround-iters", type=int, default=1000, help="AdaRound optimisation steps per layer")
+    p.add_argument("--adaround-iters", type=positive_int, default=1000, help="AdaRound optimisation steps per layer")
     p.add_argument("--data-free", action="store_true", help="weights only, no data: equalization + bias correction")
-    p.add_argument("--mixed-precision", metavar="FILE", help='JSON/YAML {"layer regex": bits or null}')
-    p.add_argument("--epochs", type=float, default=1.0, help="QAT / low-bit fine-tuning epochs")
-    p.add_argument("--lr", type=float, help="QAT / fine-tuning learning rate")
-    p.add_argument("--train-batches", type=int, help="cap training batches per epoch")
+    p.add_argument("--mixed-precision", type=text_file, metavar="FILE", help='JSON/YAML {"layer regex": bits or null}')
+    p.add_argument("--epochs", type=nonneg_float, default=1.0, help="QAT / low-bit fine-tuning epochs")
+    p.add_argument("--lr", type=positive_float, help="QAT / fine-tuning learning rate")
+    p.add_argument("--train-batches", type=positive_int, help="cap training batches per epoch")
     p.add_argument("--frozen-ranges", action="store_true", help="QAT: keep calibrated ranges (no LSQ)")
     p.add_argument("--sensitivity", action="store_true", help="also rank layers by the accuracy lost when only "
                                                               "that layer is quantized")
@@ -92,36 +90,42 @@ def run(args) -> int:
     import torch
 
     from ..core.errors import DataError
-    from ..core.report import Report
-    from ..measure import compare, count_macs
-    from ..train import evaluate
     from . import quantize_with_details
-    from .deploy import export, float_model, method_of
+
+    cfg = build_config(args)  # options and the layer map are checked before anything is loaded
+    if not args.data and args.method in ("ptq", "qat") and not args.data_free:
+        raise DataError(f"--method {args.method} needs calibration data", hint="pass --data, or use --data-free")
+    data = load_data(args)
+    model, info = load_model(args, data)
+    shape = input_shape(args, info, model)
+    torch.set_num_threads(args.threads)
+    q, details = quantize_with_details(model, cfg, data=data, progress=not args.json)
+    with staged_out(args) as (out, work):
+        report = _export_and_measure(args, model, q, info, data, cfg, details, shape, work, keep=out is not None)
+    emit(args, report.to_dict(), _text(report.to_dict(), out))
+    return 0
+
+
+def _export_and_measure(args, model, q, info, data, cfg, details, shape, work, *, keep: bool):
+    """Export the quantized model into ``work`` (its deployable int8 file), check parity and integer
+    kernels, measure it beside the float model, and -- when ``keep`` -- write checkpoint and report."""
+    import torch
+
+    from ..core.report import Report
+    from ..measure import compare
+    from ..train import evaluate
+    from .deploy import export, method_of
     from .onnx_qdq import integer_ops, parity
     from .ptq import calibration_batches
 
-    data = load_data(args)
-    model, info = load_model(args, data)
-    shape = input_shape(args, info)
-    cfg = build_config(args)
-    if data is None and args.method in ("ptq", "qat") and not args.data_free:
-        raise DataError(f"--method {args.method} needs calibration data", hint="pass --data, or use --data-free")
     test = (data.test or data.val) if data is not None else None
     labelled = bool(data is not None and data.meta.labelled and test is not None)
-    torch.set_num_threads(args.threads)
-    q, details = quantize_with_details(model, cfg, data=data, progress=not args.json)
-    out = out_dir(args)
-    tmp = None
-    if out is None:
-        tmp = tempfile.TemporaryDirectory()
-        out = Path(tmp.name)
-    out.mkdir(parents=True, exist_ok=True)
     example = calibration_batches(data, 1)[0][:2] if data is not None else torch.randn(2, *shape[1:])
-    res_info = export(q, out / "model.onnx", example, loader=test)
+    export(q, work / "model.onnx", example, loader=test)
     checks = [example] + ([x for x, _ in [next(iter(test))]] if test is not None else [])
-    details["export_parity"] = parity(q, out / "model.onnx", checks, threads=args.threads)
+    details["export_parity"] = parity(q, work / "model.onnx", checks, threads=args.threads)
     if method_of(q) in ("ptq", "qat"):
-        iops = integer_ops(out / "model.onnx", threads=args.threads)
+        iops = integer_ops(work / "model.onnx", threads=args.threads)
         details["ort_ops"] = iops["ops"]
         details["ort_integer_ops"] = iops["integer_ops"]
         if iops["float_compute"]:
@@ -130,7 +134,7 @@ def run(args) -> int:
                 + ", ".join(f"{f['op']}({f['weight'] or f['node']})" for f in iops["float_compute"]))
     for f in details.get("float_layers", []):
         details.setdefault("notes", []).append(f"{f['layer']} ({f['type']}) stays float: {f['why']}")
-    base, result = compare(model, out / "model.onnx", shape, workdir=out, loader=test if labelled else None,
+    base, result = compare(model, work / "model.onnx", shape, workdir=work, loader=test if labelled else None,
                            threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=args.max_batches)
     result["macs"] = base["macs"]
     if labelled:
@@ -143,18 +147,13 @@ def run(args) -> int:
         from .sensitivity import sensitivity
 
         details["sensitivity"] = sensitivity(model, cfg, data, loader=test, max_batches=args.max_batches or 10)
-    if args.method in ("qat", "kmeans", "pow2", "ternary", "binary", "fp16", "bf16") and info.get("spec"):
-        _save_checkpoint(q, out / "checkpoint", info, details)
+    if keep and args.method in ("qat", "kmeans", "pow2", "ternary", "binary", "fp16", "bf16") and info.get("spec"):
+        _save_checkpoint(q, work / "checkpoint", info, details)
     report = Report(command="quantize", model=args.model, data=args.data, baseline=base, result=result,
                     details=details)
-    if tmp is None:
-        report.write(out)
-    d = report.to_dict()
-    text = _text(d, out if tmp is None else None)
-    emit(args, d, text)
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
+    if keep:
+        report.write(work)
+    return report
 
 
 def _save_checkpoint(q, ckpt, info, details) -> None:

@@ -6,7 +6,8 @@ between the folded and the original model in PyTorch.
 """
 from __future__ import annotations
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model, measure_and_write, wrote_line)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
+                          load_data, load_model, measure_and_write, positive_float, wrote_line)
 
 
 def register(sub) -> None:
@@ -19,7 +20,7 @@ def register(sub) -> None:
     add_measure_args(p)
     p.add_argument("--no-repvgg", action="store_true", help="leave RepVGG blocks multi-branch")
     p.add_argument("--no-conv-bn", action="store_true", help="leave Conv+BN pairs unfolded")
-    p.add_argument("--atol", type=float, default=1e-4, help="max abs difference allowed between the forms (default 1e-4)")
+    p.add_argument("--atol", type=positive_float, default=1e-4, help="max abs difference allowed between the forms (default 1e-4)")
     p.set_defaults(func=run)
 
 
@@ -34,7 +35,7 @@ def run(args) -> int:
     data = load_data(args)
     model, info = load_model(args, data)
     model.eval()
-    shape = input_shape(args, info)
+    shape = input_shape(args, info, model)
     torch.set_num_threads(args.threads)
     ctx = Context(progress=not args.json)
     folded = reparam(model, cfg, ctx=ctx)

@@ -80,9 +80,7 @@ def pareto_plot(rows: list[dict], path: str | os.PathLike, *, sla: float | None 
 
 
 def _bound_text(sla: dict) -> str:
-    from ..search.confidence import rule_text
-
-    text = rule_text(sla.get("confidence") or 0, sla.get("max_drop") is not None)
+    text = sla.get("rule")  # the search words its own feasibility rule (report sits below search)
     return f", {text}" if text else ""
 
 
@@ -108,16 +106,24 @@ def search_markdown(report) -> str:
     trials = d.get("trials") or []
     if trials:
         out += ["## Trials", "", "| trial | state | origin | policy | val top-1 | lower bound | size | latency (ms) | "
-                "MACs | feasible |", "|---:|---|---|---|---:|---:|---:|---:|---:|---|"]
+                "MACs | feasible | why |", "|---:|---|---|---|---:|---:|---:|---:|---:|---|---|"]
         for r in trials:
             lb = (r["val_accuracy"] - r["val_margin"] if r.get("val_accuracy") is not None
                   and r.get("val_margin") is not None else None)
             out.append(f"| {r['trial']} | {r['state']} | {r.get('origin') or ''} | {r.get('policy') or ''} | "
                        f"{_num(r.get('val_accuracy'))} | {_num(lb)} | {_size(r.get('size_bytes'))} | "
                        f"{_num(r.get('latency_ms'), '{:.3f}')} | {_num(r.get('macs'), '{:,.0f}')} | "
-                       f"{'yes' if r.get('feasible') else ('' if r.get('feasible') is None else 'no')} |")
+                       f"{'yes' if r.get('feasible') else ('' if r.get('feasible') is None else 'no')} | "
+                       f"{_why(r)} |")
         out.append("")
     return "\n".join(out)
+
+
+def _why(row: dict) -> str:
+    """Why a trial was not measured to the end: diverged, unfinished, stopped early, failed."""
+    text = row.get("reason") or row.get("error") or ""
+    tag = "diverged: " if row.get("diverged") else "unfinished: " if row.get("unfinished") else ""
+    return (tag + text).replace("|", "/")[:160]
 
 
 def write_markdown(report, path: str | os.PathLike) -> Path:

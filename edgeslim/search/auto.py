@@ -30,6 +30,7 @@ work on one study (``worker=True``).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -49,16 +50,21 @@ from torch import nn
 
 from ..core.errors import DataError, EdgeslimError, UsageError
 from ..core.io import atomic_path, atomic_write_text, write_json
+from ..core.outdir import check_out
+from ..train import TrainingDiverged
 from .recipe import Compressed, export_artifact, layer_policy, recipe_dict, recipe_yaml, run_steps, write_outputs
 from .confidence import DEFAULT_CONFIDENCE, margin as accuracy_margin, pack, rule_text, unpack
 from .space import SearchSpace, blocks_removed, build_steps, describe, full_policy, load_space, suggest
 from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner, quick_accuracy
 
 STUDY_NAME = "edgeslim-auto"
+CARRIED = ("study.db", ".work")  # search state an out DIR keeps across runs (resume), not part of the result
 PRUNE_MARGIN = 3.0  # points under the SLA at which a trial is stopped before export
 EPOCH_PRUNE_MARGIN = 6.0  # ... and between fine-tuning epochs
 LATENCY_PRUNE_SLACK = 1.1  # a trial whose architecture runs slower than this times the limit stops before training
 SETUP_WAIT_S = 60.0  # a worker that joins a study still being set up waits this long for its SLA
+FINAL_SLACK = 1.25  # the final comparison's estimate: this times the baseline's measured costs ...
+FINAL_FIXED_S = 1.5  # ... plus the plots' time measured at the setup, plus this for the rest of the out DIR
 
 
 def parse_budget(budget: Any) -> float:
@@ -217,7 +223,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
     model = copy.deepcopy(model).eval()
     _check_model(model, xshape, data)
 
-    out = Path(out)
+    out = check_out(out)  # before any work: a DIR that would lose the user's files is refused
     out.mkdir(parents=True, exist_ok=True)
     work = out / ".work"
     work.mkdir(exist_ok=True)
@@ -276,12 +282,13 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
     if limit is not None and fresh:
         log(f"latency limit: {limit.text()} (fp32 baseline {base['latency_ms']:.3f} ms at the start)")
     paired = base_correct if study.user_attrs.get("max_drop") is not None else None
-    elapsed = time.monotonic() - t_start
-    remaining = budget_s - elapsed
-    if remaining < t_trial_est:
-        raise UsageError(f"the budget ({budget}) is too short for one trial: setting up took {elapsed:.0f}s and a "
-                         f"trial takes at least about {t_trial_est:.0f}s here",
-                         hint=f"give --budget {max(2, math.ceil((elapsed + 3 * t_trial_est) / 60))}m or more")
+    clock = _Clock.of(study.user_attrs, t_start + budget_s, t_trial_est, data, val_batches, latency_runs, final_runs)
+    if clock.left() < t_trial_est:
+        elapsed = time.monotonic() - t_start
+        raise UsageError(f"the budget ({budget}) is too short for one trial: setting up took {elapsed:.0f}s, a trial "
+                         f"takes at least about {t_trial_est:.0f}s here and the final comparison about "
+                         f"{clock.final_s:.0f}s", hint=f"give --budget "
+                         f"{max(2, math.ceil((elapsed + 3 * t_trial_est + clock.final_s) / 60))}m or more")
 
     shared = worker or not storage_url.startswith("sqlite")
     if resume and not shared:  # on a shared storage RUNNING trials may be other processes' live ones:
@@ -315,7 +322,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             lat, lat_max = _architecture_latency(model, steps, data, shape, work, limit, seed, "greedy")
             return lat <= lat_max
         seeds = greedy_seeds(model, space, sla=sla, batches=prune_batches, run_proxy=probe, log=log,
-                             fast_enough=fits_limit if limit is not None else None)
+                             fast_enough=fits_limit if limit is not None else None,
+                             deadline=clock.trial_end - t_trial_est)  # leaves time for one trial
         for p in seeds:
             study.enqueue_trial(p, user_attrs={"origin": "greedy"})
         log(f"greedy pass: {len(seeds)} policies queued first ({time.monotonic() - t_g:.0f}s)")
@@ -355,7 +363,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
                 too_slow[h] = (trial.user_attrs["latency_probe_ms"], trial.user_attrs["latency_limit_ms"])
                 raise
         res = _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, prune_batches,
-                         0.0 if limit is not None else None)
+                         0.0 if limit is not None else None, clock=clock)
         onnx_path = work / f"trial-{trial.number}.onnx"
         export_artifact(res, onnx_path, xshape)
         from ..measure import artifact_size, count_macs, latency, onnx_accuracy
@@ -380,6 +388,7 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             trial.set_user_attr(k, v)
         _set_constraint(trial, m["constraint"], m.get("latency_excess"))
         measured[h] = {**m, "hash": h}
+        clock.measured(m["seconds"])
         state.offer(trial.number, m, res, steps, onnx_path, policy_text, seed)
         log(f"trial {trial.number} [{origin}] {policy_text} | val {val:.2f}% (-{margin:.2f} at {confidence:g}: "
             f"{val - margin:.2f}; SLA {sla:.2f}) | {_fmt_size(size)} | "
@@ -389,7 +398,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             onnx_path.unlink()
         return _values(m, objective, pareto)
 
-    n_done = lambda: sum(1 for t in study.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED"))
+    n_done = lambda: sum(1 for t in study.get_trials(deepcopy=False)  # noqa: E731
+                         if t.state.name in ("COMPLETE", "PRUNED") and not t.user_attrs.get("unfinished"))
     fails = [0]
 
     def stop_cb(st, frozen):
@@ -398,16 +408,23 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             log(f"trial {frozen.number} failed: {frozen.user_attrs.get('error', 'see --debug')}")
         if trials is not None and n_done() >= trials:
             st.stop()
-        if fails[0] >= 3:
+        elif fails[0] >= 3:
             log("three trials in a row failed: stopping the search")
+            st.stop()
+        elif not clock.room_for_trial():
+            log(clock.no_room_text())
             st.stop()
 
     def wrapped(trial):
         try:
             return objective_fn(trial)
+        except _OutOfTime as e:
+            _stop_unfinished(trial, str(e), log)
+        except TrainingDiverged as e:
+            _stop_diverged(trial, e.message, sla, limit is not None, log)
         except optuna.TrialPruned as e:
-            log(f"trial {trial.number} [{trial.user_attrs.get('origin', 'search')}] {trial.user_attrs.get('policy')} | "
-                f"stopped early: {e}")
+            trial.set_user_attr("reason", str(e))
+            log(f"{_trial_head(trial)} | stopped early: {e}")
             raise
         except EdgeslimError as e:
             trial.set_user_attr("error", e.message)
@@ -416,14 +433,16 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
             trial.set_user_attr("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             raise
 
-    remaining = budget_s - (time.monotonic() - t_start)
-    if trials is None or n_done() < trials:
-        log(f"searching: budget {remaining / 60:.1f} min left"
-            + (f", trials {n_done()}/{trials}" if trials else "") + f", objective {'pareto' if pareto else objective}")
-        study.optimize(wrapped, timeout=max(0.01, remaining), callbacks=[stop_cb], catch=(Exception,),
-                       gc_after_trial=True)
-    else:
+    if trials is not None and n_done() >= trials:
         log(f"the study already has {n_done()} finished trials (>= {trials}): nothing to run")
+    elif not clock.room_for_trial():
+        log(clock.no_room_text())
+    else:
+        log(f"searching: {clock.left() / 60:.1f} min left for trials ({clock.final_s:.0f}s kept for the final "
+            f"comparison)" + (f", trials {n_done()}/{trials}" if trials else "")
+            + f", objective {'pareto' if pareto else objective}")
+        study.optimize(wrapped, timeout=max(0.01, clock.left()), callbacks=[stop_cb], catch=(Exception,),
+                       gc_after_trial=True)
     if n_done() == 0 and not state.has_best():
         raise EdgeslimError(f"no trial finished within the budget ({budget})",
                             hint="raise --budget (one trial here takes about "
@@ -434,9 +453,9 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
 
 # -- pieces of the loop ------------------------------------------------------------------------------
 def _check_model(model, xshape, data) -> None:
-    from ..cli_common import check_classes
+    from ..measure import check_fits_data
 
-    check_classes(model, {"input_shape": list(xshape[1:])}, data)
+    check_fits_data(model, xshape[1:], data)
 
 
 def _values(m: dict, objective: str, pareto: bool):
@@ -489,12 +508,113 @@ def _stop_too_slow(trial, lat: float, lat_max: float) -> None:
                              f"{lat_max:.3f} ms (x{LATENCY_PRUNE_SLACK:g})")
 
 
-def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, batches, latency_excess=None) -> Compressed:
+class _OutOfTime(Exception):
+    """Raised inside a trial when the search's time is up: the trial is recorded as unfinished."""
+
+
+@dataclasses.dataclass
+class _Clock:
+    """The search's time. Trials must be measured by ``trial_end``: the budget's end less ``final_s``,
+    what the final side-by-side comparison takes (estimated from the baseline's measurement at the
+    setup). A running trial checks it between fine-tuning epochs, and no optimizer step of a trial
+    (AdaRound's too, which has no epochs) runs after it; a new trial starts only while the cheapest
+    trial measured so far still fits."""
+
+    trial_end: float
+    final_s: float
+    measure_s: float  # export, validation and timing of one artifact
+    cheapest_s: float  # the cheapest measured trial (the setup's estimate before the first)
+
+    @classmethod
+    def of(cls, attrs: dict, end: float, t_trial: float, data, val_batches, latency_runs, final_runs) -> "_Clock":
+        t = attrs.get("timing")
+        if not t:  # a study set up before timings were stored
+            return cls(end - t_trial, t_trial, t_trial, t_trial)
+        n_val = _n_batches(data.val) if val_batches is None else min(_n_batches(data.val), val_batches)
+        n_test = _n_batches(data.test if data.test is not None else data.val)
+        per_run = t["latency_s"] / (latency_runs + 5)  # the setup timed latency_runs + 5 warm-up runs
+        final = FINAL_SLACK * (t["export_s"] + 2 * t["val_s"] * n_test / n_val
+                               + 2 * per_run * (final_runs + 10)) + t.get("render_s", 0.0) + FINAL_FIXED_S
+        return cls(end - final, final, 1.2 * (t["export_s"] + t["val_s"] + t["latency_s"]), t_trial)
+
+    def left(self) -> float:
+        return self.trial_end - time.monotonic()
+
+    def check(self, where: str, need: float = 0.0) -> None:
+        if self.left() < need:
+            raise _OutOfTime(f"the search's time ran out {where}")
+
+    @contextlib.contextmanager
+    def guard(self):
+        """Inside the block, an optimizer step after ``trial_end`` raises _OutOfTime."""
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        def hook(*_):
+            if time.monotonic() > self.trial_end:
+                raise _OutOfTime("the search's time ran out while it was training or quantizing")
+
+        handle = register_optimizer_step_post_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def room_for_trial(self) -> bool:
+        return self.left() >= self.cheapest_s
+
+    def measured(self, seconds: float) -> None:
+        self.cheapest_s = min(self.cheapest_s, seconds)
+
+    def no_room_text(self) -> str:
+        return (f"{max(0.0, self.left()):.0f}s left before the final comparison, less than the cheapest trial "
+                f"({self.cheapest_s:.0f}s): no new trial")
+
+
+def _n_batches(loader) -> int:
+    try:
+        return max(1, len(loader))
+    except TypeError:  # an iterable loader of unknown length
+        return 1
+
+
+def _trial_head(trial) -> str:
+    return f"trial {trial.number} [{trial.user_attrs.get('origin', 'search')}] {trial.user_attrs.get('policy')}"
+
+
+def _stop_unfinished(trial, why: str, log) -> None:
+    """The search's time ran out inside the trial: pruned, marked unfinished, never a result."""
+    import optuna
+
+    trial.set_user_attr("unfinished", True)
+    trial.set_user_attr("reason", why)
+    log(f"{_trial_head(trial)} | unfinished: {why}")
+    raise optuna.TrialPruned(why) from None
+
+
+def _stop_diverged(trial, why: str, sla: float, has_limit: bool, log) -> None:
+    """A fine-tuning whose loss became NaN/inf leaves no usable model: an infeasible trial (its
+    accuracy counted as 0, so that the constrained sampler learns from it), not a failure."""
+    import optuna
+
+    short = max(float(sla), 1.0)
+    trial.set_user_attr("diverged", True)
+    trial.set_user_attr("reason", why)
+    trial.set_user_attr("constraint", short)
+    if has_limit:
+        trial.set_user_attr("latency_excess", 0.0)  # latency not measured: no verdict
+    _set_constraint(trial, short, 0.0 if has_limit else None)
+    log(f"{_trial_head(trial)} | infeasible: {why}")
+    raise optuna.TrialPruned(why) from None
+
+
+def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, batches, latency_excess=None, *,
+               clock: "_Clock | None" = None) -> Compressed:
     """Run the recipe. Between fine-tuning epochs, and after the last float step, the float accuracy
     on a few validation batches is reported, so that a clearly infeasible trial stops early: mid-way
     when it is more than EPOCH_PRUNE_MARGIN points under the SLA (the remaining epochs, at a lower
     learning rate, rarely win that back), before quantization, export and full validation when it
-    is more than PRUNE_MARGIN under."""
+    is more than PRUNE_MARGIN under. With a ``clock``, the search's time is checked at the same
+    points (``_OutOfTime``: the trial is unfinished)."""
     import optuna
 
     from ..train.loop import on_epoch_end
@@ -520,17 +640,23 @@ def _run_trial(trial, model, teacher, steps, data, shape, seed, sla, pareto, bat
         acc = quick_accuracy(m, batches)
         trial.set_user_attr("epoch_val_sample", trial.user_attrs.get("epoch_val_sample", []) + [acc])
         report(acc, EPOCH_PRUNE_MARGIN, f"after fine-tuning epoch {epoch}")
+        if clock is not None:  # the rest of the trial (its measurement at least) must still fit
+            clock.check(f"after fine-tuning epoch {epoch}", clock.measure_s)
 
     float_steps = [s for s in steps if s.kind not in ("ptq", "qat")]
     q_steps = steps[len(float_steps):]
-    with on_epoch_end(between_epochs):
+    guarded = lambda: clock.guard() if clock is not None else contextlib.nullcontext()  # noqa: E731
+    with guarded(), on_epoch_end(between_epochs):
         res = run_steps(model, float_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
     if float_steps:
         acc = quick_accuracy(res.model, batches)
         trial.set_user_attr("float_val_sample", acc)
         report(acc, PRUNE_MARGIN, "before quantization", use_pruner=True)
+    if clock is not None:
+        clock.check("before quantization and measurement")
     if q_steps:
-        q = run_steps(res.model, q_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
+        with guarded():
+            q = run_steps(res.model, q_steps, data=data, input_shape=shape, teacher=teacher, seed=seed)
         res = Compressed(q.model, res.model, True, list(steps), res.details + q.details)
     return res
 
@@ -544,14 +670,19 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
     from ..measure import artifact_size, latency, onnx_accuracy
     from ..train import fit
 
-    t0 = time.monotonic()
+    ts = [time.monotonic()]
     b_path = work / "baseline.onnx"
     export_onnx(model, b_path, input_shape=xshape)
+    ts.append(time.monotonic())
     scored = onnx_accuracy(b_path, data.val, max_batches=val_batches, threads=threads, per_image=True)
     b_val, b_correct = scored["top1"], scored["correct"]
     b_size = artifact_size(b_path)
+    ts.append(time.monotonic())
     b_lat = latency(b_path, xshape, threads=threads, warmup=5, runs=latency_runs)["median_ms"]
-    t_eval = time.monotonic() - t0
+    ts.append(time.monotonic())
+    t_eval = ts[-1] - ts[0]
+    timing = {k: round(b - a, 3) for k, a, b in zip(("export_s", "val_s", "latency_s"), ts, ts[1:])}
+    timing["render_s"] = _time_render(work)
     if deadline[0] - time.monotonic() < 1.2 * t_eval:  # not even one export + validation fits
         raise UsageError(f"the budget ({deadline[1]}) is too short for one trial: measuring one artifact takes "
                          f"about {t_eval:.0f}s here", hint=f"give --budget {max(2, math.ceil(10 * t_eval / 60))}m or more")
@@ -591,13 +722,33 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
         raise UsageError(f"{_redact(storage_url)} already holds a search (started while this run set up)",
                          hint="pass --worker to join it, or choose another --out / --storage") from None
     for k, v in {"sla": sla, "baseline": base, "objective": objective, "pareto": pareto, "space": space.to_dict(),
-                 "sensitivity": curves, "trial_estimate_s": round(t_trial, 1), "max_drop": max_drop,
+                 "sensitivity": curves, "trial_estimate_s": round(t_trial, 1), "timing": timing, "max_drop": max_drop,
                  "min_accuracy": min_accuracy, "seed": seed, "confidence": confidence, "val_batches": val_batches,
                  "baseline_correct": pack(b_correct), "block_order": list(block_order),
                  "max_latency": None if max_latency is None else str(max_latency).strip().lower(),
                  "setup_done": True}.items():  # last: a joining worker waits for it
         study.set_user_attr(k, v)
     return study, sla, base, curves, t_trial, b_correct
+
+
+def _time_render(work: Path) -> float:
+    """Seconds an (empty) Pareto plot takes, drawn once after matplotlib is loaded: it loads now
+    (seconds on a busy machine), not in the time kept for the end."""
+    from ..report import pareto_plot
+
+    p = work / "render-probe.png"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        t = time.monotonic()
+        pareto_plot([], p, sla=0.0)
+    except Exception:  # noqa: BLE001 - a plot must not stop the search; the final one reports its error
+        return 0.0
+    finally:
+        p.unlink(missing_ok=True)
+    return round(time.monotonic() - t, 3)
 
 
 def _depth_scan(model, data, space: SearchSpace, xshape, log) -> tuple[SearchSpace, list[str]]:
@@ -740,17 +891,20 @@ def _recover_killed(study, log) -> None:
 
 
 class _BestTracker:
-    """Keeps the best feasible trial of this process on disk at every moment."""
+    """Keeps the best feasible trial of this process on disk at every moment, in DIR/.work/best (search
+    state, not the result: DIR itself changes only when the search finishes, all at once)."""
 
     def __init__(self, out: Path, study, objective, pareto, sla, spec, build, data, shape, log):
-        self.out, self.objective, self.pareto, self.sla = out, objective, pareto, sla
+        self.dir = out / ".work" / "best"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.objective, self.pareto, self.sla = objective, pareto, sla
         self.spec, self.build, self.data, self.shape, self.log = spec, build, data, shape, log
         self.best_trial: int | None = None
         self.best: dict | None = None
         self.result: Compressed | None = None
         self.steps = None
-        bj = out / "best.json"
-        if bj.is_file():  # resumed: the artifact of the previous best is already in DIR
+        bj = self.dir / "best.json"
+        if bj.is_file():  # resumed: the artifact of the previous best is already there
             try:
                 b = json.loads(bj.read_text())
                 self.best_trial, self.best = b["trial"], b["metrics"]
@@ -774,11 +928,11 @@ class _BestTracker:
         if not m["feasible"] or (self.best is not None and self.key(m) >= self.key(self.best)):
             return
         self.best_trial, self.best, self.result, self.steps = number, dict(m), res, steps
-        with atomic_path(self.out / "model.onnx") as tmp:
+        with atomic_path(self.dir / "model.onnx") as tmp:
             shutil.copyfile(onnx_path, tmp)
-        atomic_write_text(self.out / "winner.yaml", _winner_yaml(steps, seed, number, m, policy_text))
-        _swap_checkpoint(self.out, res, self.spec, self.build, self.data, self.shape)
-        write_json(self.out / "best.json", {"trial": number, "policy": policy_text,
+        atomic_write_text(self.dir / "winner.yaml", _winner_yaml(steps, seed, number, m, policy_text))
+        _swap_checkpoint(self.dir, res, self.spec, self.build, self.data, self.shape)
+        write_json(self.dir / "best.json", {"trial": number, "policy": policy_text,
                                             "metrics": {k: v for k, v in m.items() if k != "layers"},
                                             "recipe": recipe_dict(steps, seed=seed)})
 
@@ -821,7 +975,9 @@ def _trial_rows(study) -> list[dict]:
                      "latency_ms": a.get("latency_ms"), "latency_probe_ms": a.get("latency_probe_ms"),
                      "latency_limit_ms": a.get("latency_limit_ms"),
                      "macs": a.get("macs"), "feasible": a.get("feasible"),
-                     "seconds": a.get("seconds"), "error": a.get("error"), "worker": a.get("worker")})
+                     "seconds": a.get("seconds"), "error": a.get("error"), "reason": a.get("reason"),
+                     "diverged": a.get("diverged", False), "unfinished": a.get("unfinished", False),
+                     "worker": a.get("worker")})
     return rows
 
 
@@ -836,7 +992,9 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
                                                          base["val_accuracy"], "max_drop": study.user_attrs.get("max_drop"),
                                                          "min_accuracy": study.user_attrs.get("min_accuracy"),
                                                          "confidence": study.user_attrs.get("confidence", 0.0),
-                                                         "max_latency": study.user_attrs.get("max_latency")},
+                                                         "max_latency": study.user_attrs.get("max_latency"),
+                                                         "rule": rule_text(float(study.user_attrs.get("confidence", 0.0)),
+                                                                           study.user_attrs.get("max_drop") is not None)},
         "objective": "pareto (accuracy, size, latency)" if pareto else objective,
         "strategy": ("greedy + " if any(r["origin"] == "greedy" for r in rows) else "")
                     + ("NSGA-II" if pareto else "TPE"),
@@ -844,32 +1002,44 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         "search_seconds": round(seconds, 1), "baseline_search": base, "trials": rows,
         "space": space.to_dict(), "notes": [],
     }
-    counts = {s: sum(1 for r in rows if r["state"] == s) for s in ("complete", "pruned", "fail")}
+    counts = {s: sum(1 for r in rows if r["state"] == s) for s in ("complete", "pruned", "fail", "waiting")}
+    counts.update({k: sum(1 for r in rows if r[k]) for k in ("diverged", "unfinished")})
     conf = float(study.user_attrs.get("confidence", 0.0))
     rule = rule_text(conf, study.user_attrs.get("max_drop") is not None)
     bound = f", {rule}" if rule else ""
     limit_spec = study.user_attrs.get("max_latency")
     if limit_spec is not None:
         bound += f"; latency limit {limit_spec}"
-    details["notes"].append(f"{len(rows)} trials: {counts['complete']} measured, {counts['pruned']} stopped early "
-                            f"by the pruner, {counts['fail']} failed; {len(feasible)} met the SLA on the validation split")
-    (out / "closest.yaml").unlink(missing_ok=True)  # written again below when nothing is feasible
+    details["notes"].append(f"{len(rows)} trials: {counts['complete']} measured, "
+                            f"{counts['pruned'] - counts['diverged'] - counts['unfinished']} stopped early by the "
+                            f"pruner, {counts['diverged']} diverged (infeasible), {counts['unfinished']} unfinished "
+                            f"when the time ran out, {counts['fail']} failed"
+                            + (f", {counts['waiting']} queued but not run" if counts["waiting"] else "")
+                            + f"; {len(feasible)} met the SLA on the validation split")
+    from ..core.outdir import OutDir
+
+    with OutDir(out, carry=CARRIED) as stage:  # DIR changes all at once; the study and its cache carry over
+        return _write_final(model, study, state, data, shape, sla, base, out, stage, spec, build, model_name,
+                            threads, final_runs, seed, details, rows, best_row, bound, limit_spec, log)
+
+
+def _write_final(model, study, state, data, shape, sla, base, out, stage, spec, build, model_name, threads,
+                 final_runs, seed, details, rows, best_row, bound, limit_spec, log) -> AutoResult:
+    """Everything of the result into ``stage`` (swapped in as ``out`` afterwards)."""
     if best_row is None:
         details["notes"].insert(0, f"no policy met the SLA (validation accuracy >= {sla:.2f}%{bound}): the baseline is kept")
         from .recipe import Compressed as C
 
         res = C(model, model, False, [], [])
-        for stale in ("winner.yaml", "best.json"):
-            (out / stale).unlink(missing_ok=True)
         closest = _closest_miss(study, rows, sla)
         if closest is not None:
             details["closest"] = closest
-            atomic_write_text(out / "closest.yaml", _closest_yaml(closest))
+            atomic_write_text(stage / "closest.yaml", _closest_yaml(closest))
             details["notes"].insert(1, closest_text(closest) + f"; its recipe: {out}/closest.yaml")
-        report = write_outputs(model, res, out, data=data, input_shape=shape, spec=spec, build=build,
+        report = write_outputs(model, res, stage, data=data, input_shape=shape, spec=spec, build=build,
                                model_name=model_name, command="auto", threads=threads, runs=final_runs,
                                extra_details=details)
-        _render(report, rows, sla, out, None, log)
+        _render(report, rows, sla, stage, None, log)
         log(f"no policy met the SLA (val >= {sla:.2f}%{bound}): kept the baseline in {out}/model.onnx")
         if closest is not None:
             log(closest_text(closest) + f"; replay it with: edgeslim compress MODEL --recipe {out}/closest.yaml")
@@ -892,9 +1062,10 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         state.offer(number, m, res, steps, p, trial.user_attrs.get("policy", ""), seed)
     details.update({"best_trial": number, "policy": trial.params, "policy_text": trial.user_attrs.get("policy"),
                     "recipe": recipe, "val_accuracy": trial.user_attrs.get("val_accuracy")})
-    report = write_outputs(model, res, out, data=data, input_shape=shape, spec=spec, build=build,
+    shutil.copyfile(state.dir / "winner.yaml", stage / "winner.yaml")
+    report = write_outputs(model, res, stage, data=data, input_shape=shape, spec=spec, build=build,
                            model_name=model_name, command="auto", threads=threads, runs=final_runs,
-                           extra_details=details, artifact=out / "model.onnx")
+                           extra_details=details, artifact=state.dir / "model.onnx")
     test_acc = report.result.get("accuracy")
     base_test = (report.baseline or {}).get("accuracy")
     if test_acc is not None and base_test is not None:
@@ -904,7 +1075,7 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
         report.details["notes"].append(
             f"test split (never seen by the search): {test_acc:.2f}% vs baseline {base_test:.2f}% -> "
             + ("within" if within else "OUTSIDE") + " the SLA")
-        report.write(out)
+        report.write(stage)
     final_lat, final_base = report.result.get("latency_ms"), (report.baseline or {}).get("latency_ms")
     if limit_spec is not None and final_lat and final_base:
         ms, speedup = latency_spec(limit_spec)
@@ -914,8 +1085,8 @@ def _finish(model, study, state: _BestTracker, data, shape, sla, base, objective
             f"latency limit {limit_spec} (checked on each trial's own measurement): the final side-by-side "
             f"comparison measured {final_lat:.3f} ms against the baseline's {final_base:.3f} ms "
             f"({final_base / final_lat:.2f}x) -> " + ("within" if ok else "OUTSIDE") + " the limit")
-        report.write(out)
-    _render(report, rows, sla, out, number, log)
+        report.write(stage)
+    _render(report, rows, sla, stage, number, log)
     log(f"winner: trial {number} {trial.user_attrs.get('policy')} -> {out}/model.onnx")
     return AutoResult(res.model, report, True, out, number, recipe)
 

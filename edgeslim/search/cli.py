@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 
 from .confidence import DEFAULT_CONFIDENCE
-from ..cli_common import (add_data_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model,
-                          out_dir)
+from ..cli_common import (add_data_args, add_model_args, add_output_args, emit, float_range, fraction, input_shape,
+                          load_data, load_model, out_dir, percent, positive_int, staged_out, text_file, thread_count)
 
 
 def register(sub) -> None:
@@ -21,9 +21,10 @@ def register(sub) -> None:
     add_model_args(c)
     add_data_args(c)
     add_output_args(c, out_required=True)
-    c.add_argument("--recipe", required=True, metavar="YAML", help="recipe file (e.g. an auto run's winner.yaml)")
-    c.add_argument("--threads", type=int, default=2)
-    c.add_argument("--runs", type=int, default=50, help="timed latency runs (default 50)")
+    c.add_argument("--recipe", required=True, type=text_file, metavar="YAML",
+                   help="recipe file (e.g. an auto run's winner.yaml)")
+    c.add_argument("--threads", type=thread_count, default=2)
+    c.add_argument("--runs", type=positive_int, default=50, help="timed latency runs (default 50)")
     c.set_defaults(func=run_compress)
 
     a = sub.add_parser("auto", help="smallest / fastest model that meets an accuracy SLA (search)",
@@ -33,27 +34,87 @@ def register(sub) -> None:
     add_data_args(a, required=True)
     add_output_args(a, out_required=True)
     sla = a.add_mutually_exclusive_group()
-    sla.add_argument("--max-drop", type=float, help="points of validation accuracy the result may lose (default 0.5)")
-    sla.add_argument("--min-accuracy", type=float, help="absolute validation top-1 floor in percent")
-    a.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE,
+    sla.add_argument("--max-drop", type=float_range(0, 100, hi_open=True),
+                     help="points of validation accuracy the result may lose, in [0, 100) (default 0.5)")
+    sla.add_argument("--min-accuracy", type=percent, help="absolute validation top-1 floor in percent, in [0, 100]")
+    a.add_argument("--confidence", type=fraction, default=DEFAULT_CONFIDENCE,
                    help="a candidate meets the SLA when a one-sided lower bound of its validation accuracy at this "
                         "confidence does (paired with the baseline per image); 0 = plain check (default %(default)s)")
     a.add_argument("--objective", choices=["size", "latency"], default="size")
-    a.add_argument("--max-latency", metavar="MS|Nx",
+    a.add_argument("--max-latency", type=_latency, metavar="MS|Nx",
                    help="also require ONNX Runtime latency <= this: milliseconds (0.12) or a speed-up over the fp32 "
                         "baseline (3x)")
     a.add_argument("--pareto", action="store_true", help="NSGA-II over accuracy, size and latency (default TPE)")
-    a.add_argument("--budget", default="30m", help="wall time for this run: 30m, 90s, 1h (default 30m)")
-    a.add_argument("--trials", type=int, help="stop when the study has this many finished trials")
+    a.add_argument("--budget", type=_budget, default="30m", help="wall time for this run: 30m, 90s, 1h (default 30m)")
+    a.add_argument("--trials", type=positive_int, help="stop when the study has this many finished trials")
     a.add_argument("--storage", help="Optuna storage URL (default sqlite:///DIR/study.db; postgresql://... for workers)")
     a.add_argument("--resume", action="store_true", help="continue the study in the storage")
     a.add_argument("--worker", action="store_true", help="join a running study (shared --storage) as one more worker")
-    a.add_argument("--space", metavar="YAML", help="policy space overrides (see docs/auto.md)")
+    a.add_argument("--space", type=text_file, metavar="YAML", help="policy space overrides (see docs/auto.md)")
     a.add_argument("--no-greedy", action="store_true", help="skip the sensitivity-guided greedy pass")
-    a.add_argument("--val-batches", type=int, help="cap validation batches per trial (quick runs)")
-    a.add_argument("--threads", type=int, default=2)
-    a.add_argument("--runs", type=int, default=50, help="timed runs of the final comparison (default 50)")
+    a.add_argument("--val-batches", type=positive_int, help="cap validation batches per trial (quick runs)")
+    a.add_argument("--threads", type=thread_count, default=2)
+    a.add_argument("--runs", type=positive_int, default=50, help="timed runs of the final comparison (default 50)")
     a.set_defaults(func=run_auto)
+
+
+def _budget(text: str) -> str:
+    import argparse
+
+    from ..core.errors import UsageError
+    from .auto import parse_budget
+
+    try:
+        seconds = parse_budget(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(f"{e.message} ({e.hint})" if e.hint else e.message) from None
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive wall time such as 30m, 90s or 1h30m, got {text!r}")
+    return text
+
+
+def _latency(text: str) -> str:
+    import argparse
+
+    from ..core.errors import UsageError
+    from .auto import latency_spec
+
+    try:
+        latency_spec(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(f"{e.message} ({e.hint})" if e.hint else e.message) from None
+    return text
+
+
+def _check_study(args) -> None:
+    """Before anything is loaded: an unreachable --storage fails, and --resume / --worker need a study to
+    continue (checked without creating a database where there is none)."""
+    from pathlib import Path
+
+    import optuna
+
+    from ..core.errors import UsageError
+    from .auto import STUDY_NAME, open_storage
+
+    if not (args.resume or args.worker):
+        if args.storage:
+            open_storage(args.storage, heartbeat=False).engine.dispose()
+        return
+    flag = "--worker" if args.worker else "--resume"
+    url = args.storage or f"sqlite:///{(Path(args.out) / 'study.db').resolve()}"
+    where = f"--storage {args.storage}" if args.storage else f"{args.out}"
+    db = Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+    if db is not None and not db.is_file():  # opening it would create an empty database
+        raise UsageError(f"{flag}: there is no study to continue in {where} ({db} does not exist)",
+                         hint=f"run without {flag} to start one, or give the --out / --storage of the earlier run")
+    store = open_storage(url, heartbeat=False)
+    try:
+        names = optuna.get_all_study_names(store)
+    finally:
+        store.engine.dispose()
+    if STUDY_NAME not in names:
+        raise UsageError(f"{flag}: {where} holds no edgeslim study to continue",
+                         hint=f"run without {flag} to start one, or give the --out / --storage of the earlier run")
 
 
 def _log(msg: str) -> None:
@@ -66,24 +127,24 @@ def run_compress(args) -> int:
     data = load_data(args)
     model, info = load_model(args, data)
     steps, extra = load_recipe(args.recipe)
-    shape = input_shape(args, info)[1:]
+    shape = input_shape(args, info, model)[1:]
     seed = int(extra.get("seed", args.seed))
     res = run_steps(model, steps, data=data, input_shape=shape, seed=seed, log=_log)
     from .recipe import recipe_dict
 
-    report = write_outputs(model, res, out_dir(args), data=data, input_shape=shape, spec=info.get("spec"),
-                           build=info.get("build"), model_name=args.model, command="compress", threads=args.threads,
-                           runs=args.runs, extra_details={"recipe": recipe_dict(steps, seed=seed)},
-                           max_batches=args.max_batches)
+    with staged_out(args) as (_, stage):  # model, checkpoint and report replace DIR's together
+        report = write_outputs(model, res, stage, data=data, input_shape=shape, spec=info.get("spec"),
+                               build=info.get("build"), model_name=args.model, command="compress",
+                               threads=args.threads, runs=args.runs, max_batches=args.max_batches,
+                               extra_details={"recipe": recipe_dict(steps, seed=seed)})
     emit(args, report.to_dict(), report.table() + f"\n\nreport: {out_dir(args)}/report.md  model: {out_dir(args)}/model.onnx")
     return 0
 
 
 def run_auto(args) -> int:
-    from .auto import closest_text, auto, open_storage
+    from .auto import closest_text, auto
 
-    if args.storage:  # an unreachable or misspelled storage fails before the data and the model are loaded
-        open_storage(args.storage, heartbeat=False).engine.dispose()
+    _check_study(args)  # an unreachable storage, or --resume with nothing to resume, fails before any loading
     data = load_data(args)
     model, info = load_model(args, data)
     res = auto(model, data, max_drop=args.max_drop, min_accuracy=args.min_accuracy, objective=args.objective,

@@ -298,9 +298,12 @@ def compress(model: nn.Module, recipe: Any, *, data: Any = None, out: str | os.P
                        log=log)
     if out is None:
         return result.model
-    report = write_outputs(model, result, out, data=data, input_shape=shape, spec=spec, build=build,
-                           model_name=model_name, command="compress", threads=threads, runs=runs,
-                           extra_details={"recipe": recipe_dict(steps, seed=seed)})
+    from ..core.outdir import OutDir
+
+    with OutDir(out) as stage:  # the whole DIR at once
+        report = write_outputs(model, result, stage, data=data, input_shape=shape, spec=spec, build=build,
+                               model_name=model_name, command="compress", threads=threads, runs=runs,
+                               extra_details={"recipe": recipe_dict(steps, seed=seed)})
     return result.model, report
 
 
@@ -324,7 +327,8 @@ def write_outputs(original: nn.Module, result: Compressed, out: str | os.PathLik
                   build=None, model_name=None, command="compress", threads=2, runs=50, extra_details=None,
                   artifact: str | os.PathLike | None = None, max_batches: int | None = None):
     """model.onnx, checkpoint/ (float results), report.json/.md with the baseline measured side by side
-    on the test split. ``artifact``: an already exported result to use as model.onnx."""
+    on the test split, written into ``out`` as it is: callers pass an OutDir's staging directory so
+    the whole DIR changes at once. ``artifact``: an already exported result to use as model.onnx."""
     import shutil
 
     from ..core.io import atomic_path
@@ -337,10 +341,10 @@ def write_outputs(original: nn.Module, result: Compressed, out: str | os.PathLik
     test = _split(data, "test") or _split(data, "val")
     split = "test" if _split(data, "test") is not None else ("val" if test is not None else None)
     model_onnx = out / "model.onnx"
-    if artifact is not None and Path(artifact).resolve() != model_onnx.resolve():
+    if artifact is not None:
         with atomic_path(model_onnx) as tmp:
             shutil.copyfile(artifact, tmp)
-    elif artifact is None:
+    else:
         export_artifact(result, model_onnx, shape, loader=test)
     notes = []
     if not result.quantized and spec:

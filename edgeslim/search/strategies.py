@@ -6,19 +6,23 @@ fine-tuning at all), quantize if the space allows, score a few validation batche
 pruned network scored before any fine-tuning says little about what it reaches after it, while a
 few dozen steps already recover most of the gap, so the probe judges a ratio by that. The pass
 stops at the first ratio clearly out of reach and *enqueues* full policies in the Optuna study:
-int8 alone first (cheap, and a feasible anchor on disk early), then the narrowest format alone (4-bit
-weights: AdaRound, about 2x smaller again at the same int8 kernels' speed), then the most aggressive
-ratio in reach, the next one up, and the next one down in that format, so the first real trials
-are good ones and TPE / NSGA-II learn from them. A second walk does the same over the fraction of
-residual blocks removed (depth pruning) and enqueues the deepest cut in reach and the one before it.
-Under a latency limit that walk times architectures instead (untrained: weights do not change
+int8 alone first (cheap, and a feasible anchor on disk early), then, in the narrowest format with
+the longest fine-tuning, the two largest ratios whose probes already clear the SLA, the smaller
+first (under a tight SLA the likeliest strong feasible policies), then the narrowest format alone
+(4-bit weights: AdaRound, about 2x smaller again at the same int8 kernels' speed), then in that
+format the most aggressive ratio in reach, the next one up, and the next one down, so the first
+real trials are good ones and TPE / NSGA-II learn from them. A second walk does the same over the
+fraction of residual blocks removed (depth pruning) and enqueues the deepest cut in reach and the
+one before it. Under a latency limit that walk times architectures instead (untrained: weights do not change
 latency), and the first block ratio fast enough and the next one are queued first; when no block
 ratio alone is fast enough, the deepest cut with the first prune ratio that is, and the next one.
-Probes quantize to int8 (no AdaRound: cheap).
+Probes quantize to int8 (no AdaRound: cheap); a probe whose fine-tuning diverges scores 0 (out of
+reach). With a ``deadline`` the walks stop where they are when it passes (what was found is queued).
 """
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, Callable
 
 import torch
@@ -42,10 +46,13 @@ def quick_accuracy(model, batches) -> float:
 
 
 def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_proxy: Callable[[dict], float],
-                 log: Callable[[str], None] = print, fast_enough: Callable[[dict], bool] | None = None) -> list[dict]:
+                 log: Callable[[str], None] = print, fast_enough: Callable[[dict], bool] | None = None,
+                 deadline: float | None = None) -> list[dict]:
     """Policies to enqueue, best guesses first. ``run_proxy(params)`` returns the probe accuracy of
     a policy on ``batches`` (``params['finetune_epochs']`` > 0 asks the probe to fine-tune briefly).
-    ``fast_enough(params)`` (a latency limit) says whether a policy's architecture meets it."""
+    ``fast_enough(params)`` (a latency limit) says whether a policy's architecture meets it.
+    ``deadline`` (a ``time.monotonic()`` value): no probe starts that would end after it (as long
+    as the longest probe so far)."""
     ratios = sorted(r for r in space.prune_ratio if r > 0)
     alloc = "sensitivity" if "sensitivity" in space.allocation else space.allocation[0]
     quant = "8" if 8 in space.bits else "float"  # what the probes simulate
@@ -53,8 +60,12 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
     ep = max(space.finetune_epochs)
     distill = True in space.distill
     recovery = RECOVERY_POINTS if ep > 0 else RECOVERY_POINTS_NO_FT
+    past, run_proxy, fast_enough = _timed(deadline, log, run_proxy, fast_enough)
     reach: list[float] = []
+    clears: list[float] = []  # ratios whose probe already clears the SLA itself
     for r in ratios:
+        if past():
+            break
         params = {"prune_ratio": r, "allocation": alloc, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0}
         acc = run_proxy(params)
         ok = acc >= sla - recovery
@@ -64,8 +75,10 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         if not ok:
             break
         reach.append(r)
+        if acc >= sla:
+            clears.append(r)
     depth = _depth_ratios(model, space, sla=sla, recovery=recovery, quant=quant, narrow=narrow, ep=ep, alloc=alloc,
-                          run_proxy=run_proxy, fast_enough=fast_enough, log=log)
+                          run_proxy=run_proxy, fast_enough=fast_enough, log=log, past=past)
     seeds: list[dict] = []
 
     def add(r, ft_epochs, bits, blocks=0.0):
@@ -83,6 +96,8 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
             seeds.append(p)
 
     add(0.0, 0, quant)  # int8 alone: cheap, and the safe anchor
+    for r in clears[-2:]:  # the likeliest strong feasible policies, the safer first (a probe is noisy),
+        add(r, ep, narrow)  # before the narrow format alone, whose AdaRound on every full layer is slow
     add(0.0, 0, narrow)
     if reach:
         best = reach[-1]
@@ -100,8 +115,33 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
     return seeds
 
 
+def _timed(deadline: float | None, log, *probes):
+    """(past, *probes timed): ``past()`` is True (and says so once) when a probe as long as the
+    longest so far would end after ``deadline``."""
+    longest, said = [0.0], []
+
+    def timed(f):
+        def run(params):
+            t = time.monotonic()
+            try:
+                return f(params)
+            finally:
+                longest[0] = max(longest[0], time.monotonic() - t)
+        return None if f is None else run
+
+    def past() -> bool:
+        if deadline is None or time.monotonic() + longest[0] < deadline:
+            return False
+        if not said:
+            said.append(True)
+            log("greedy: out of time: the walk stops here; what it found is queued")
+        return True
+
+    return (past, *(timed(f) for f in probes))
+
+
 def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep, alloc, run_proxy, fast_enough,
-                  log) -> list[tuple[float, float]]:
+                  log, past=lambda: False) -> list[tuple[float, float]]:
     """(block ratio, prune ratio) pairs to seed, in queue order. Under a latency limit the question
     is how few blocks can go, and the architecture alone decides latency: the first ratio upwards
     whose untrained architecture is fast enough, then the next one. When even the deepest cut is too
@@ -114,6 +154,8 @@ def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep
 
         def first_fast(pairs: list[tuple[float, float]]) -> list[tuple[float, float]]:
             for i, (b, r) in enumerate(pairs):
+                if past():
+                    break
                 params = {"block_ratio": b, "prune_ratio": r, "bits": narrow, "finetune_epochs": 0,
                           **({"allocation": alloc} if r > 0 else {}), **_first_last(space, model, narrow)}
                 ok = fast_enough(params)
@@ -129,6 +171,8 @@ def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep
         return found
     reach: list[float] = []
     for b in blocks:
+        if past():
+            break
         acc = run_proxy({"block_ratio": b, "prune_ratio": 0.0, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0})
         ok = acc >= sla - recovery
         log(f"greedy: drop blocks {b:.2f} {'int8' if quant == '8' else 'fp32'}: {acc:.2f}% "
@@ -168,6 +212,7 @@ def proxy_runner(model, space: SearchSpace, *, data, input_shape, batches, layer
     PyTorch simulation) on ``batches``."""
     import dataclasses
 
+    from ..train import TrainingDiverged
     from .recipe import run_steps
     from .space import build_steps
 
@@ -175,7 +220,10 @@ def proxy_runner(model, space: SearchSpace, *, data, input_shape, batches, layer
 
     def run(params: dict) -> float:
         steps = build_steps(params, probe_space, layer_ratios=layer_ratios_for(params), block_order=block_order)
-        res = run_steps(copy.deepcopy(model), steps, data=data, input_shape=input_shape, progress=False)
+        try:
+            res = run_steps(copy.deepcopy(model), steps, data=data, input_shape=input_shape, progress=False)
+        except TrainingDiverged:  # no usable model: out of reach
+            return 0.0
         return quick_accuracy(res.model, batches)
 
     return run

@@ -74,8 +74,11 @@ class TinyResNet(nn.Module):
 TOY_MODELS = {"tiny_conv": TinyConvNet, "tiny_mlp": TinyMLP, "tiny_resnet": TinyResNet}
 
 
-def toy_loader(input_shape=(1, 8, 8), num_classes: int = 4, n: int = 64, batch_size: int = 16, seed: int = 0):
-    """A small labelled DataLoader whose labels a tiny model can learn (class = brightest quadrant)."""
+def toy_loader(input_shape=(1, 8, 8), num_classes: int = 4, n: int = 64, batch_size: int = 16, seed: int = 0,
+               shuffle: bool = False):
+    """A small labelled DataLoader whose labels a tiny model can learn (class = brightest quadrant);
+    ``shuffle``: reshuffled every epoch by a generator of its own seeded with ``seed``, as a
+    DataBundle's train loader is."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -86,4 +89,5 @@ def toy_loader(input_shape=(1, 8, 8), num_classes: int = 4, n: int = 64, batch_s
     for i in range(n):  # make the label visible in the input
         q = int(y[i])
         x[i, :, (q // 2) * (h // 2):(q // 2 + 1) * (h // 2), (q % 2) * (w // 2):(q % 2 + 1) * (w // 2)] += 2.0
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=False)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
+                      generator=torch.Generator().manual_seed(seed) if shuffle else None)

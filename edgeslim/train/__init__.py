@@ -1,4 +1,6 @@
 """Training and evaluation loops shared by every technique that fine-tunes."""
-from .loop import evaluate, fit, pick_device, recalibrate_bn, seed_everything
+from .loop import (FitStats, TrainingDiverged, TrainingStopped, bn_report, evaluate, fit, fit_stats, pick_device,
+                   recalibrate_bn, record_fits, seed_everything)
 
-__all__ = ["evaluate", "fit", "pick_device", "recalibrate_bn", "seed_everything"]
+__all__ = ["FitStats", "TrainingDiverged", "TrainingStopped", "bn_report", "evaluate", "fit", "fit_stats",
+           "pick_device", "recalibrate_bn", "record_fits", "seed_everything"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import add_data_args, emit, load_data, load_model
+from ..cli_common import add_data_args, emit, load_data, load_model, staged_out
 
 
 def register(sub) -> None:
@@ -17,10 +17,25 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default 0.05 for sgd, 1e-3 for adam)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--warmup-steps", type=int, metavar="N",
+                   help="linear learning-rate warm-up steps (default: 5%% of the steps, at most 100; 0: none)")
+    p.add_argument("--clip-grad", type=float, default=5.0, metavar="NORM",
+                   help="clip the gradient norm to NORM (default 5; 0: no clipping)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (checkpoint + report)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
+
+
+def _check(args) -> None:
+    from ..core.errors import UsageError
+
+    if not args.epochs > 0:
+        raise UsageError(f"--epochs must be positive, got {args.epochs}")
+    if args.warmup_steps is not None and args.warmup_steps < 0:
+        raise UsageError(f"--warmup-steps must be >= 0 (0: no warm-up), got {args.warmup_steps}")
+    if not args.clip_grad >= 0:
+        raise UsageError(f"--clip-grad must be >= 0 (0: no clipping), got {args.clip_grad}")
 
 
 def run(args) -> int:
@@ -30,32 +45,37 @@ def run(args) -> int:
     from ..core.report import Report, figures
     from ..measure import count_macs, count_params
     from ..models import save
-    from . import evaluate, fit
+    from . import evaluate, fit, fit_stats, seed_everything
 
-    if args.epochs <= 0:
-        raise UsageError(f"--epochs must be positive, got {args.epochs}")
+    _check(args)
     data = load_data(args)
     if not data.meta.labelled:
         raise UsageError(f"{args.data} has no labels to train on", hint="use fashion-mnist or imagefolder:PATH")
+    seed_everything(args.seed)  # a fresh model's initial weights come from --seed too: one command, one model
     model, info = load_model(args, data)
     log = None if args.json else (lambda s: print(s, flush=True))
     fit(model, data, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay,
-        device=args.device, seed=args.seed, progress=not args.json, log=log)
+        warmup_steps=args.warmup_steps, clip_grad=args.clip_grad, device=args.device, seed=args.seed,
+        progress=not args.json, log=log)
+    stats = fit_stats(model)
     model = model.cpu().eval()
     val = evaluate(model, data.val, max_batches=args.max_batches) if data.val is not None else {"top1": None}
     test = evaluate(model, data.test, max_batches=args.max_batches)
     out = Path(args.out)
     metrics = {"test_top1": test["top1"], "val_top1": val["top1"], "epochs": args.epochs, "data": args.data}
-    save(model, out / "checkpoint", spec=info["spec"], build=info["build"], input_shape=info["input_shape"],
-         classes=data.meta.classes, metrics=metrics)
     shape = (1, *info["input_shape"])
     report = Report(command="train", model=args.model, data=args.data,
                     result=figures(params=count_params(model), macs=count_macs(model, shape)[0],
                                    accuracy=test["top1"], batch=1, input_shape=list(shape),
                                    artifact="checkpoint/model.safetensors"),
                     details={"split": "test", "val_top1": val["top1"], "epochs": args.epochs, "lr": args.lr,
-                             "optimizer": args.optimizer, "seed": args.seed})
-    report.write(out)
+                             "optimizer": args.optimizer, "seed": args.seed, "warmup_steps": stats.warmup_steps,
+                             "clip_grad": stats.clip_grad, "clipped_steps": stats.clipped_steps, "steps": stats.steps,
+                             "bn_recalibration": stats.bn_recalibration, "bn_stale_weight": stats.bn_stale_weight})
+    with staged_out(args) as (_, work):  # DIR changes all at once
+        save(model, work / "checkpoint", spec=info["spec"], build=info["build"], input_shape=info["input_shape"],
+             classes=data.meta.classes, metrics=metrics)
+        report.write(work)
     emit(args, {"checkpoint": str(out / "checkpoint"), "test_top1": test["top1"], "val_top1": val["top1"]},
          f"test top-1 {test['top1']:.2f}% (val {val['top1'] if val['top1'] is None else round(val['top1'], 2)}%)\n"
          f"checkpoint: {out / 'checkpoint'}\nreport: {out / 'report.md'}")

@@ -5,27 +5,110 @@ and schedules plug in without their own training code.
     fit(student, data, loss_fn=kd_loss)                # replaces cross-entropy
     fit(model, data, hooks=[bn_l1(1e-4)])              # extra loss terms, added
     fit(model, data, on_step=[reapply_masks])          # after every optimizer step
+    fit(model, data, deadline=time.monotonic() + 60)   # TrainingStopped between epochs after 60 s
+
+Every fit leaves BatchNorm running statistics valid for the weights it trained (see ``fit``), and
+records what it did in a ``FitStats`` (``fit_stats(model)``, or every fit inside ``record_fits()``).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import math
 import os
 import random
 import sys
-from typing import Any, Callable, Iterable
+import time
+import weakref
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..core.errors import EdgeslimError, UsageError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Hook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 OnStep = Callable[[int, nn.Module], None]
+
+DEFAULT_CLIP_GRAD = 5.0
+WARMUP_FRACTION = 0.05  # default warm-up: this share of the steps ...
+WARMUP_MAX = 100  # ... but never more steps than this
+BN_STALE = 0.02  # BN statistics whose pre-training values still weigh more than this are re-estimated
+BN_BATCHES = 100  # training batches a re-estimate averages over (at most one epoch of the fit)
+BN_MODES = ("auto", "always", "off")
+
+
+class TrainingDiverged(EdgeslimError):
+    """The loss (or the gradient norm) became NaN or infinite; ``step`` counts from 0."""
+
+    def __init__(self, step: int, value: float, *, what: str = "loss"):
+        super().__init__(f"training diverged: {what} became {value} at step {step}",
+                         hint="lower the learning rate (--lr); keep warm-up (--warmup-steps) and gradient "
+                              "clipping (--clip-grad) on")
+        self.step, self.value, self.what = step, value, what
+
+
+class TrainingStopped(EdgeslimError):
+    """``fit`` reached its ``deadline``: ``epochs_completed`` whole epochs (``steps`` steps) ran."""
+
+    def __init__(self, epochs_completed: int, epochs: float, steps: int):
+        super().__init__(f"training stopped at its deadline after {epochs_completed} of {epochs:g} epoch(s) "
+                         f"({steps} steps)", hint="allow more time, or train fewer epochs")
+        self.epochs_completed, self.epochs, self.steps = epochs_completed, epochs, steps
+
+
+@dataclasses.dataclass
+class FitStats:
+    """What one ``fit`` did. ``bn_recalibration``: batches averaged and BatchNorm layers re-estimated
+    (0 and 0 when the running statistics had converged by themselves); ``bn_stale_weight``: the largest
+    share the statistics from before training still had in any layer's running average before that."""
+
+    steps: int = 0
+    epochs_completed: int = 0
+    warmup_steps: int = 0
+    clip_grad: float | None = None
+    clipped_steps: int = 0
+    bn_recalibration: dict = dataclasses.field(default_factory=lambda: {"batches": 0, "layers": 0, "times": 0})
+    bn_stale_weight: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_LAST: "weakref.WeakKeyDictionary[nn.Module, FitStats]" = weakref.WeakKeyDictionary()
+_RECORDERS: contextvars.ContextVar[tuple] = contextvars.ContextVar("edgeslim_fit_recorders", default=())
+
+
+def fit_stats(model: nn.Module) -> FitStats | None:
+    """The FitStats of the last ``fit`` that trained ``model`` (this very object), or None."""
+    return _LAST.get(model)
+
+
+@contextlib.contextmanager
+def record_fits() -> Iterator[list[FitStats]]:
+    """Inside the block, every ``fit`` appends its FitStats to the yielded list (also fits run deep
+    inside a technique: a pruning fine-tune, a QAT pass, a search trial)."""
+    runs: list[FitStats] = []
+    token = _RECORDERS.set(_RECORDERS.get() + (runs,))
+    try:
+        yield runs
+    finally:
+        _RECORDERS.reset(token)
+
+
+def bn_report(runs: Iterable[FitStats]) -> dict:
+    """What a command's report records as ``details["bn_recalibration"]`` for the fits it ran (the
+    list of a ``record_fits()`` block): how many fits, how many re-estimated their BatchNorm
+    statistics, on how many training batches in all, and the most layers one of them re-estimated."""
+    runs = list(runs)
+    done = [r.bn_recalibration for r in runs if r.bn_recalibration["layers"]]
+    return {"fits": len(runs), "re_estimated": len(done), "batches": sum(d["batches"] for d in done),
+            "layers": max((d["layers"] for d in done), default=0)}
 
 
 def seed_everything(seed: int) -> None:
@@ -47,8 +130,9 @@ _EPOCH_END: contextvars.ContextVar[tuple] = contextvars.ContextVar("edgeslim_epo
 @contextlib.contextmanager
 def on_epoch_end(callback: Callable[[int, nn.Module], None]):
     """Inside the block, every ``fit`` calls ``callback(epoch, model)`` after each epoch but its last
-    (epoch counts from 1; the model is in train mode and must be left so). The callback may raise
-    to stop the training, e.g. Optuna's TrialPruned for a search trial that is clearly out of reach."""
+    (epoch counts from 1; the model is in train mode and must be left so; BatchNorm statistics are
+    re-estimated first when they are stale). The callback may raise to stop the training, e.g.
+    Optuna's TrialPruned for a search trial that is clearly out of reach."""
     token = _EPOCH_END.set(_EPOCH_END.get() + (callback,))
     try:
         yield
@@ -71,6 +155,27 @@ def _progress(iterable: Iterable, total: int | None, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
+@contextlib.contextmanager
+def _seeded_shuffle(loader: Any, seed: int):
+    """Seed the loader's own shuffling generators for the duration of a fit, then put their state
+    back: the batch order of a fit depends on ``seed`` alone, not on how often the loader was
+    iterated before (a DataBundle's train loader is built with a generator of its own)."""
+    gens, seen = [], set()
+    sampler = getattr(loader, "sampler", None)
+    for g in (getattr(loader, "generator", None), getattr(sampler, "generator", None),
+              getattr(getattr(getattr(loader, "batch_sampler", None), "sampler", None), "generator", None)):
+        if isinstance(g, torch.Generator) and id(g) not in seen:
+            seen.add(id(g))
+            gens.append((g, g.get_state()))
+    for g, _ in gens:
+        g.manual_seed(seed)
+    try:
+        yield
+    finally:
+        for g, state in gens:
+            g.set_state(state)
+
+
 def fit(
     model: nn.Module,
     data: Any,
@@ -81,6 +186,8 @@ def fit(
     weight_decay: float = 5e-4,
     momentum: float = 0.9,
     schedule: str = "cosine",
+    warmup_steps: int | None = None,
+    clip_grad: float | None = DEFAULT_CLIP_GRAD,
     max_batches: int | None = None,
     loss_fn: LossFn | None = None,
     hooks: Iterable[Hook] = (),
@@ -88,13 +195,50 @@ def fit(
     params: Iterable[torch.nn.Parameter] | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
+    deadline: float | None = None,
+    bn_recalibration: str = "auto",
+    bn_batches: int = BN_BATCHES,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place on ``data`` (a DataBundle's train split or a DataLoader); returns it.
+    """Train ``model`` in place on ``data`` (a DataBundle's train split or a DataLoader); returns it,
+    in eval mode, on the device it came from.
 
     ``epochs`` may be fractional (0.5 = half an epoch); ``max_batches`` caps batches per epoch.
+
+    Recipe: SGD (Nesterov momentum 0.9, lr 0.05) or AdamW (lr 1e-3); the learning rate rises
+    linearly over the first ``warmup_steps`` steps (default: 5% of the steps, at most 100; 0 turns it
+    off) times a cosine decay over all steps (``schedule="constant"``: no decay); the gradient norm
+    of the trained parameters is clipped to ``clip_grad`` (default 5; 0 or None: no clipping). A NaN
+    or infinite loss or gradient norm raises ``TrainingDiverged`` (with the step and the value).
+
+    Reproducibility: ``seed`` seeds Python, NumPy and torch, and the loader's own shuffling
+    generator for the duration of the fit (its state is put back afterwards), so the batch order
+    depends on ``seed`` alone. On CPU, the same initial weights, data, options, seed and
+    ``torch.get_num_threads()`` give bit-identical weights (same machine and torch build); another
+    thread count gives slightly different floating-point sums. On CUDA, cuDNN is made to pick
+    deterministic kernels, which is not a bit-identity guarantee. The initial weights are the
+    caller's: seed before building the model (``edgeslim train`` does, from ``--seed``).
+
+    ``deadline`` (a ``time.monotonic()`` value) is checked before every epoch, the first included:
+    once it has passed, ``TrainingStopped`` is raised, carrying ``epochs_completed`` (the epoch
+    running when the deadline passes is finished, the next one is not started; the BatchNorm
+    statistics are then not re-estimated).
+
+    BatchNorm: after training, the running statistics of every BatchNorm layer that trained (train
+    mode, ``track_running_stats``, momentum not 0) are re-estimated when the share its statistics
+    from before training still have in the running average, (1 - momentum) ** updates, is above 2%
+    -- as happens after a short fine-tune of a model with a low momentum (torchvision's MobileNetV3
+    0.01, MNASNet 0.0003) -- and always for ``momentum=None`` (a cumulative average, in which the
+    batches of the first, untrained weights count as much as the last). The re-estimate is a
+    cumulative average over up to ``bn_batches`` training batches (no more than one epoch of this
+    fit), without gradients, with every other layer in eval mode (no dropout). The same is done
+    before ``on_epoch_end`` callbacks, which evaluate the model. ``bn_recalibration``: "auto" (the
+    rule above), "always", or "off". What was done is in ``fit_stats(model)`` (a FitStats) and in
+    the list of an enclosing ``record_fits()``.
     """
+    plan = _plan(epochs=epochs, warmup_steps=warmup_steps, clip_grad=clip_grad, deadline=deadline,
+                 bn_recalibration=bn_recalibration, bn_batches=bn_batches, max_batches=max_batches)
     if epochs <= 0:
         return model
     home = _device_of(model)
@@ -103,13 +247,59 @@ def fit(
     if dev.type == "cuda":  # same seed, same result: deterministic cuDNN kernels while training
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
-        return _fit(model, data, dev, epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-                    momentum=momentum, schedule=schedule, max_batches=max_batches, loss_fn=loss_fn, hooks=hooks,
-                    on_step=on_step, params=params, seed=seed, progress=progress, log=log)
+        opt_args = dict(lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum, schedule=schedule)
+        stats = _fit(model, data, dev, plan, opt_args, loss_fn=loss_fn, hooks=list(hooks), on_step=list(on_step),
+                     params=params, seed=seed, progress=progress, log=log)
     finally:  # trained on the accelerator, handed back where it came from
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
         if home is not None and home != dev:
             model.to(home)
+    _LAST[model] = stats
+    for runs in _RECORDERS.get():
+        runs.append(stats)
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    epochs: float
+    warmup_steps: int | None
+    clip_grad: float | None
+    deadline: float | None
+    bn_mode: str
+    bn_batches: int
+    max_batches: int | None
+
+
+def _plan(*, epochs, warmup_steps, clip_grad, deadline, bn_recalibration, bn_batches, max_batches) -> _Plan:
+    """Check fit's options; one line naming the bad value and what is valid."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not is_num(epochs):
+        raise UsageError(f"epochs must be a finite number, got {epochs!r}")
+    if warmup_steps is not None and not (is_int(warmup_steps) and warmup_steps >= 0):
+        raise UsageError(f"warmup_steps must be an integer >= 0 (0: no warm-up) or None (automatic), "
+                         f"got {warmup_steps!r}")
+    if clip_grad is not None and not (is_num(clip_grad) and clip_grad >= 0):
+        raise UsageError(f"clip_grad must be a number >= 0 (0 or None: no clipping), got {clip_grad!r}")
+    if deadline is not None and not is_num(deadline):
+        raise UsageError(f"deadline must be a time.monotonic() value or None, got {deadline!r}")
+    if bn_recalibration not in BN_MODES:
+        raise UsageError(f"bn_recalibration must be one of {', '.join(BN_MODES)}, got {bn_recalibration!r}")
+    if not (is_int(bn_batches) and bn_batches >= 1):
+        raise UsageError(f"bn_batches must be a positive integer, got {bn_batches!r}")
+    if max_batches is not None and not (is_int(max_batches) and max_batches >= 1):
+        raise UsageError(f"max_batches must be a positive integer or None, got {max_batches!r}")
+    return _Plan(epochs, warmup_steps, clip_grad or None, deadline, bn_recalibration, bn_batches, max_batches)
+
+
+def default_warmup(total_steps: int) -> int:
+    """Warm-up steps when fit is not told: 5% of the steps (rounded up), at most 100."""
+    return min(WARMUP_MAX, math.ceil(WARMUP_FRACTION * total_steps))
 
 
 def _device_of(model: nn.Module) -> torch.device | None:
@@ -119,60 +309,160 @@ def _device_of(model: nn.Module) -> torch.device | None:
     return None if t is None else t.device
 
 
-def _fit(model, data, dev, *, epochs, lr, optimizer, weight_decay, momentum, schedule, max_batches, loss_fn, hooks,
-         on_step, params, seed, progress, log) -> nn.Module:
-    seed_everything(seed)
-    loader = _loader(data, "train")
-    model.to(dev).train()
-    hooks, on_step = list(hooks), list(on_step)
-    per_epoch = len(loader) if max_batches is None else min(len(loader), max_batches)
-    total_steps = max(1, math.ceil(per_epoch * epochs))
-    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+def _optimizer(trainable, total_steps: int, warmup: int, *, lr, optimizer, weight_decay, momentum, schedule):
     if optimizer == "sgd":
         opt = torch.optim.SGD(trainable, lr=lr or 0.05, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
     elif optimizer == "adam":
         opt = torch.optim.AdamW(trainable, lr=lr or 1e-3, weight_decay=weight_decay)
     else:
         raise UsageError(f"unknown optimizer {optimizer!r}", hint="use 'sgd' or 'adam'")
-    if schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
-    elif schedule == "constant":
-        sched = None
-    else:
+    if schedule not in ("cosine", "constant"):
         raise UsageError(f"unknown schedule {schedule!r}", hint="use 'cosine' or 'constant'")
 
-    step = 0
-    for epoch in range(math.ceil(epochs)):
-        running, seen = 0.0, 0
-        batches = _progress(loader, per_epoch, f"epoch {epoch + 1}/{math.ceil(epochs)}", progress)
-        for i, (x, y) in enumerate(batches):
-            if i >= per_epoch or step >= total_steps:
-                break
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            out = model(x)
-            loss = loss_fn(out, y, x) if loss_fn is not None else F.cross_entropy(out, y)
-            for h in hooks:
-                loss = loss + h(model, x, y, out)
-            if not torch.isfinite(loss):
-                raise EdgeslimError(f"training diverged: loss became {loss.item()} at step {step}", hint="lower the learning rate (--lr)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            step += 1
-            for cb in on_step:
-                cb(step, model)
-            running += loss.item() * x.shape[0]
-            seen += x.shape[0]
-        if log is not None and seen:
-            log(f"epoch {epoch + 1}: train loss {running / seen:.4f}")
-        if epoch + 1 < math.ceil(epochs) and step < total_steps:
-            for cb in _EPOCH_END.get():
-                cb(epoch + 1, model)
-                model.train()
+    def factor(s: int) -> float:  # s: optimizer steps taken so far
+        ramp = min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0
+        decay = 0.5 * (1.0 + math.cos(math.pi * min(s, total_steps) / total_steps)) if schedule == "cosine" else 1.0
+        return ramp * decay
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _fit(model, data, dev, plan: _Plan, opt_args: dict, *, loss_fn, hooks, on_step, params, seed, progress,
+         log) -> FitStats:
+    seed_everything(seed)
+    loader = _loader(data, "train")
+    model.to(dev).train()
+    per_epoch = len(loader) if plan.max_batches is None else min(len(loader), plan.max_batches)
+    total_steps = max(1, math.ceil(per_epoch * plan.epochs))
+    warmup = plan.warmup_steps if plan.warmup_steps is not None else default_warmup(total_steps)
+    trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    opt, sched = _optimizer(trainable, total_steps, warmup, **opt_args)
+    stats = FitStats(warmup_steps=warmup, clip_grad=plan.clip_grad)
+    bn = _BNTracker(model, loader, dev, mode=plan.bn_mode, batches=min(plan.bn_batches, per_epoch))
+    step_fn = _stepper(model, opt, sched, trainable, plan.clip_grad, loss_fn, hooks, on_step, stats)
+    n_epochs = math.ceil(plan.epochs)
+    with _seeded_shuffle(loader, seed):
+        for epoch in range(n_epochs):
+            if plan.deadline is not None and time.monotonic() >= plan.deadline:
+                model.eval()
+                raise TrainingStopped(stats.epochs_completed, plan.epochs, stats.steps)
+            running, seen = 0.0, 0
+            batches = _progress(loader, per_epoch, f"epoch {epoch + 1}/{n_epochs}", progress)
+            for i, (x, y) in enumerate(batches):
+                if i >= per_epoch or stats.steps >= total_steps:
+                    break
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                running += step_fn(x, y) * x.shape[0]
+                seen += x.shape[0]
+            stats.epochs_completed = epoch + 1
+            if log is not None and seen:
+                log(f"epoch {epoch + 1}: train loss {running / seen:.4f}")
+            if epoch + 1 < n_epochs and stats.steps < total_steps and _EPOCH_END.get():
+                bn.refresh(stats)  # the callbacks evaluate: let them see valid statistics
+                for cb in _EPOCH_END.get():
+                    cb(epoch + 1, model)
+                    model.train()
+        bn.refresh(stats)
+    if log is not None and stats.bn_recalibration["layers"]:
+        log(f"BatchNorm statistics re-estimated over {stats.bn_recalibration['batches']} training batches "
+            f"({stats.bn_recalibration['layers']} layers)")
     model.eval()
-    return model
+    return stats
+
+
+def _stepper(model, opt, sched, trainable, clip, loss_fn, hooks, on_step, stats: FitStats):
+    """One optimizer step on (x, y); returns the loss value."""
+    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+        out = model(x)
+        loss = loss_fn(out, y, x) if loss_fn is not None else F.cross_entropy(out, y)
+        for h in hooks:
+            loss = loss + h(model, x, y, out)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(stats.steps, value)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None and trainable:
+            norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip))
+            if not math.isfinite(norm):
+                raise TrainingDiverged(stats.steps, norm, what="gradient norm")
+            stats.clipped_steps += norm > clip
+        opt.step()
+        sched.step()
+        stats.steps += 1
+        for cb in on_step:
+            cb(stats.steps, model)
+        return value
+
+    return step
+
+
+class _BNTracker:
+    """The BatchNorm layers one fit trains, how stale their running statistics are, and their
+    re-estimate when they are too stale (see ``fit``)."""
+
+    def __init__(self, model: nn.Module, loader: Any, dev: torch.device, *, mode: str, batches: int):
+        self.model, self.loader, self.dev, self.mode, self.batches = model, loader, dev, mode, batches
+        self.layers = [m for m in model.modules()
+                       if isinstance(m, _BatchNorm) and m.training and m.track_running_stats and m.momentum != 0]
+        self.times = 0
+        self._mark()
+
+    def _mark(self) -> None:
+        self.start = [int(m.num_batches_tracked) for m in self.layers]
+
+    def stale_weight(self) -> float:
+        """The largest share the statistics from before this fit (or its last re-estimate) still have."""
+        worst = 0.0
+        for m, n0 in zip(self.layers, self.start):
+            updates = int(m.num_batches_tracked) - n0
+            # momentum None is a cumulative average since the last reset: batches of the old weights count fully
+            share = 1.0 if m.momentum is None else (1.0 - m.momentum) ** updates
+            worst = max(worst, share)
+        return worst
+
+    def refresh(self, stats: FitStats) -> None:
+        if not self.layers:
+            return
+        weight = self.stale_weight()
+        stats.bn_stale_weight = round(weight, 6)
+        if self.mode == "off" or (self.mode == "auto" and weight <= BN_STALE):
+            return
+        seen = _reestimate(self.model, self.loader, self.layers, self.batches, self.dev)
+        if seen:
+            self.times += 1
+            stats.bn_recalibration = {"batches": seen, "layers": len(self.layers), "times": self.times}
+            self._mark()
+
+
+def _reestimate(model: nn.Module, loader: Any, layers: list[_BatchNorm], batches: int, dev: torch.device) -> int:
+    """Cumulative-average running statistics of ``layers`` over up to ``batches`` batches of ``loader``;
+    every other module in eval mode, no gradients. Returns the batches seen. A layer the batches never
+    reach (and every layer, when there is no batch) keeps its old statistics."""
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()  # dropout, stochastic depth and the like off: the statistics of the deployed forward
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+        m.train()
+    seen = 0
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(loader):
+                if i >= batches:
+                    break
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                model(x.to(dev))
+                seen += 1
+    finally:
+        for m, (mom, mean, var, nbt) in zip(layers, saved):
+            m.momentum = mom
+            if not seen or int(m.num_batches_tracked) == 0:
+                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(nbt)
+        for m, training in modes:
+            m.training = training
+    return seen
 
 
 @torch.no_grad()
@@ -211,37 +501,16 @@ def _evaluate(model, loader, dev, max_batches) -> dict[str, Any]:
 
 def recalibrate_bn(model: nn.Module, data: Any, batches: int = 50) -> int:
     """Re-estimate every BatchNorm's running mean/variance (cumulative average over ``batches``
-    training batches, no gradients, weights untouched); returns how many BN layers it reset.
+    training batches, no gradients, weights untouched, every other layer in eval mode); returns how
+    many BN layers it reset.
 
     After channel pruning or factorizing, a layer's inputs are no longer what the statistics were
     measured on, and the errors compound from layer to layer: without this, resnet20 pruned or
-    factorized to 0.5x MACs scores near chance before any fine-tuning."""
-    from torch.nn.modules.batchnorm import _BatchNorm
-
+    factorized to 0.5x MACs scores near chance before any fine-tuning. (``fit`` decides by itself
+    whether the statistics it leaves need this; see there.)"""
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
     if not bns or batches <= 0:
         return 0
     loader = getattr(data, "train", None) or data
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in bns]
-    was_training = model.training
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    seen = 0
-    model.train()
-    try:
-        with torch.no_grad():
-            for i, batch in enumerate(loader):
-                if i >= batches:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                model(x.to(dev))
-                seen += 1
-    finally:
-        for m, (mom, mean, var, nbt) in zip(bns, saved):
-            m.momentum = mom
-            if not seen:  # no data: put the old statistics back
-                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(nbt)
-        model.train(was_training)
-    return len(bns) if seen else 0
+    return len(bns) if _reestimate(model, loader, bns, batches, dev) else 0

@@ -49,7 +49,7 @@ def test_esz_decodes_bit_exact_and_reproduces_accuracy(compressed):
     from edgeslim.train import evaluate
 
     _, small, report, out = compressed
-    model, side = decode_file(out / "model.esz")
+    model, side = decode_file(out / "model.esz", spec=SPEC)  # a factory spec: the caller names it
     assert side["spec"] == SPEC and side["input_shape"] == [1, 8, 8]
     for k, v in small.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
@@ -76,7 +76,7 @@ def test_report_schema_and_sizes(compressed):
         assert (out / name).is_file(), name
     from edgeslim import models
 
-    ckpt_model, _ = models.load(out)
+    ckpt_model, _ = models.load(out, spec=SPEC)
     _, small, _, _ = compressed
     assert all(torch.equal(ckpt_model.state_dict()[k], v) for k, v in small.state_dict().items())
 

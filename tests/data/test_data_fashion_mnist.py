@@ -251,7 +251,24 @@ def test_too_few_samples_for_a_val_split(isolated):
     with pytest.raises(DataError, match="cannot carve 10% of 1 samples") as err:
         load("fashion-mnist", data_dir=isolated / "tiny")
     assert "smaller val_fraction" in err.value.hint
-    assert load("fashion-mnist", data_dir=isolated / "tiny", val_fraction=0).val is None
+    write_fake_fmnist(isolated / "two", n_train=2)  # labels 0 and 1: the fewest a classifier can learn from
+    assert load("fashion-mnist", data_dir=isolated / "two", val_fraction=0).val is None
+
+
+def test_one_class_is_refused(isolated):
+    write_fake_fmnist(isolated / "tiny", n_train=1)  # every training label is 0
+    with pytest.raises(DataError, match=r"fashion-mnist has in its training split 1 class \(T-shirt/top\): a "
+                                        r"classifier needs at least two"):
+        load("fashion-mnist", data_dir=isolated / "tiny", val_fraction=0)
+
+
+def test_missing_data_dir_does_not_fall_back(isolated, monkeypatch):
+    write_fake_fmnist(fashion_mnist.DEBIAN_DIR)  # a copy that a typo must not silently pick up
+    with pytest.raises(DataError, match=r"--data-dir \(data_dir\) .*no-such does not exist"):
+        load("fashion-mnist", data_dir=isolated / "no-such")
+    monkeypatch.setenv("EDGESLIM_DATA", str(isolated / "gone"))
+    with pytest.raises(DataError, match=r"\$EDGESLIM_DATA .*gone does not exist"):
+        load("fashion-mnist")
 
 
 def test_train_shuffle_is_seeded_and_eval_is_ordered(fake_fmnist):

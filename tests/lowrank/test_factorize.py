@@ -84,7 +84,7 @@ def test_factorized_checkpoint_reloads(cfg, tmp_path):
     out = factorize(model, cfg, input_shape=(1, 8, 8))
     assert any(isinstance(m, nn.Sequential) for m in out.modules())
     M.save(out, tmp_path / "ck", spec=spec, input_shape=(1, 8, 8))
-    loaded, _ = M.load(tmp_path / "ck")
+    loaded, _ = M.load(tmp_path / "ck", spec=spec)
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(loaded(x), out(x))
 

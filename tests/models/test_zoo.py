@@ -105,7 +105,7 @@ def test_corrupt_weights_and_missing_checkpoint(tmp_path):
     models.save(m, tmp_path / "c", spec="lenet300", input_shape=(1, 28, 28))
     w = tmp_path / "c" / "model.safetensors"
     w.write_bytes(w.read_bytes()[:1000])
-    with pytest.raises(CheckpointError, match="cannot read weights"):
+    with pytest.raises(CheckpointError, match="corrupted"):
         models.load(tmp_path / "c")
     with pytest.raises(CheckpointError, match="no such file"):
         models.load(tmp_path / "nothing")
@@ -118,3 +118,63 @@ def test_resolve_accepts_out_dir(tmp_path):
     models.save(m, tmp_path / "run" / "checkpoint", spec="lenet300", input_shape=(1, 28, 28))
     m2, info = models.resolve(str(tmp_path / "run"))
     assert info["spec"] == "lenet300" and torch.equal(m2[1].weight, m[1].weight)
+
+
+# -- input size from the data (issue 23) -------------------------------------------------------------
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_takes_a_non_square_input_size(name):
+    m = models.create(name, num_classes=4, in_channels=3, input_size=(64, 48)).eval()
+    assert m(torch.randn(2, 3, 64, 48)).shape == (2, 4)
+    assert models.create(name, input_size=28).eval()(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_lenet_fc_is_sized_from_the_input():
+    assert models.create("lenet5", input_size=(64, 64)).fc1.in_features == 50 * 13 * 13
+    assert models.create("lenet300", in_channels=3, input_size=(32, 16))[1].in_features == 3 * 32 * 16
+    assert count_params(models.create("lenet5", input_size=28)) == 431_080
+
+
+@pytest.mark.parametrize("name,size,smallest", [("lenet5", 15, 16), ("vgg_small", (7, 32), 8)])
+def test_a_size_a_model_cannot_take_names_the_sizes_it_takes(name, size, smallest):
+    assert models.ZOO[name].min_size == smallest
+    with pytest.raises(UsageError, match=f"{name} takes inputs of at least {smallest}x{smallest} pixels, got"):
+        models.create(name, input_size=size)
+    models.create(name, input_size=smallest).eval()(torch.randn(1, 1, smallest, smallest))  # the smallest works
+
+
+@pytest.mark.parametrize("bad", [0, (28,), (28, 28, 3), (28.0, 28), "28", True])
+def test_bad_input_size_is_a_usage_error(bad):
+    with pytest.raises(UsageError, match=r"input_size must be one positive side or \(height, width\)"):
+        models.create("lenet5", input_size=bad)
+
+
+def test_resolve_builds_for_the_data_size_and_the_checkpoint_rebuilds_it(tmp_path):
+    from edgeslim.models.zoo import size_kwargs
+
+    assert size_kwargs("lenet5", (28, 28)) == {} and size_kwargs("torchvision:resnet18", (64, 64)) == {}
+    assert size_kwargs("resnet20", (64, 64)) == {"input_size": [64, 64]}
+    m, info = models.resolve("lenet5", num_classes=4, in_channels=3, input_size=(64, 48))
+    assert info["build"] == {"num_classes": 4, "in_channels": 3, "input_size": [64, 48]}
+    assert info["input_shape"] == [3, 64, 48]
+    models.save(m, tmp_path / "c", spec="lenet5", build=info["build"], input_shape=info["input_shape"])
+    m2, meta = models.load(tmp_path / "c")
+    x = torch.randn(2, 3, 64, 48)
+    assert torch.equal(m2(x), m(x)) and meta["input_shape"] == [3, 64, 48]
+
+
+def test_cli_models_take_an_imagefolder_size(tmp_path):
+    """load_model (what every command uses) builds zoo models for 64x64 RGB images."""
+    import argparse
+
+    from edgeslim import data
+    from edgeslim.cli_common import load_model
+    from edgeslim.testing.data import write_image_folder
+
+    bundle = data.load(f"imagefolder:{write_image_folder(tmp_path / 'img', classes=3, per_class=4)}", batch_size=4,
+                       val_fraction=0)
+    for name in ZOO:
+        args = argparse.Namespace(model=name, num_classes=None, in_channels=None, spec=None)
+        model, info = load_model(args, bundle)  # check_classes runs a forward at the data's shape
+        assert info["input_shape"] == [3, 64, 64]
+        x, _ = next(iter(bundle.train))
+        assert model(x).shape == (4, 3)

@@ -67,7 +67,7 @@ def test_the_result_exports_with_fewer_nodes_and_saves_without_its_code(tmp_path
     convs = [n for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == "Conv"]
     assert len(convs) == 1  # the stem only
     ck = edgeslim.models.save(out, tmp_path / "ck", spec="edgeslim.testing.models:TinyResNet", input_shape=(1, 8, 8))
-    back, _ = edgeslim.models.load(ck)
+    back, _ = edgeslim.models.load(ck, spec="edgeslim.testing.models:TinyResNet")
     assert isinstance(back.block1, nn.Identity)
     with torch.no_grad():
         assert torch.allclose(back(X), out(X))

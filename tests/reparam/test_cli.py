@@ -21,5 +21,5 @@ def test_reparam_cli(tmp_path):
     assert (out / "model.onnx").is_file()
     import edgeslim.models as M
 
-    model, _ = M.load(out)
+    model, _ = M.load(out, spec="edgeslim.testing.models:TinyResNet")  # the caller names a factory spec
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

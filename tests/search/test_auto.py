@@ -216,3 +216,75 @@ def test_depth_scan_keeps_one_block_ratio_per_number_of_blocks_removed(toy_data)
     assert space.block_ratio == (0.0, 0.25, 0.75)
     assert [len(blocks_removed(r, order)) for r in space.block_ratio] == [0, 1, 2]
     assert _depth_scan(TinyConvNet(), toy_data, SearchSpace(), (1, 1, 8, 8), log=lambda s: None)[0].block_ratio == (0.0,)
+
+
+def test_a_diverged_fine_tuning_is_an_infeasible_trial_and_the_search_goes_on(toy_model, toy_data, tmp_path):
+    import optuna
+
+    from edgeslim.search.strategies import native_constraints
+
+    out, said = tmp_path / "div", []
+    space = {**SPACE, "allocation": ["uniform"], "distill": [False], "bits": [8], "finetune_epochs": [1],
+             "finetune_lr": 1e12}  # the loss becomes nan within a few steps
+    res = edgeslim.auto(toy_model, toy_data, max_drop=2.0, budget="5m", trials=4, out=out, greedy=False, space=space,
+                        final_runs=5, latency_runs=5, log=said.append)
+    assert not res.feasible
+    rows = json.loads((out / "report.json").read_text())["details"]["trials"]
+    assert len(rows) == 4  # more than three in a row: a diverged trial is not a failure
+    assert all(r["state"] == "pruned" and r["diverged"] and r["reason"].startswith("training diverged") for r in rows)
+    assert sum("infeasible: training diverged" in s for s in said) == 4
+    assert not any("in a row failed" in s for s in said)
+    trials = optuna.load_study(study_name="edgeslim-auto", storage=f"sqlite:///{out / 'study.db'}").trials
+    assert all(t.user_attrs["constraint"] > 0 for t in trials)  # infeasible, for the constrained sampler
+    if native_constraints():
+        assert all(t.constraints["accuracy_sla"] > 0 for t in trials)
+
+
+def test_a_trial_stops_when_the_searchs_time_is_up(toy_model, toy_data):
+    import time
+
+    import optuna
+
+    from edgeslim.search.auto import _Clock, _OutOfTime, _run_trial
+    from edgeslim.search.recipe import Finetune
+    from edgeslim.search.strategies import first_batches
+
+    steps, batches = [Finetune(epochs=3.0, lr=0.01, max_batches=2)], first_batches(toy_data.val, 1)
+    run = lambda clock: _run_trial(optuna.create_study().ask(), toy_model, None, steps, toy_data, (1, 8, 8), 0,  # noqa: E731
+                                   0.0, False, batches, clock=clock)
+    # between epochs: what is left of the time no longer holds the trial's measurement
+    with pytest.raises(_OutOfTime, match="after fine-tuning epoch 1$"):
+        run(_Clock(trial_end=time.monotonic() + 600, final_s=1.0, measure_s=1e6, cheapest_s=1.0))
+    # past the end, not one more optimizer step (AdaRound has no epochs to stop between)
+    with pytest.raises(_OutOfTime, match="while it was training or quantizing"):
+        run(_Clock(trial_end=time.monotonic() - 1, final_s=1.0, measure_s=0.0, cheapest_s=1.0))
+
+
+def test_the_budget_holds(toy_model, toy_data, tmp_path):
+    """The search ends within its budget plus one fine-tuning epoch: the trial in flight stops between
+    epochs (or at an optimizer step past the end, e.g. in a long AdaRound) and is recorded unfinished,
+    and the final comparison's time is kept out of the trials' time."""
+    import copy
+    import time
+
+    from edgeslim.distill import KD
+    from edgeslim.search.recipe import run_steps
+
+    t = time.monotonic()
+    run_steps(copy.deepcopy(toy_model), [KD(epochs=1.0, lr=0.05, max_batches=8)], data=toy_data, input_shape=(1, 8, 8))
+    epoch_s = time.monotonic() - t  # one fine-tuning epoch of this space, distilled (the slower kind)
+    # no ratio for the greedy to probe: it queues int8 alone, then w4a8 alone, whose AdaRound outlasts the budget
+    space = {**SPACE, "prune_ratio": [0.0], "finetune_epochs": [0, 2, 8], "finetune_batches": 8,
+             "bits": ["float", 8, 4], "adaround_iters": 5000}
+    budget, out, said = 20.0, tmp_path / "budget", []
+    t = time.monotonic()
+    res = edgeslim.auto(toy_model, toy_data, max_drop=2.0, budget=budget, out=out, space=space, final_runs=20,
+                        latency_runs=10, log=said.append)
+    wall = time.monotonic() - t
+    assert wall <= budget + epoch_s + 2.0, (wall, epoch_s, said)
+    rows = json.loads((out / "report.json").read_text())["details"]["trials"]
+    unfinished = [r for r in rows if r["unfinished"]]
+    assert unfinished, said  # the greedy's second seed (w4a8 alone) cannot finish its AdaRound in time
+    assert all(r["state"] == "pruned" and r["reason"].startswith("the search's time ran out") and
+               r["val_accuracy"] is None for r in unfinished)
+    assert res.best_trial not in {r["trial"] for r in unfinished}

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from search_toys import SPEC  # noqa: E402  (the toy checkpoint names a factory: CLI calls pass --spec)
+
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
@@ -42,7 +44,7 @@ def resumed_run(toy_folder, tmp_path_factory):
     space = root / "space.yaml"
     space.write_text(yaml.safe_dump({**SMALL_SPACE, "finetune_batches": 4}))
     out = root / "out"
-    args = _cmd("auto", ckpt, "--data", name, "--val-fraction", "0.25", "--batch-size", "32", "--max-drop", "1",
+    args = _cmd("auto", ckpt, "--spec", SPEC, "--data", name, "--val-fraction", "0.25", "--batch-size", "32", "--max-drop", "1",
                 "--budget", "5m", "--trials", "6", "--space", space, "--runs", "5", "--out", out)
     env = dict(os.environ, **ENV)
     p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -81,7 +83,7 @@ def test_resume_after_sigkill_keeps_every_finished_trial(resumed_run):
 def test_winner_yaml_replays_to_the_same_size(resumed_run, tmp_path):
     r = resumed_run
     replay = tmp_path / "replay"
-    p = subprocess.run(_cmd("compress", r["ckpt"], "--data", r["name"], "--val-fraction", "0.25", "--batch-size", "32",
+    p = subprocess.run(_cmd("compress", r["ckpt"], "--spec", SPEC, "--data", r["name"], "--val-fraction", "0.25", "--batch-size", "32",
                             "--recipe", r["out"] / "winner.yaml", "--runs", "5", "--out", replay, "--json"),
                        env=r["env"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
@@ -116,7 +118,7 @@ def test_cli_recipe_unknown_key_exits_2(toy_folder, tmp_path, capsys):
     name, ckpt = toy_folder
     bad = tmp_path / "bad.yaml"
     bad.write_text("steps:\n  - {type: ptq, bitz: 8}\n")
-    rc = main(["compress", str(ckpt), "--data", name, "--recipe", str(bad), "--out", str(tmp_path / "c")])
+    rc = main(["compress", str(ckpt), "--spec", SPEC, "--data", name, "--recipe", str(bad), "--out", str(tmp_path / "c")])
     err = capsys.readouterr().err
     assert rc == 2
     assert "unknown key 'bitz' for ptq" in err and "valid keys:" in err and "bits" in err

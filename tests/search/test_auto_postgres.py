@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from search_toys import SPEC  # noqa: E402  (the toy checkpoint names a factory: CLI calls pass --spec)
+
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 PASSWORD = "s3cret-pw"  # trust authentication ignores it; it must never be printed
 
@@ -151,7 +153,7 @@ def test_leader_and_worker_share_one_postgresql_study(postgres_url, toy_folder, 
     # the leader creates the study (baseline, SLA, greedy pass) and stops once the study holds 3 finished
     # trials; the worker, started as soon as the leader has begun its first trial, goes on to 5: so each
     # process measures at least one trial (the leader at most 3 of the 5), and they run side by side
-    leader = subprocess.Popen(_cmd("auto", ckpt, *common, "--max-drop", "10", "--space", small_space_file,
+    leader = subprocess.Popen(_cmd("auto", ckpt, "--spec", SPEC, *common, "--max-drop", "10", "--space", small_space_file,
                                    "--trials", "3", "--out", tmp_path / "leader", "--json"),
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     study = None
@@ -161,7 +163,7 @@ def test_leader_and_worker_share_one_postgresql_study(postgres_url, toy_folder, 
         if study is not None and study.get_trials(deepcopy=False):
             break  # the leader has begun its first trial: it will finish it
         time.sleep(0.2)
-    worker = subprocess.Popen(_cmd("auto", ckpt, *common, "--worker", "--trials", "5", "--out", tmp_path / "worker",
+    worker = subprocess.Popen(_cmd("auto", ckpt, "--spec", SPEC, *common, "--worker", "--trials", "5", "--out", tmp_path / "worker",
                                    "--json"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         l_out, l_err = leader.communicate(timeout=300)
@@ -212,7 +214,7 @@ def test_unreachable_postgresql_is_one_error_line(toy_folder, tmp_path):
     no traceback, no password."""
     name, ckpt = toy_folder
     url = f"postgresql://edgeslim:{PASSWORD}@127.0.0.1:{_free_port()}/studies"
-    p = subprocess.run(_cmd("auto", ckpt, "--data", name, "--val-fraction", "0.25", "--storage", url,
+    p = subprocess.run(_cmd("auto", ckpt, "--spec", SPEC, "--data", name, "--val-fraction", "0.25", "--storage", url,
                             "--out", tmp_path / "o"), env=dict(os.environ, **ENV), capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 1, p.stderr

@@ -22,3 +22,18 @@ def test_fit_picks_cuda_and_matches_cpu_evaluation():
 
 def test_pick_device_honours_request():
     assert pick_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.gpu
+def test_bn_statistics_re_estimated_on_cuda_come_back_valid():
+    from edgeslim.testing.bn import exact_bn_statistics, set_bn_momentum
+    from edgeslim.train import fit_stats
+
+    loader = toy_loader(n=256, batch_size=32, shuffle=True)
+    torch.manual_seed(0)
+    m = fit(set_bn_momentum(TinyConvNet(), 0.01), loader, epochs=1, progress=False)  # trains on the GPU
+    assert next(m.parameters()).device.type == "cpu"
+    assert fit_stats(m).bn_recalibration["layers"] == 2
+    exact = exact_bn_statistics(m, loader)  # computed on the CPU
+    for name in ("bn1", "bn2"):
+        torch.testing.assert_close(getattr(m, name).running_var, getattr(exact, name).running_var, atol=1e-3, rtol=1e-3)
