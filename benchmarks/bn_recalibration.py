@@ -117,7 +117,7 @@ def run_model(name: str, bundle, args) -> dict:
     import edgeslim
     from edgeslim import models
     from edgeslim.measure import count_params
-    from edgeslim.prune import ChannelPrune
+    from edgeslim.pruning import ChannelPrune
     from edgeslim.train import evaluate, fit, fit_stats, record_fits, seed_everything
 
     seed_everything(0)

@@ -57,7 +57,7 @@ def part_repvgg(args) -> dict:
     import edgeslim.models as M
     from edgeslim.export import onnx as export_onnx
     from edgeslim.measure import bench, count_params
-    from edgeslim.reparam import reparam
+    from edgeslim.reparameterization import reparam
 
     torch.manual_seed(0)
     model = M.create("repvgg_a0").eval()
@@ -150,7 +150,7 @@ def _students(args, data, teacher, temperature: float, alpha: float, *, alone: b
     """Per seed: resnet8 trained alone (if ``alone``) and distilled, from the same initial weights.
     ``teacher`` is a callable returning the teacher, called after the students trained alone."""
     from edgeslim import models
-    from edgeslim.distill import KD, distill
+    from edgeslim.distillation import KD, distill
     from edgeslim.train import evaluate, fit, seed_everything
 
     rows = [{"seed": seed} for seed in range(args.seeds)]

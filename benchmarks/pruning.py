@@ -38,7 +38,7 @@ from _common import CACHE, cached_trained, results_section  # noqa: E402
 import edgeslim  # noqa: E402
 import edgeslim.export  # noqa: E402
 from edgeslim.measure import bench, count_macs, count_params  # noqa: E402
-from edgeslim.prune import ChannelPrune, SparsePrune, prune_with_details  # noqa: E402
+from edgeslim.pruning import ChannelPrune, SparsePrune, prune_with_details  # noqa: E402
 
 SPEED_MODELS = ("resnet18", "mobilenet_v2", "resnet50", "densenet121", "vgg16_bn")
 WORK = Path(os.environ.get("PRUNING_BENCH_WORK", CACHE / "pruning"))
@@ -308,7 +308,7 @@ def lenet300(args, state: dict) -> dict:
 
 def importance_table(spec: str, ref_epochs: float, ratio: float, ft_epochs: float, state: dict,
                      bn_batches: int = 50) -> dict:
-    from edgeslim.prune import IMPORTANCE_NAMES
+    from edgeslim.pruning import IMPORTANCE_NAMES
     from edgeslim.train import fit, recalibrate_bn
 
     data = _fmnist()

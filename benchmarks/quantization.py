@@ -101,8 +101,8 @@ def accuracy_part(specs, test_batches: int, qat_batches: int, work: Path, done: 
     from edgeslim import data as D
     from edgeslim.export import onnx as export_onnx
     from edgeslim.measure import onnx_accuracy
-    from edgeslim.quant import PTQ, export, quantize_with_details
-    from edgeslim.quant.qat import QAT
+    from edgeslim.quantization import PTQ, export, quantize_with_details
+    from edgeslim.quantization.qat import QAT
     from edgeslim.train import evaluate
 
     torch.set_num_threads(2)
@@ -186,8 +186,8 @@ def speed_part(names, calib_images: dict, runs: int, work: Path, done: dict, rou
 
     from edgeslim.export import onnx as export_onnx
     from edgeslim.measure import artifact_size, bench
-    from edgeslim.quant import PTQ, export, quantize_with_details
-    from edgeslim.quant.onnx_qdq import integer_ops
+    from edgeslim.quantization import PTQ, export, quantize_with_details
+    from edgeslim.quantization.onnx_qdq import integer_ops
 
     torch.set_num_threads(2)
     g = torch.Generator().manual_seed(0)
@@ -266,7 +266,7 @@ def notes(parts: dict) -> list[str]:
     out.append(f"Reference models: benchmarks/_common.cached_trained (SGD, seed 0), training epochs: {eps}.")
     out.append("Entropy calibration is TensorRT's KL threshold search, run on a histogram whose spikes (exact zeros, "
                "the constant responses to uniform image background) are replaced by the median of their "
-               "neighbours before the search; the clipped tail still counts in full (edgeslim/quant/observers.py).")
+               "neighbours before the search; the clipped tail still counts in full (edgeslim/quantization/observers.py).")
     out.append("W4A8 rows quantize every Conv / Linear layer, the first and last included, to 4-bit per-channel "
                "weights; AdaRound reconstructs each layer's float output (after its ReLU) from the inputs the "
                "already-quantized earlier layers produce. The QAT rows keep the first and last layer at 8 bits "

@@ -5,11 +5,14 @@ __version__ = "0.1.0"
 
 from .core.report import Report  # noqa: E402
 from .codec import deep_compress  # noqa: E402
-from .quant import quantize  # noqa: E402
-from .prune import prune  # noqa: E402  (the verb; `from edgeslim.prune import ChannelPrune` still works)
-from .distill import distill  # noqa: E402
+from .quantization import quantize  # noqa: E402
+from .pruning import prune  # noqa: E402
+from .distillation import distill  # noqa: E402
 from .lowrank import factorize  # noqa: E402
-from .reparam import reparam  # noqa: E402
+from .reparameterization import reparam  # noqa: E402
 from .search import auto, compress  # noqa: E402
 
-__all__ = ["Report", "__version__"]
+# packages are nouns (edgeslim.pruning, edgeslim.quantization, ...), verbs are these functions: a verb
+# never shadows a package, so `import edgeslim.distillation.losses` always works
+__all__ = ["Report", "__version__", "auto", "compress", "deep_compress", "distill", "factorize", "prune", "quantize",
+           "reparam"]

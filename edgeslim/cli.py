@@ -21,11 +21,11 @@ _COMMAND_MODULES = [
     "edgeslim.measure.cli",
     "edgeslim.export.cli",
     "edgeslim.codec.cli",
-    "edgeslim.quant.cli",
-    "edgeslim.prune.cli",
-    "edgeslim.distill.cli",
+    "edgeslim.quantization.cli",
+    "edgeslim.pruning.cli",
+    "edgeslim.distillation.cli",
     "edgeslim.lowrank.cli",
-    "edgeslim.reparam.cli",
+    "edgeslim.reparameterization.cli",
     "edgeslim.search.cli",
 ]
 

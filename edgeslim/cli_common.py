@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from .core.errors import DataError, UsageError
 from .core.io import _json_default
+from .core.shapes import batched
 
 
 def add_model_args(p: argparse.ArgumentParser, *, positional: bool = True) -> None:
@@ -208,10 +209,9 @@ def input_shape(args: argparse.Namespace, info: dict | None, model=None, name: s
     """(N, C, H, W) from --input-shape, else the model's own; with ``model``, checked to fit it (a shape too
     small for a kernel, or with the wrong channels, is one usage error naming it)."""
     if getattr(args, "input_shape", None):
-        s = args.input_shape
-        shape = s if len(s) == 4 else (1, *s)
+        shape = batched(args.input_shape)
     elif info and info.get("input_shape"):
-        shape = (1, *info["input_shape"])
+        shape = batched(info["input_shape"])
     else:
         raise UsageError("the input shape is unknown", hint="pass --input-shape N,C,H,W")
     if model is not None:

@@ -6,6 +6,7 @@ import argparse
 from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model,
                           nonneg_float, positive_float, positive_int, staged_out, text_file)
 from ..core.errors import UsageError
+from ..core.shapes import batched
 
 
 def register(sub) -> None:
@@ -151,7 +152,7 @@ def _latency(args, model, out, report, tempfile) -> None:
 
     shape = tuple(report.result["input_shape"])
     if args.input_shape:
-        shape = args.input_shape if len(args.input_shape) == 4 else (1, *args.input_shape)
+        shape = batched(args.input_shape)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline.onnx"
         export_onnx(model, base, input_shape=shape, verify=False)

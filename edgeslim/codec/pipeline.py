@@ -175,7 +175,7 @@ def _apply_masks(modules: dict[str, nn.Module], masks: dict[str, torch.Tensor]) 
 def _loss(teacher: nn.Module | None):
     """Cross-entropy on labelled batches; distillation from the uncompressed model otherwise."""
 
-    from ..distill.losses import teacher_runner
+    from ..distillation.losses import teacher_runner
 
     run_teacher = teacher_runner(teacher) if teacher is not None else None
 

@@ -6,9 +6,12 @@ lambda_r a_r (x) b_r (x) h_r (x) v_r`` runs as four thin convolutions:
 
 The decomposition is TensorLy's ``parafac`` (ALS). CP is not exact at any small rank and ALS can
 be slow and unstable on large kernels; Tucker-2 is usually the safer first choice.
+
+:class:`CPConv` is this method's :class:`~edgeslim.lowrank.decomposition.Decomposition`.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -16,6 +19,8 @@ import torch
 from torch import nn
 
 from ..core.errors import UsageError
+from . import rank as _rank
+from .decomposition import Geometry
 from .svd import check_rank
 from .tucker import conv_unsupported
 
@@ -66,3 +71,37 @@ def cp_conv(layer: nn.Conv2d, rank: int, *, name: str = "", n_iter_max: int = 25
         if layer.bias is not None:
             last.bias.copy_(layer.bias.detach())
     return seq
+
+
+@dataclasses.dataclass(frozen=True)
+class CPConv:
+    """The Decomposition behind ``CP``: one rank per layer, read from the channel modes' spectra."""
+
+    n_iter_max: int = 25
+    layer_type = nn.Conv2d
+
+    def unsupported(self, layer: nn.Module) -> str | None:
+        return supported(layer)
+
+    def fixed_ranks(self, layer: nn.Conv2d, rank: int, name: str) -> int:
+        check_rank(rank, max_rank(layer), name, "the product of the kernel's dimensions except the largest")
+        return rank
+
+    def spectra(self, layer: nn.Conv2d) -> tuple:
+        return _rank.channel_spectra(layer.weight)
+
+    def energy_ranks(self, spectra: tuple, energy: float) -> int:
+        # the larger of the two modes' ranks: one rank has to carry both channel modes
+        return max(_rank.energy_rank(s, energy) for s in spectra)
+
+    def vbmf_ranks(self, layer: nn.Conv2d) -> int:
+        return max(_rank.vbmf_ranks_conv(layer.weight))
+
+    def ratio_ranks(self, layer: nn.Conv2d, ratio: float, geo: Geometry, metric: str) -> int:
+        return _rank.cp_rank_for_ratio(layer, ratio, geo.in_hw, geo.out_hw, metric)
+
+    def cost(self, layer: nn.Conv2d, ranks: int, geo: Geometry) -> tuple[int, int]:
+        return _rank.cp_cost(layer, ranks, geo.in_hw, geo.out_hw)
+
+    def build(self, layer: nn.Conv2d, ranks: int, *, name: str, seed: int) -> nn.Module:
+        return cp_conv(layer, ranks, name=name, n_iter_max=self.n_iter_max, seed=seed)  # seeds ALS

@@ -27,6 +27,12 @@ def unfold_spectrum(weight: torch.Tensor, mode: int) -> np.ndarray:
     return torch.linalg.eigvalsh(mat @ mat.T).flip(0).clamp_min(0).sqrt().numpy()
 
 
+def channel_spectra(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Spectra of a conv kernel's output- and input-channel unfoldings: the modes Tucker-2 truncates,
+    and CP's stand-in (a CP rank has no spectrum of its own to read an energy from)."""
+    return unfold_spectrum(weight, 0), unfold_spectrum(weight, 1)
+
+
 def energy_rank(s: np.ndarray, energy: float) -> int:
     e = np.cumsum(np.asarray(s, dtype=np.float64) ** 2)
     if e[-1] <= 0:
@@ -105,11 +111,9 @@ def tucker_cost(layer: nn.Conv2d, r_out: int, r_in: int, in_hw, out_hw) -> tuple
 
 def cp_cost(layer: nn.Conv2d, r: int, in_hw, out_hw) -> tuple[int, int]:
     kh, kw = layer.kernel_size
-    sh = layer.stride[0]
     mid_h = out_hw[0]  # after the vertical pass H is already strided, W not yet
     p1, p2, p3, p4 = layer.in_channels * r, r * kh, r * kw, r * layer.out_channels
     macs = p1 * in_hw[0] * in_hw[1] + p2 * mid_h * in_hw[1] + (p3 + p4) * out_hw[0] * out_hw[1]
-    del sh
     return p1 + p2 + p3 + p4, macs
 
 

@@ -10,16 +10,21 @@ mode's unfolding (``Cout x Cout`` and ``Cin x Cin``, never an SVD of the wide ``
 unfolding), then ``n_iter_max`` HOOI sweeps with the same Gram trick refine it (0 = closed-form
 HOSVD). It runs in torch on one thread: well under a second for a 512x512x3x3 kernel. At full
 ranks (Cout, Cin) the factors are square orthogonal and the three convs equal the original.
+
+:class:`TuckerConv` is this method's :class:`~edgeslim.lowrank.decomposition.Decomposition`.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 
 import torch
 from torch import nn
 
 from ..core.errors import UsageError
+from . import rank as _rank
+from .decomposition import Geometry
 from .svd import check_rank
 
 
@@ -120,3 +125,37 @@ def tucker_conv(layer: nn.Conv2d, ranks: tuple[int, int], *, name: str = "", n_i
         if layer.bias is not None:
             last.bias.copy_(layer.bias.detach())
     return seq
+
+
+@dataclasses.dataclass(frozen=True)
+class TuckerConv:
+    """The Decomposition behind ``Tucker``: ranks ``(r_out, r_in)``, one per channel mode."""
+
+    n_iter_max: int = 2
+    layer_type = nn.Conv2d
+
+    def unsupported(self, layer: nn.Module) -> str | None:
+        return supported(layer)
+
+    def fixed_ranks(self, layer: nn.Conv2d, rank: int, name: str) -> tuple[int, int]:
+        check_rank(rank, layer.out_channels, f"{name} (output mode)", "out_channels")
+        check_rank(rank, layer.in_channels, f"{name} (input mode)", "in_channels")
+        return (rank, rank)
+
+    def spectra(self, layer: nn.Conv2d) -> tuple:
+        return _rank.channel_spectra(layer.weight)
+
+    def energy_ranks(self, spectra: tuple, energy: float) -> tuple[int, int]:
+        return _rank.energy_rank(spectra[0], energy), _rank.energy_rank(spectra[1], energy)
+
+    def vbmf_ranks(self, layer: nn.Conv2d) -> tuple[int, int]:
+        return _rank.vbmf_ranks_conv(layer.weight)
+
+    def ratio_ranks(self, layer: nn.Conv2d, ratio: float, geo: Geometry, metric: str) -> tuple[int, int]:
+        return _rank.tucker_ranks_for_ratio(layer, ratio, geo.in_hw, geo.out_hw, metric)
+
+    def cost(self, layer: nn.Conv2d, ranks: tuple[int, int], geo: Geometry) -> tuple[int, int]:
+        return _rank.tucker_cost(layer, *ranks, geo.in_hw, geo.out_hw)
+
+    def build(self, layer: nn.Conv2d, ranks: tuple[int, int], *, name: str, seed: int) -> nn.Module:
+        return tucker_conv(layer, ranks, name=name, n_iter_max=self.n_iter_max)  # HOSVD start: no seed

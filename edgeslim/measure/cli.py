@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..cli_common import (add_data_args, add_measure_args, add_model_args, emit, input_shape, load_data,
                           load_model, positive_int)
+from ..core.shapes import batched
 
 
 def register(sub) -> None:
@@ -33,7 +34,7 @@ def register(sub) -> None:
 
 def _onnx_shape(path: str, args) -> tuple[int, ...]:
     if args.input_shape:
-        return args.input_shape if len(args.input_shape) == 4 else (1, *args.input_shape)
+        return batched(args.input_shape)
     from ..export import session
 
     dims = session(path).get_inputs()[0].shape

@@ -15,6 +15,7 @@ from ..core.report import figures
 from .counts import count_macs, count_params
 from .latency import artifact_size, bench, onnx_accuracy
 from .profile import onnx_params
+from ..core.shapes import batched
 
 
 def _artifact(target: nn.Module | str | os.PathLike, path: Path, shape, loader) -> tuple[Path, dict]:
@@ -32,7 +33,7 @@ def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | o
             baseline_name: str = "baseline.onnx") -> tuple[dict, dict]:
     """(baseline FIGURES, result FIGURES). Modules are exported into ``workdir`` (the result as
     ``result_name``, which is the deployable file of an out DIR)."""
-    shape = tuple(input_shape) if len(input_shape) == 4 else (1, *input_shape)
+    shape = batched(input_shape)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     b_path, b_info = _artifact(baseline, workdir / baseline_name, shape, loader)

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..core.errors import UsageError
+from ..core.shapes import batched
 
 
 def count_params(model: nn.Module) -> int:
@@ -21,11 +22,6 @@ def count_params(model: nn.Module) -> int:
     return total
 
 
-def _batch_shape(input_shape) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in input_shape)
-    return shape if len(shape) == 4 else (1, *shape)
-
-
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
 
@@ -35,7 +31,7 @@ def count_macs(model: nn.Module, input_shape) -> tuple[int, list[dict[str, Any]]
     """Multiply-accumulates for one input, from torch.utils.flop_counter (FLOPs / 2), with a
     per-layer table of leaf modules (name, type, params, macs, output shape)."""
     model = model.eval()
-    x = torch.zeros(_batch_shape(input_shape), device=next(iter(model.parameters()), torch.zeros(1)).device)
+    x = torch.zeros(batched(input_shape), device=next(iter(model.parameters()), torch.zeros(1)).device)
     per_layer: list[dict[str, Any]] = []
     handles = []
     for name, m in _leaves(model):
@@ -82,7 +78,7 @@ def memory_access_cost(model: nn.Module, input_shape, *, bytes_per_element: int 
     for _, m in _leaves(model):
         handles.append(m.register_forward_hook(hook))
     try:
-        model.eval()(torch.zeros(_batch_shape(input_shape)))
+        model.eval()(torch.zeros(batched(input_shape)))
     finally:
         for h in handles:
             h.remove()
@@ -131,7 +127,7 @@ def shape_problem(error: Exception, shape, name: str = "the model") -> tuple[str
 def check_input(model: nn.Module, input_shape, name: str = "the model") -> None:
     """Run ``model`` once on zeros of ``input_shape``; an input that does not fit is one UsageError
     naming the shape and why (not a raw RuntimeError from deep inside a layer)."""
-    shape = _batch_shape(input_shape)
+    shape = batched(input_shape)
     device = next(iter(model.parameters()), torch.zeros(1)).device
     try:
         model.eval()(torch.zeros(shape, device=device))

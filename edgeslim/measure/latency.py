@@ -21,6 +21,7 @@ from torch import nn
 
 from ..core.errors import UsageError
 from ..export import runtime
+from ..core.shapes import batched
 
 
 @contextlib.contextmanager
@@ -68,11 +69,6 @@ def check_timing(*, threads: int = 1, warmup: int = 0, runs: int = 1, rounds: in
             raise UsageError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
-def _shape(input_shape) -> tuple[int, ...]:
-    s = tuple(int(v) for v in input_shape)
-    return s if len(s) >= 2 and len(s) != 3 else (1, *s)
-
-
 def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50,
           seed: int = 0, rounds: int = 1) -> list[dict[str, Any]]:
     """Median/p90 latency of each target (nn.Module -> torch eager, .onnx path -> ONNX Runtime),
@@ -96,7 +92,7 @@ def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10
             s.update(runs=sum(r["runs"] for r in rs), rounds=rounds, per_round_ms=[r["median_ms"] for r in rs])
             out.append(s)
         return out
-    shape = _shape(input_shape)
+    shape = batched(input_shape)
     x = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
     # One live session at a time, in shuffled order: ONNX Runtime's idle intra-op threads spin-wait
     # after each run, so sessions alternating run by run steal each other's cores (on 2 cores the

@@ -12,6 +12,7 @@ from torch import nn
 from ..core.report import figures
 from .counts import check_input, count_macs, count_params, memory_access_cost
 from .latency import artifact_size, bench, check_timing, onnx_accuracy
+from ..core.shapes import batched
 
 
 def onnx_params(path: str | os.PathLike) -> int:
@@ -33,7 +34,7 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
     For a model and runtime "onnxruntime", the model is exported (to ``onnx_path`` or a temp file)
     and the artifact is what gets timed and sized; accuracy comes from that artifact.
     """
-    shape = tuple(input_shape) if len(input_shape) == 4 else (1, *input_shape)
+    shape = batched(input_shape)
     check_timing(threads=threads, warmup=warmup, runs=runs)  # before the export, not after it
     is_onnx = not isinstance(target, nn.Module)
     extra: dict[str, Any] = {}

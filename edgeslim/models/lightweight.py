@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UsageError
-from ..reparam.repvgg import RepVGGBlock
+from ..reparameterization.repvgg import RepVGGBlock
 from .zoo import Size, image_size, register_model
 
 

@@ -56,6 +56,7 @@ from .recipe import Compressed, export_artifact, layer_policy, recipe_dict, reci
 from .confidence import DEFAULT_CONFIDENCE, margin as accuracy_margin, pack, rule_text, unpack
 from .space import SearchSpace, blocks_removed, build_steps, describe, full_policy, load_space, suggest
 from .strategies import first_batches, greedy_seeds, make_sampler, proxy_runner, quick_accuracy
+from ..core.shapes import batched, unbatched
 
 STUDY_NAME = "edgeslim-auto"
 CARRIED = ("study.db", ".work")  # search state an out DIR keeps across runs (resume), not part of the result
@@ -217,9 +218,8 @@ def auto(model: nn.Module, data: Any, *, max_drop: float | None = None, min_accu
         raise DataError("auto needs a validation split: the search is steered by validation accuracy and the "
                         "test split is kept for the final figure", hint="use a val fraction > 0 (--val-fraction 0.1)")
     space = load_space(space)
-    shape = tuple(input_shape) if input_shape is not None else tuple(data.meta.input_shape)
-    shape = shape[1:] if len(shape) == 4 else shape
-    xshape = (1, *shape)
+    shape = unbatched(input_shape if input_shape is not None else data.meta.input_shape)
+    xshape = batched(shape)
     model = copy.deepcopy(model).eval()
     _check_model(model, xshape, data)
 
@@ -699,7 +699,7 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
     t_step = (time.monotonic() - t1) / 2
     curves = None
     if "sensitivity" in space.allocation and any(r > 0 for r in space.prune_ratio):
-        from ..prune.sensitivity import analyze
+        from ..pruning.sensitivity import analyze
 
         t2 = time.monotonic()
         try:
@@ -756,8 +756,8 @@ def _depth_scan(model, data, space: SearchSpace, xshape, log) -> tuple[SearchSpa
     few training batches), once per study; a model without removable blocks drops the dimension."""
     if not any(r > 0 for r in space.block_ratio):
         return space, []
-    from ..prune.depth import removal_order, residual_blocks
-    from ..prune.importance import calibration_batches
+    from ..pruning.depth import removal_order, residual_blocks
+    from ..pruning.importance import calibration_batches
 
     t = time.monotonic()
     example = torch.randn(xshape, generator=torch.Generator().manual_seed(0))
@@ -866,9 +866,9 @@ class LatencyLimit:
 
 def _allocate(model, curves, ratio: float, xshape, space: SearchSpace) -> dict[str, float]:
     """Per-group ratios from the sensitivity curves, at the MACs the uniform ratio reaches."""
-    from ..prune.importance import Magnitude
-    from ..prune.sensitivity import allocate
-    from ..prune.structured import macs_of, prune_once
+    from ..pruning.importance import Magnitude
+    from ..pruning.sensitivity import allocate
+    from ..pruning.structured import macs_of, prune_once
 
     example = torch.randn(xshape, generator=torch.Generator().manual_seed(0))
     m = copy.deepcopy(model)

@@ -27,6 +27,7 @@ from torch import nn
 from ..core.config import Config
 from ..core.errors import DataError, UsageError
 from ..core.registry import Context, apply, register
+from ..core.shapes import batched, unbatched
 
 RECIPE_KEYS = ("steps", "seed", "meta")
 
@@ -65,9 +66,9 @@ def _finetune(model: nn.Module, cfg: Finetune, ctx: Context) -> nn.Module:
 
 def register_all() -> None:
     """Import every technique package so that each config type is known to Config.from_dict."""
-    from .. import distill, lowrank, quant, reparam  # noqa: F401
-    from ..prune import depth, structured, unstructured  # noqa: F401
-    from ..quant import dynamic, nonuniform, qat  # noqa: F401
+    from .. import distillation, lowrank, quantization, reparameterization  # noqa: F401
+    from ..pruning import depth, structured, unstructured  # noqa: F401
+    from ..quantization import dynamic, nonuniform, qat  # noqa: F401
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -125,8 +126,9 @@ def recipe_yaml(steps: list[Config], **extra: Any) -> str:
 def family(cfg: Config) -> str:
     """prune | quant | distill | lowrank | reparam | finetune | other."""
     mod = type(cfg).__module__
-    for fam in ("prune", "quant", "distill", "lowrank", "reparam", "codec"):
-        if mod.startswith(f"edgeslim.{fam}"):
+    for package, fam in (("pruning", "prune"), ("quantization", "quant"), ("distillation", "distill"),
+                         ("lowrank", "lowrank"), ("reparameterization", "reparam"), ("codec", "codec")):
+        if mod.startswith(f"edgeslim.{package}"):
             return fam
     return "finetune" if isinstance(cfg, Finetune) else "other"
 
@@ -145,16 +147,16 @@ def apply_step(model: nn.Module, cfg: Config, *, data: Any, input_shape, teacher
     fam = family(cfg)
     shape = tuple(input_shape)
     if fam == "prune":
-        from ..prune import prune_with_details
+        from ..pruning import prune_with_details
 
         return prune_with_details(model, cfg, data=data, input_shape=shape, inplace=True, teacher=teacher,
                                   seed=seed, progress=progress)
     if fam == "quant":
-        from ..quant import quantize_with_details
+        from ..quantization import quantize_with_details
 
         return quantize_with_details(model, cfg, data=data, inplace=True, seed=seed, progress=progress)
     if fam == "distill":
-        from ..distill import distill_with_details
+        from ..distillation import distill_with_details
 
         if teacher is None:
             raise UsageError("a kd step needs a teacher", hint="compress uses the input model as the teacher")
@@ -207,10 +209,9 @@ def run_steps(model: nn.Module, steps: list[Config], *, data: Any, input_shape, 
 
 def export_artifact(result: Compressed, path: str | os.PathLike, input_shape, *, loader=None) -> dict:
     """Write the deployable ONNX file (QDQ int8 for PTQ/QAT, float otherwise) atomically."""
-    shape = tuple(input_shape)
-    shape = shape if len(shape) == 4 else (1, *shape)
+    shape = batched(input_shape)
     if result.quantized:
-        from ..quant import export as qexport
+        from ..quantization import export as qexport
 
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
         return qexport(result.model, path, x, loader=loader)
@@ -309,8 +310,7 @@ def compress(model: nn.Module, recipe: Any, *, data: Any = None, out: str | os.P
 
 def _input_shape(model, data, input_shape) -> tuple[int, ...]:
     if input_shape is not None:
-        s = tuple(input_shape)
-        return s[1:] if len(s) == 4 else s
+        return unbatched(input_shape)
     if data is not None and getattr(data, "meta", None) is not None:
         return tuple(data.meta.input_shape)
     s = getattr(model, "input_shape", None)

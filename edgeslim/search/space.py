@@ -218,11 +218,11 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
     allocation when the policy asks for it, ``block_order`` (removable residual blocks, least
     harmful first) from the depth scan; both are written out explicitly so the recipe replays
     without the scans."""
-    from ..distill import KD
+    from ..distillation import KD
     from ..lowrank import Tucker
-    from ..prune import BlockPrune, ChannelPrune
-    from ..quant import PTQ
-    from ..reparam import Reparam
+    from ..pruning import BlockPrune, ChannelPrune
+    from ..quantization import PTQ
+    from ..reparameterization import Reparam
     from .recipe import Finetune
 
     p = full_policy(params, space)

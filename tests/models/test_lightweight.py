@@ -5,7 +5,7 @@ from torch import nn
 import edgeslim.models as M
 from edgeslim.core.errors import UsageError
 from edgeslim.export import onnx as export_onnx
-from edgeslim.reparam import RepVGGBlock, reparam
+from edgeslim.reparameterization import RepVGGBlock, reparam
 
 
 def _bn_stats(model):

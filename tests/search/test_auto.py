@@ -267,7 +267,7 @@ def test_the_budget_holds(toy_model, toy_data, tmp_path):
     import copy
     import time
 
-    from edgeslim.distill import KD
+    from edgeslim.distillation import KD
     from edgeslim.search.recipe import run_steps
 
     t = time.monotonic()

@@ -89,7 +89,7 @@ def test_space_overrides_and_refusals():
 
 
 def test_four_bit_policy_builds_w4a8_with_adaround_and_per_layer_overrides():
-    from edgeslim.quant import PTQ
+    from edgeslim.quantization import PTQ
     from edgeslim.search.space import build_steps, describe
 
     space = load_space({"bits": ["float", 8, 4]})
@@ -103,7 +103,7 @@ def test_four_bit_policy_builds_w4a8_with_adaround_and_per_layer_overrides():
 
 
 def test_finetune_rate_and_distill_alpha_reach_the_recipe():
-    from edgeslim.distill import KD
+    from edgeslim.distillation import KD
     from edgeslim.search.recipe import Finetune
     from edgeslim.search.space import build_steps
 
@@ -153,7 +153,7 @@ def test_lowrank_rank_is_a_choice_asked_only_with_lowrank():
 
 
 def test_depth_policy_removes_the_scans_first_blocks_and_drops_their_layer_ratios():
-    from edgeslim.prune import BlockPrune, ChannelPrune
+    from edgeslim.pruning import BlockPrune, ChannelPrune
     from edgeslim.search.space import build_steps, describe
 
     space = load_space({"block_ratio": [0.0, 0.5, 1.0], "bits": ["float"], "allocation": ["sensitivity"]})

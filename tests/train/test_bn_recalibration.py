@@ -120,7 +120,7 @@ def _never_stale(monkeypatch):
 @pytest.mark.parametrize("control", [False, True])
 def test_through_a_pruning_fine_tune(control, monkeypatch):
     import edgeslim
-    from edgeslim.prune import ChannelPrune
+    from edgeslim.pruning import ChannelPrune
 
     if control:
         _never_stale(monkeypatch)
@@ -136,7 +136,7 @@ def test_through_a_pruning_fine_tune(control, monkeypatch):
 
 @pytest.mark.parametrize("control", [False, True])
 def test_through_the_steps_an_auto_trial_runs(control, monkeypatch):
-    from edgeslim.prune import ChannelPrune
+    from edgeslim.pruning import ChannelPrune
     from edgeslim.search import Finetune, run_steps
 
     if control:

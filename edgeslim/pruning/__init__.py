@@ -1,0 +1,17 @@
+"""Pruning: channel (structured, physically smaller), residual blocks (depth), fine / vector / kernel / N:M (masks).
+
+    small = edgeslim.prune(model, ChannelPrune(ratio=0.5, importance="l1"), data=data)
+    sparse = edgeslim.prune(model, SparsePrune(granularity="fine", ratio=0.9), data=data)
+"""
+from __future__ import annotations
+
+from .api import prune, prune_with_details
+from .depth import BlockPrune
+from .hooks import bn_l1_penalty
+from .importance import IMPORTANCE_NAMES, Importance, get_importance
+from .schedule import agp_sparsity
+from .structured import ChannelPrune
+from .unstructured import SparsePrune, sparse_size
+
+__all__ = ["BlockPrune", "ChannelPrune", "IMPORTANCE_NAMES", "Importance", "SparsePrune", "agp_sparsity", "bn_l1_penalty",
+           "get_importance", "prune", "prune_with_details", "sparse_size"]

@@ -1,0 +1,47 @@
+"""Sensitivity curves have one point per (layer, ratio); allocation meets its MACs target."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from edgeslim.core.errors import UsageError
+from edgeslim.pruning.sensitivity import allocate, analyze, plot, table_csv, table_markdown
+from edgeslim.pruning.structured import macs_of, prune_once
+from edgeslim.pruning.importance import Magnitude
+from edgeslim.testing.models import TinyResNet, toy_loader
+
+
+@pytest.fixture(scope="module")
+def curves_and_model():
+    loader = toy_loader((1, 8, 8), 4, n=32, batch_size=16)
+    data = SimpleNamespace(train=loader, val=loader, test=loader, meta=None)
+    model = TinyResNet().eval()
+    return analyze(model, data, example_shape=(1, 1, 8, 8), ratios=(0.25, 0.5, 0.75)), model
+
+
+def test_sensitivity_shape(curves_and_model, tmp_path):
+    curves, model = curves_and_model
+    assert curves["layers"] == ["block2.conv2", "block2.conv1", "block1.conv1"]  # fc (head) is not scanned
+    assert len(curves["rows"]) == 3 * 3
+    assert {r["ratio"] for r in curves["rows"]} == {0.25, 0.5, 0.75}
+    for r in curves["rows"]:
+        assert 0 <= r["accuracy"] <= 100 and 0 < r["macs_kept"] < 1
+        assert r["drop"] == pytest.approx(curves["baseline"] - r["accuracy"], abs=1e-2)
+    csv = table_csv(curves).strip().splitlines()
+    assert csv[0] == "layer,channels,ratio,accuracy,drop,macs_kept" and len(csv) == 10
+    assert table_markdown(curves).count("\n| block") == 3
+    png = plot(curves, tmp_path / "s.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_allocation_reaches_target(curves_and_model):
+    curves, model = curves_and_model
+    x = torch.randn(1, 1, 8, 8)
+    ratios = allocate(model, curves, 0.5, example=x)
+    assert set(ratios) <= set(curves["layers"]) and ratios
+    m = TinyResNet()
+    m.load_state_dict(model.state_dict())
+    prune_once(m, x, ratio=0.0, importance=Magnitude(1), layer_ratios=ratios, clamp=True)
+    assert macs_of(m, x) <= 0.5 * macs_of(model, x)
+    with pytest.raises(UsageError):
+        allocate(model, curves, 1.5, example=x)
