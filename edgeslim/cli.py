@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from .cli_common import check_outputs
 
         check_outputs(args)  # before any work: an output never destroys an input
-        return int(args.func(args) or 0)
+        from .train import record_fits
+
+        with record_fits():  # every fit the command runs; its report records the BatchNorm re-estimates
+            return int(args.func(args) or 0)
     except EdgeslimError as e:
         if args.debug:
             traceback.print_exc()

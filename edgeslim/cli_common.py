@@ -295,7 +295,7 @@ def measure_and_write(args: argparse.Namespace, *, command: str, baseline, resul
     from .core.report import Report
     from .measure import compare
     from .models import save
-    from .train import evaluate
+    from .train import evaluate, record_bn
 
     with staged_out(args) as (out, work):
         test = (data.test or data.val) if data is not None else None
@@ -311,7 +311,7 @@ def measure_and_write(args: argparse.Namespace, *, command: str, baseline, resul
                  input_shape=list(shape[1:]), classes=data.meta.classes if labelled else info.get("classes"),
                  metrics={"test_top1": result["accuracy"], **(metrics or {})})
         report = Report(command=command, model=model_name or args.model, data=args.data, baseline=base,
-                        result=result, details=details)
+                        result=result, details=record_bn(details))
         if out is not None:
             report.write(work)
     return report, out

@@ -18,7 +18,6 @@ import torch
 from edgeslim import models
 from edgeslim.cli import main
 
-OTHER = pytest.mark.xfail(reason="train CLI: another helper wires cli_common.torch_device", strict=False)
 
 
 def _images(root: Path, classes: int, per_class: int = 3) -> None:
@@ -177,7 +176,7 @@ CASES = [
       id="sensitivity-shape"),
     C(["profile", "lenet5", "--input-shape", "0,1,28,28"], 2, "bad shape", id="shape-zero"),
     C(["train", "--model", "lenet5", "--data", SYN, "--device", "tpu9", "--out", "{ws}/t"], 2, "available: cpu",
-      id="device", marks=OTHER),
+      id="device"),
     C(["nosuchcommand"], 2, "invalid choice", id="unknown-command"),
     C(["profile", "resnet2"], 2, "unknown model 'resnet2'", id="unknown-model"),
     # -- data ----------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def _export_and_measure(args, model, q, info, data, cfg, details, shape, work, *
 
     from ..core.report import Report
     from ..measure import compare
-    from ..train import evaluate
+    from ..train import evaluate, record_bn
     from .deploy import export, method_of
     from .onnx_qdq import integer_ops, parity
     from .ptq import calibration_batches
@@ -150,7 +150,7 @@ def _export_and_measure(args, model, q, info, data, cfg, details, shape, work, *
     if keep and args.method in ("qat", "kmeans", "pow2", "ternary", "binary", "fp16", "bf16") and info.get("spec"):
         _save_checkpoint(q, work / "checkpoint", info, details)
     report = Report(command="quantize", model=args.model, data=args.data, baseline=base, result=result,
-                    details=details)
+                    details=record_bn(details))
     if keep:
         report.write(work)
     return report

@@ -189,6 +189,8 @@ class Compressed:
 def run_steps(model: nn.Module, steps: list[Config], *, data: Any, input_shape, teacher: nn.Module | None = None,
               seed: int = 0, progress: bool = False, log=None) -> Compressed:
     """Run ``steps`` in order on a copy of ``model``; the input model is the KD teacher by default."""
+    from ..train import bn_report, record_fits
+
     check_order(steps)
     work = copy.deepcopy(model).eval()
     teacher = teacher if teacher is not None else copy.deepcopy(model).eval()
@@ -199,9 +201,11 @@ def run_steps(model: nn.Module, steps: list[Config], *, data: Any, input_shape, 
         if family(cfg) == "quant":
             float_model = copy.deepcopy(work)
             quantized = True
-        work, d = apply_step(work, cfg, data=data, input_shape=input_shape, teacher=teacher, seed=seed,
-                             progress=progress)
-        details.append({"step": i + 1, "type": cfg.kind, **_jsonable(d)})
+        with record_fits() as fits:  # the step's own fine-tunes: their BatchNorm re-estimates go in its details
+            work, d = apply_step(work, cfg, data=data, input_shape=input_shape, teacher=teacher, seed=seed,
+                                 progress=progress)
+        details.append({"step": i + 1, "type": cfg.kind, **_jsonable(d),
+                        **({"bn_recalibration": bn_report(fits)} if fits else {})})
     if not quantized:
         float_model = work
     return Compressed(work.eval(), float_model.eval(), quantized, list(steps), details)
@@ -333,6 +337,7 @@ def write_outputs(original: nn.Module, result: Compressed, out: str | os.PathLik
 
     from ..core.io import atomic_path
     from ..core.report import Report
+    from ..train import record_bn
     from ..measure import compare, count_macs
 
     out = Path(out)
@@ -367,6 +372,6 @@ def write_outputs(original: nn.Module, result: Compressed, out: str | os.PathLik
     details["notes"] = list(details.get("notes", [])) + notes
     data_name = data.meta.name if data is not None and getattr(data, "meta", None) is not None else None
     report = Report(command=command, model=model_name or spec or type(original).__name__, data=data_name,
-                    baseline=base, result=res, details=details)
+                    baseline=base, result=res, details=record_bn(details))
     report.write(out)
     return report

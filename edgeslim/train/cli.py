@@ -3,39 +3,29 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import add_data_args, emit, load_data, load_model, staged_out
+from ..cli_common import (add_data_args, emit, load_data, load_model, nonneg_float, nonneg_int, positive_float,
+                          positive_int, staged_out, torch_device)
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model and save a checkpoint")
     p.add_argument("--model", required=True, help="zoo name or spec, or a checkpoint to continue from")
-    p.add_argument("--num-classes", type=int)
-    p.add_argument("--in-channels", type=int)
+    p.add_argument("--num-classes", type=positive_int)
+    p.add_argument("--in-channels", type=positive_int)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     add_data_args(p, required=True)
-    p.add_argument("--epochs", type=float, default=3)
-    p.add_argument("--lr", type=float, help="learning rate (default 0.05 for sgd, 1e-3 for adam)")
+    p.add_argument("--epochs", type=positive_float, default=3)
+    p.add_argument("--lr", type=positive_float, help="learning rate (default 0.05 for sgd, 1e-3 for adam)")
     p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--warmup-steps", type=int, metavar="N",
+    p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
+    p.add_argument("--warmup-steps", type=nonneg_int, metavar="N",
                    help="linear learning-rate warm-up steps (default: 5%% of the steps, at most 100; 0: none)")
-    p.add_argument("--clip-grad", type=float, default=5.0, metavar="NORM",
+    p.add_argument("--clip-grad", type=nonneg_float, default=5.0, metavar="NORM",
                    help="clip the gradient norm to NORM (default 5; 0: no clipping)")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", type=torch_device, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (checkpoint + report)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
-
-
-def _check(args) -> None:
-    from ..core.errors import UsageError
-
-    if not args.epochs > 0:
-        raise UsageError(f"--epochs must be positive, got {args.epochs}")
-    if args.warmup_steps is not None and args.warmup_steps < 0:
-        raise UsageError(f"--warmup-steps must be >= 0 (0: no warm-up), got {args.warmup_steps}")
-    if not args.clip_grad >= 0:
-        raise UsageError(f"--clip-grad must be >= 0 (0: no clipping), got {args.clip_grad}")
 
 
 def run(args) -> int:
@@ -47,7 +37,6 @@ def run(args) -> int:
     from ..models import save
     from . import evaluate, fit, fit_stats, seed_everything
 
-    _check(args)
     data = load_data(args)
     if not data.meta.labelled:
         raise UsageError(f"{args.data} has no labels to train on", hint="use fashion-mnist or imagefolder:PATH")

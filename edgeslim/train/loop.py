@@ -101,6 +101,21 @@ def record_fits() -> Iterator[list[FitStats]]:
         _RECORDERS.reset(token)
 
 
+def recorded_fits() -> list[FitStats] | None:
+    """The list of the innermost ``record_fits()`` block around this call, or None outside one."""
+    stack = _RECORDERS.get()
+    return stack[-1] if stack else None
+
+
+def record_bn(details: dict) -> dict:
+    """Put ``bn_report`` of the enclosing ``record_fits()`` block into a report's details (the writers
+    of every command call this; outside a block, nothing is added)."""
+    runs = recorded_fits()
+    if runs is not None and "bn_recalibration" not in details:
+        details["bn_recalibration"] = bn_report(runs)
+    return details
+
+
 def bn_report(runs: Iterable[FitStats]) -> dict:
     """What a command's report records as ``details["bn_recalibration"]`` for the fits it ran (the
     list of a ``record_fits()`` block): how many fits, how many re-estimated their BatchNorm

@@ -66,3 +66,16 @@ def test_sensitivity_cli(cli, tmp_path):
         assert (out / f).exists(), f
     assert len(rep["details"]["layers"]) == 2 * 3  # conv1, conv2, fc1 (head fc excluded) x 2 ratios
     assert rep["details"]["allocation"]["macs_kept"] <= 0.5
+
+
+def test_prune_with_fine_tuning_reports_its_batchnorm_re_estimate(tmp_path):
+    from edgeslim.cli import main
+    from edgeslim.testing.data import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs", classes=2, per_class=8, size=(28, 28), mode="L")
+    out = tmp_path / "p"
+    rc = main(["prune", "resnet8", "--data", f"imagefolder:{root}", "--batch-size", "4", "--ratio", "0.3",
+               "--finetune-epochs", "1", "--runs", "2", "--warmup", "0", "--threads", "1", "--out", str(out)])
+    assert rc == 0
+    bn = json.loads((out / "report.json").read_text())["details"]["bn_recalibration"]
+    assert bn["fits"] == 1 and bn["re_estimated"] == 1 and bn["layers"] > 0  # 3 steps leave momentum-0.1 stats stale

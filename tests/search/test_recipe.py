@@ -184,3 +184,18 @@ def test_latency_spec_refuses_nonsense(spec):
 
     with pytest.raises(UsageError, match="latency limit"):
         latency_spec(spec)
+
+
+def test_the_report_records_the_batchnorm_re_estimate_of_each_fine_tune(toy_model, toy_data, tmp_path):
+    import copy
+
+    import edgeslim
+    from edgeslim.testing.bn import set_bn_momentum
+
+    slow_bn = set_bn_momentum(copy.deepcopy(toy_model), 0.01)  # as torchvision's MobileNetV3
+    recipe = {"steps": [{"type": "channel_prune", "ratio": 0.25}, {"type": "finetune", "epochs": 1, "max_batches": 2}]}
+    edgeslim.compress(slow_bn, recipe, data=toy_data, out=tmp_path / "c", runs=2)
+    steps = json.loads((tmp_path / "c" / "report.json").read_text())["details"]["steps"]
+    bn = steps[1]["bn_recalibration"]
+    assert bn["fits"] == 1 and bn["re_estimated"] == 1 and bn["batches"] > 0 and bn["layers"] == 2
+    assert "bn_recalibration" not in steps[0]  # pruning alone trained nothing here

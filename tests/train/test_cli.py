@@ -36,8 +36,8 @@ def test_flags_reach_the_trainer_and_bn_recalibration_is_reported(cli, tmp_path,
     assert details["bn_recalibration"] == {"batches": 4, "layers": 9, "times": 1}
 
 
-@pytest.mark.parametrize("flags,match", [(["--warmup-steps", "-1"], "--warmup-steps must be >= 0"),
-                                         (["--clip-grad", "-2"], "--clip-grad must be >= 0")])
+@pytest.mark.parametrize("flags,match", [(["--warmup-steps", "-1"], "--warmup-steps: must be an integer >= 0, got -1"),
+                                         (["--clip-grad", "-2"], "--clip-grad: must be a number >= 0, got -2")])
 def test_bad_flags_exit_2(cli, tmp_path, folder, flags, match):
     p = cli("train", "--model", "lenet5", "--data", f"imagefolder:{folder}", *flags, "--out", tmp_path / "x",
             check_rc=2)
