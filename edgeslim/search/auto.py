@@ -687,6 +687,10 @@ def _setup(model, data, space, xshape, work, store, storage_url, max_drop, min_a
         raise UsageError(f"the budget ({deadline[1]}) is too short for one trial: measuring one artifact takes "
                          f"about {t_eval:.0f}s here", hint=f"give --budget {max(2, math.ceil(10 * t_eval / 60))}m or more")
     sla = b_val - max_drop if max_drop is not None else float(min_accuracy)
+    if max_drop is not None and max_drop >= b_val:
+        raise UsageError(f"--max-drop {max_drop:g} is at or above the baseline's validation accuracy ({b_val:.2f}%): "
+                         "every model, even one that guesses, would meet it",
+                         hint=f"give a drop below {b_val:.2f} points (e.g. 0.5)")
     base = {"val_accuracy": b_val, "size_bytes": b_size, "latency_ms": b_lat}
     log(f"baseline (fp32 ONNX): val {b_val:.2f}% | {_fmt_size(b_size)} | {b_lat:.3f} ms -> SLA: val accuracy >= "
         f"{sla:.2f}%" + (f" (baseline - {max_drop:g} points)" if max_drop is not None else "")

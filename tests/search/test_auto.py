@@ -288,3 +288,9 @@ def test_the_budget_holds(toy_model, toy_data, tmp_path):
     assert all(r["state"] == "pruned" and r["reason"].startswith("the search's time ran out") and
                r["val_accuracy"] is None for r in unfinished)
     assert res.best_trial not in {r["trial"] for r in unfinished}
+
+
+def test_an_sla_every_model_meets_is_refused_once_the_baseline_is_known(toy_model, toy_data, tmp_path):
+    with pytest.raises(UsageError, match="at or above the baseline's validation accuracy"):
+        edgeslim.auto(toy_model, toy_data, max_drop=100.0, budget="2m", out=tmp_path / "a", log=lambda s: None)
+    assert not (tmp_path / "a" / "model.onnx").exists()
