@@ -77,7 +77,7 @@ class _LowRank(Config):
         return "target_macs", 0.5
 
     def decomposition(self) -> Decomposition:
-        raise NotImplementedError(f"{type(self).__name__} names no Decomposition")
+        raise TypeError(f"{type(self).__name__} is a low-rank config without a decomposition: subclasses name theirs")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
