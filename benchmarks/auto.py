@@ -50,7 +50,8 @@ def _single(work_key: str, recipe: dict, model, data, shape) -> Path:
 
     from _common import CACHE
     from edgeslim.core.io import atomic_path, atomic_write_text
-    from edgeslim.search.recipe import export_artifact, load_recipe, run_steps
+    from edgeslim.output import export_artifact
+    from edgeslim.search.recipe import load_recipe, run_steps
 
     h = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     p = CACHE / "auto" / "singles" / work_key / f"{h}.onnx"

@@ -55,7 +55,7 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------------- repvgg
 def part_repvgg(args) -> dict:
     import edgeslim.models as M
-    from edgeslim.export import onnx as export_onnx
+    from edgeslim.runtimes import export_onnx
     from edgeslim.measure import bench, count_params
     from edgeslim.reparameterization import reparam
 
@@ -99,8 +99,9 @@ def part_repvgg(args) -> dict:
 # ---------------------------------------------------------------------------- torchvision tucker
 def part_tv(args) -> dict:
     from edgeslim import models
-    from edgeslim.export import onnx as export_onnx
-    from edgeslim.lowrank import Tucker, factorize_with_details
+    from edgeslim.runtimes import export_onnx
+    from edgeslim.core.registry import Context, run
+    from edgeslim.lowrank import Tucker
     from edgeslim.measure import bench, count_macs
 
     out = {}
@@ -110,7 +111,7 @@ def part_tv(args) -> dict:
         model = models.create(f"torchvision:{name}").eval()
         t0 = time.time()
         cfg = Tucker(target_macs=0.5, check_latency=False)
-        fact, det = factorize_with_details(model, cfg, input_shape=(3, 224, 224), progress=False)
+        fact, det = run(model, cfg, Context(input_shape=(3, 224, 224), progress=False))
         t_dec = time.time() - t0
         shape = (1, 3, 224, 224)
         macs0, macs1 = count_macs(model, shape)[0], count_macs(fact, shape)[0]
@@ -220,8 +221,9 @@ def part_distill_t2(args) -> dict:
 # ---------------------------------------------------------------------------- fashion-mnist resnet20 tucker
 def part_fm(args) -> dict:
     import edgeslim.data
-    from edgeslim.export import onnx as export_onnx
-    from edgeslim.lowrank import Tucker, factorize_with_details
+    from edgeslim.runtimes import export_onnx
+    from edgeslim.core.registry import Context, run
+    from edgeslim.lowrank import Tucker
     from edgeslim.measure import bench, count_macs
     from edgeslim.train import evaluate
 
@@ -238,15 +240,14 @@ def part_fm(args) -> dict:
     zero_shot = {}
     for alloc, bn in (("energy", 0), ("energy", args.bn_batches), ("uniform", args.bn_batches)):
         if True:
-            m, _ = factorize_with_details(teacher, Tucker(target_macs=0.5, check_latency=False, allocation=alloc,
-                                                          bn_batches=bn), data if bn else None,
-                                          input_shape=shape[1:], progress=False)
+            m, _ = run(teacher, Tucker(target_macs=0.5, check_latency=False, allocation=alloc, bn_batches=bn),
+                       Context(data=data if bn else None, input_shape=shape[1:], progress=False))
             zero_shot[f"{alloc}-bn{bn}"] = {"top1": top1(m), "macs": count_macs(m, shape)[0]}
             log(f"fm: zero-shot {alloc}, bn_batches={bn}: {zero_shot[f'{alloc}-bn{bn}']}")
     cfg = Tucker(target_macs=0.5, check_latency=False, bn_batches=args.bn_batches, finetune_epochs=args.finetune_epochs,
                  finetune_distill=True, lr=args.finetune_lr)
     t0 = time.time()
-    fact, det = factorize_with_details(teacher, cfg, data, input_shape=shape[1:], progress=False)
+    fact, det = run(teacher, cfg, Context(data=data, input_shape=shape[1:], progress=False))
     ft_s = time.time() - t0
     ft = top1(fact)
     log(f"fm: base {base:.2f}, after {args.finetune_epochs} epoch(s) of fine-tuning {ft:.2f} ({ft_s:.0f} s)")
@@ -256,7 +257,7 @@ def part_fm(args) -> dict:
         export_onnx(fact, p1, input_shape=shape[1:])
         lat = bench([p0, p1], shape, threads=args.threads, warmup=5, runs=args.runs)
     # the same factorization with the per-layer ONNX Runtime check: which layers would stay?
-    _, det_chk = factorize_with_details(teacher, Tucker(target_macs=0.5), input_shape=shape[1:], progress=False)
+    _, det_chk = run(teacher, Tucker(target_macs=0.5), Context(input_shape=shape[1:], progress=False))
     kept = sum(r["kept"] == "factorized" for r in det_chk["layers"])
     return {"base_top1": base, "zero_shot": zero_shot, "finetuned_top1": ft, "drop": base - ft,
             "macs": count_macs(teacher, shape)[0], "macs_tucker": count_macs(fact, shape)[0],

@@ -14,7 +14,7 @@ from pathlib import Path
 from _common import results_section
 
 from edgeslim import models
-from edgeslim.export import onnx as export_onnx
+from edgeslim.runtimes import export_onnx
 from edgeslim.measure import bench, count_macs, count_params
 
 MODELS = [("lenet300", (1, 1, 28, 28)), ("lenet5", (1, 1, 28, 28)), ("resnet20", (1, 1, 28, 28)),

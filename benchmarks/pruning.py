@@ -36,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import CACHE, cached_trained, results_section  # noqa: E402
 
 import edgeslim  # noqa: E402
-import edgeslim.export  # noqa: E402
+import edgeslim.runtimes  # noqa: E402
 from edgeslim.measure import bench, count_macs, count_params  # noqa: E402
-from edgeslim.pruning import ChannelPrune, SparsePrune, prune_with_details  # noqa: E402
+from edgeslim.core.registry import Context, run  # noqa: E402
+from edgeslim.pruning import ChannelPrune, SparsePrune  # noqa: E402
 
 SPEED_MODELS = ("resnet18", "mobilenet_v2", "resnet50", "densenet121", "vgg16_bn")
 WORK = Path(os.environ.get("PRUNING_BENCH_WORK", CACHE / "pruning"))
@@ -75,12 +76,11 @@ def profile(models, ratio: float, round_to: int, runs: int, threads: int, state:
     for name in models:
         _log(f"profile: {name}")
         base = getattr(torchvision.models, name)(weights=None).eval()
-        es, _ = prune_with_details(base, ChannelPrune(ratio=ratio, round_to=round_to), input_shape=shape[1:],
-                                   progress=False)
+        es, _ = run(base, ChannelPrune(ratio=ratio, round_to=round_to), Context(input_shape=shape[1:], progress=False))
         row = {}
         for tag, m in (("baseline", base), ("edgeslim", es)):
             path = d / f"{name}-{tag}.onnx"
-            edgeslim.export.onnx(m, path, input_shape=shape)
+            edgeslim.runtimes.export_onnx(m, path, input_shape=shape)
             p = ort_op_times(path, shape, threads=threads, warmup=3, runs=runs)
             path.unlink()
             conv_macs = sum(r["macs"] for r in count_macs(m, shape)[1] if r.get("type") == "Conv2d")
@@ -159,8 +159,8 @@ def speed(models, ratio: float, round_to: int, runs: int, threads: int, state: d
         _log(f"speed: {name}")
         base = getattr(torchvision.models, name)(weights=None).eval()
         t0 = time.perf_counter()
-        es, det = prune_with_details(base, ChannelPrune(ratio=ratio, round_to=round_to), input_shape=shape[1:],
-                                     progress=False)
+        es, det = run(base, ChannelPrune(ratio=ratio, round_to=round_to),
+                      Context(input_shape=shape[1:], progress=False))
         t_es = time.perf_counter() - t0
         t0 = time.perf_counter()
         tpm = _torch_pruning(base, x, ratio, round_to).eval()
@@ -170,7 +170,7 @@ def speed(models, ratio: float, round_to: int, runs: int, threads: int, state: d
         paths, parity = {}, {}
         for k, m in variants.items():
             p = onnx_dir / f"{name}-{k.replace('.', '_')}.onnx"
-            info = edgeslim.export.onnx(m, p, input_shape=shape, verify=True)
+            info = edgeslim.runtimes.export_onnx(m, p, input_shape=shape, verify=True)
             paths[k], parity[k] = p, info["max_abs_diff"]
         macs = {k: count_macs(m, shape)[0] for k, m in variants.items()}
         params = {k: count_params(m) for k, m in variants.items()}
@@ -233,7 +233,7 @@ def _onnx_figures(base, small, shape, data, runs, threads, tag):
     accs = []
     for k, m in (("base", base), ("small", small)):
         p = WORK / f"{tag}-{k}.onnx"
-        edgeslim.export.onnx(m, p, input_shape=shape, verify=True)
+        edgeslim.runtimes.export_onnx(m, p, input_shape=shape, verify=True)
         paths.append(p)
     from edgeslim.measure import onnx_accuracy
 
@@ -267,7 +267,7 @@ def accuracy(spec: str, ref_epochs: float, ft_epochs: float, runs: int, threads:
         cfg = ChannelPrune(target_macs=target, allocation="sensitivity", importance="l1", finetune_epochs=ft_epochs,
                            bn_batches=bn_batches)
         t0 = time.perf_counter()
-        small, det = prune_with_details(ref, cfg, data=data, progress=False)
+        small, det = run(ref, cfg, Context(data=data, progress=False))
         elapsed = time.perf_counter() - t0
         acc = _test_acc(small, data)
         lat, onnx_accs, sizes = _onnx_figures(ref, small, shape, data, runs, threads, f"{spec}-{label}")
@@ -294,8 +294,7 @@ def lenet300(args, state: dict) -> dict:
         ref.eval()
         b = _test_acc(ref, data)
         t0 = time.perf_counter()
-        small, det = prune_with_details(ref, SparsePrune(granularity="fine", ratio=0.9, **cfg), data=data,
-                                        progress=False)
+        small, det = run(ref, SparsePrune(granularity="fine", ratio=0.9, **cfg), Context(data=data, progress=False))
         a = _test_acc(small, data)
         res["lenet300"] = {"acc_base": b, "acc": a, "drop": b - a, "sparsity": det["sparsity"], "config": cfg,
                            "seconds": time.perf_counter() - t0,
@@ -324,8 +323,8 @@ def importance_table(spec: str, ref_epochs: float, ratio: float, ft_epochs: floa
         if name in res:
             continue
         _log(f"importance: {name}")
-        small, det = prune_with_details(ref, ChannelPrune(ratio=ratio, importance=name, bn_batches=0), data=data,
-                                        progress=False)
+        small, det = run(ref, ChannelPrune(ratio=ratio, importance=name, bn_batches=0),
+                         Context(data=data, progress=False))
         a0 = _test_acc(small, data, IMP_EVAL_BATCHES)
         recalibrate_bn(small, data, bn_batches)  # what ChannelPrune(bn_batches=...) does after pruning
         a_bn = _test_acc(small, data, IMP_EVAL_BATCHES)

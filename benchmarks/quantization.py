@@ -99,9 +99,10 @@ def accuracy_part(specs, test_batches: int, qat_batches: int, work: Path, done: 
     import torch
 
     from edgeslim import data as D
-    from edgeslim.export import onnx as export_onnx
+    from edgeslim.runtimes import export_onnx
     from edgeslim.measure import onnx_accuracy
-    from edgeslim.quantization import PTQ, export, quantize_with_details
+    from edgeslim.core.registry import Context, run
+    from edgeslim.quantization import PTQ, export
     from edgeslim.quantization.qat import QAT
     from edgeslim.train import evaluate
 
@@ -130,7 +131,7 @@ def accuracy_part(specs, test_batches: int, qat_batches: int, work: Path, done: 
             if only and not any(label.startswith(o) for o in only):
                 return
             t = time.perf_counter()
-            q, det = quantize_with_details(model, cfg, data=dataset, progress=False)
+            q, det = run(model, cfg, Context(data=dataset, progress=False))
             secs = time.perf_counter() - t
             sim = evaluate(q, test)["top1"]
             path = d / (label.split(" (")[0].replace(" ", "_").replace("/", "") + ".onnx")
@@ -184,9 +185,10 @@ def speed_part(names, calib_images: dict, runs: int, work: Path, done: dict, rou
     import torch
     import torchvision
 
-    from edgeslim.export import onnx as export_onnx
+    from edgeslim.runtimes import export_onnx
     from edgeslim.measure import artifact_size, bench
-    from edgeslim.quantization import PTQ, export, quantize_with_details
+    from edgeslim.core.registry import Context, run
+    from edgeslim.quantization import PTQ, export
     from edgeslim.quantization.onnx_qdq import integer_ops
 
     torch.set_num_threads(2)
@@ -200,8 +202,8 @@ def speed_part(names, calib_images: dict, runs: int, work: Path, done: dict, rou
         d.mkdir(parents=True, exist_ok=True)
         export_onnx(model, d / "fp32.onnx", batches[0][:1], verify=False)
         t = time.perf_counter()
-        q, det = quantize_with_details(model, PTQ(bits=8, calibration="entropy", calib_batches=len(batches)),
-                                       data=batches, progress=False)
+        q, det = run(model, PTQ(bits=8, calibration="entropy", calib_batches=len(batches)),
+                     Context(data=batches, progress=False))
         ours_s = time.perf_counter() - t
         export(q, d / "edgeslim_int8.onnx", batches[0])
         iops = integer_ops(d / "edgeslim_int8.onnx")

@@ -19,7 +19,7 @@ _COMMAND_MODULES = [
     "edgeslim.models.cli",
     "edgeslim.train.cli",
     "edgeslim.measure.cli",
-    "edgeslim.export.cli",
+    "edgeslim.runtimes.cli",
     "edgeslim.codec.cli",
     "edgeslim.quantization.cli",
     "edgeslim.pruning.cli",

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .core.errors import DataError, UsageError
 from .core.io import _json_default
@@ -139,7 +138,7 @@ def text_file(text: str) -> str:
 
 def opset(text: str) -> int:
     """An ONNX opset both the exporters and ONNX Runtime can handle (export.opset_range())."""
-    from .export import opset_range
+    from .runtimes.onnx_export import opset_range
 
     lo, hi = opset_range()
     return int_range(lo, hi)(text)
@@ -268,53 +267,17 @@ def check_outputs(args: argparse.Namespace) -> None:
               refuse_model=args.command == "decode")
 
 
-@contextlib.contextmanager
-def staged_out(args: argparse.Namespace, *, carry: tuple[str, ...] = ()) -> Iterator[tuple[Path | None, Path]]:
-    """(out DIR or None, where to write): with --out, a staging directory swapped in as DIR when
-    the block succeeds (core.outdir.OutDir); without, a temporary directory removed after."""
-    import tempfile
+def output_options(args: argparse.Namespace, info: dict, *, command: str | None = None, **fields):
+    """The OutputOptions of a command's out DIR from its arguments and the model's info (spec, build,
+    classes); ``fields`` set the rest (metrics, layer_table, ...). DIR keeps baseline.onnx, as every
+    CLI command's layout does."""
+    from .output import OutputOptions
 
-    from .core.outdir import OutDir
-
-    out = out_dir(args)
-    if out is None:
-        with tempfile.TemporaryDirectory() as scratch:
-            yield None, Path(scratch)
-        return
-    with OutDir(out, inputs=input_paths(args), carry=carry, force=bool(getattr(args, "force", False)),
-                refuse_model=args.command == "decode") as stage:
-        yield out, stage
-
-
-def measure_and_write(args: argparse.Namespace, *, command: str, baseline, result_model, info: dict, data,
-                      shape, details: dict, metrics: dict | None = None, model_name: str | None = None):
-    """What every command with a float result does last: export both models, measure them side by side
-    (ONNX Runtime latency, artifact size, test accuracy of the exported files), record the torch accuracy
-    of the result, and -- with --out -- write DIR/model.onnx, DIR/checkpoint and the Report, all at once.
-    Returns (report, out DIR or None)."""
-    from .core.report import Report
-    from .measure import compare
-    from .models import save
-    from .train import evaluate, record_bn
-
-    with staged_out(args) as (out, work):
-        test = (data.test or data.val) if data is not None else None
-        labelled = bool(data is not None and data.meta.labelled and test is not None)
-        base, result = compare(baseline, result_model, shape, workdir=work, loader=test if labelled else None,
-                               threads=args.threads, runs=args.runs, warmup=args.warmup,
-                               max_batches=args.max_batches)
-        if labelled:
-            details["accuracy_split"] = "test"
-            details["torch_accuracy"] = evaluate(result_model, test, max_batches=args.max_batches)["top1"]
-        if out is not None and info.get("spec"):
-            save(result_model, work / "checkpoint", spec=info["spec"], build=info.get("build") or {},
-                 input_shape=list(shape[1:]), classes=data.meta.classes if labelled else info.get("classes"),
-                 metrics={"test_top1": result["accuracy"], **(metrics or {})})
-        report = Report(command=command, model=model_name or args.model, data=args.data, baseline=base,
-                        result=result, details=record_bn(details))
-        if out is not None:
-            report.write(work)
-    return report, out
+    values = dict(command=command or args.command, spec=info.get("spec"), build=info.get("build") or {},
+                  classes=info.get("classes"), model_name=getattr(args, "model", None), data_name=getattr(args, "data", None),
+                  threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=getattr(args, "max_batches", None),
+                  keep_baseline=True)
+    return OutputOptions(**{**values, **fields})
 
 
 def wrote_line(out: Path | None, info: dict) -> list[str]:

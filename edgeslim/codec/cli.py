@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, load_data, load_model,
-                          nonneg_float, positive_float, positive_int, staged_out, text_file)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+                          input_shape, load_data, load_model, nonneg_float, out_dir, output_options, positive_float,
+                          positive_int, text_file)
 from ..core.errors import UsageError
-from ..core.shapes import batched
 
 
 def register(sub) -> None:
@@ -101,67 +101,37 @@ def _config(args):
 
 
 def run(args) -> int:
-    import tempfile
-    from pathlib import Path
-
-    from ..core.report import machine_info
-    from .pipeline import deep_compress, write_outputs
+    from ..core.shapes import unbatched
+    from ..output import staged
+    from .pipeline import DeepCompressRun, deep_compress, write_esz
 
     config = _config(args)  # validate before loading anything
     data = load_data(args)
     model, info = load_model(args, data)
-    if args.input_shape or info.get("input_shape"):
-        input_shape(args, info, model)  # a shape the model cannot take fails here, before any training
+    shape = input_shape(args, info, model)  # a shape the model cannot take fails here, before any training
     if data is not None and not data.meta.labelled:
         note = f"{args.data} has no labels: retraining distils from the uncompressed model; accuracy is not measured"
     else:
         note = None
     classes = info.get("classes") or (list(data.meta.classes) if data is not None and data.meta.labelled else None)
-    result, report = deep_compress(model, config, data=data, spec=info.get("spec"), build=info.get("build"),
-                                   input_shape=info.get("input_shape"), classes=classes,
-                                   seed=args.seed, progress=not args.json, max_eval_batches=args.max_batches,
-                                   model_name=args.model, data_name=args.data)
+    run_opts = DeepCompressRun(spec=info.get("spec"), build=info.get("build"),
+                               input_shape=tuple(info.get("input_shape") or unbatched(shape)), classes=classes,
+                               seed=args.seed, progress=not args.json, max_eval_batches=args.max_batches,
+                               model_name=args.model, data_name=args.data)
+    result, report = deep_compress(model, config, data=data, options=run_opts)
     if note:
         report.details.setdefault("notes", []).insert(0, note)
     if not info.get("spec"):
         report.details.setdefault("notes", []).append("the model has no spec: the .esz cannot rebuild it by itself")
-    out = Path(args.out)
-    loader = (data.test or data.val) if data is not None else None
-    esz = result.edgeslim_esz
-    with staged_out(args) as (_, stage):  # esz, checkpoint, onnx and report replace DIR's together
-        written = write_outputs(stage, result, report, esz["blob"], spec=info.get("spec"), side=esz["sidecar"],
-                                loader=loader, write_report=False, max_eval_batches=args.max_batches)
-        if "onnx" in written:
-            _latency(args, model, stage, report, tempfile)
-        report.machine = machine_info(args.threads)
-        report.write(stage)
+    with staged(out_dir(args), input_paths(args)) as (out, stage):  # esz, onnx, checkpoint and report: together
+        report = write_esz(stage, model, result, report, data=data, input_shape=shape,
+                           options=output_options(args, info, command="deepcompress"))
     d = report.to_dict()
     lines = [f"{s['stage']:>13}: {s['size_bytes']:>10,} bytes  {s['ratio']:6.1f}x  top-1 "
              + ("–" if s["accuracy"] is None else f"{s['accuracy']:.2f}%") for s in report.details["stages"]]
-    emit(args, d, "\n".join(lines) + f"\n.esz: {out / written['esz']} ({report.result['size_bytes']:,} bytes, "
+    emit(args, d, "\n".join(lines) + f"\n.esz: {out / 'model.esz'} ({report.result['size_bytes']:,} bytes, "
          f"{d['ratios']['size']:.1f}x smaller than the fp32 weights)\nreport: {out / 'report.md'}")
     return 0
-
-
-def _latency(args, model, out, report, tempfile) -> None:
-    """Dense fp32 baseline vs the decoded model, both in ONNX Runtime, side by side."""
-    from pathlib import Path
-
-    from ..export import onnx as export_onnx
-    from ..measure import bench
-
-    shape = tuple(report.result["input_shape"])
-    if args.input_shape:
-        shape = batched(args.input_shape)
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "baseline.onnx"
-        export_onnx(model, base, input_shape=shape, verify=False)
-        b, r = bench([base, out / "model.onnx"], shape, threads=args.threads, warmup=args.warmup, runs=args.runs)
-    for fig, lat in ((report.baseline, b), (report.result, r)):
-        fig.update(latency_ms=lat["median_ms"], latency_p90_ms=lat["p90_ms"], runtime=lat["runtime"],
-                   threads=args.threads, batch=shape[0], input_shape=list(shape))
-    report.details["latency_note"] = ("latency of the dense decoded model (model.onnx) vs the fp32 baseline in "
-                                      "ONNX Runtime: Deep Compression shrinks storage, not compute")
 
 
 def run_decode(args) -> int:
@@ -170,6 +140,7 @@ def run_decode(args) -> int:
     from ..core.report import Report, figures
     from ..measure import count_params
     from ..models import save
+    from ..output import staged
     from . import container
     from .esz import decode_file
 
@@ -178,7 +149,8 @@ def run_decode(args) -> int:
         src = src / "model.esz"
     model, side = decode_file(src, spec=args.spec)
     shared = container.read(src).shared
-    with staged_out(args) as (out, stage):  # checkpoint and report replace DIR's together
+    with staged(out_dir(args), input_paths(args), force=args.force, refuse_model=True) as (out, stage):
+        # checkpoint and report replace DIR's together
         ckpt = save(model, stage / "checkpoint", spec=args.spec or side["spec"], build=side.get("build"),
                     input_shape=side.get("input_shape"), classes=side.get("classes"), metrics=side.get("metrics"),
                     extra={**(side.get("extra") or {}), "decoded_from": str(src)})

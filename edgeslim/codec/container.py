@@ -35,7 +35,7 @@ import torch
 from ..core.errors import CheckpointError, UsageError
 from ..core.io import atomic_write_bytes
 from . import huffman, sparse
-from .sharing import MAX_CENTROIDS
+from ..quantization.sharing import MAX_CENTROIDS
 
 MAGIC = b"ESZ\0"
 VERSION = 1

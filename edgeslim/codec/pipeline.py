@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import math
 import re
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -28,8 +29,9 @@ from torch import nn
 from ..core.config import Config
 from ..core.errors import UsageError
 from ..core.registry import Context, register
+from ..output import Compressed, OutputOptions, eval_split, write_result
 from . import container
-from .sharing import INITS, check_bits, share, bake, shared_of
+from ..quantization.sharing import INITS, check_bits, share, bake, shared_of
 
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _GROUPS = {"conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d), "fc": (nn.Linear,), "linear": (nn.Linear,)}
@@ -316,50 +318,108 @@ def state_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
-def deep_compress(model: nn.Module, config: DeepCompress | None = None, *, data: Any = None, spec: str | None = None,
-                  build: dict | None = None, input_shape=None, classes=None, metrics: dict | None = None,
-                  out=None, inplace: bool = False, ctx: Context | None = None, seed: int = 0,
-                  progress: bool = True, model_name: str | None = None, data_name: str | None = None,
-                  export_onnx: bool = True, max_eval_batches: int | None = None):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DeepCompressRun:
+    """What ``deep_compress`` is told besides the model and the config (its keyword arguments).
+
+    spec / build: the architecture, so the .esz (and DIR/checkpoint) rebuild the module. input_shape:
+    (C, H, W), default the data's. classes / metrics: for the sidecar. model_name / data_name: what
+    the report calls them. max_eval_batches caps the accuracy checks; threads / runs / warmup: the
+    latency measurement of an out DIR."""
+
+    spec: str | None = None
+    build: dict | None = None
+    input_shape: tuple | None = None
+    classes: list | None = None
+    metrics: dict | None = None
+    seed: int = 0
+    progress: bool = True
+    model_name: str | None = None
+    data_name: str | None = None
+    max_eval_batches: int | None = None
+    threads: int = 2
+    runs: int = 20
+    warmup: int = 5
+
+    def output_options(self) -> OutputOptions:
+        return OutputOptions(command="deepcompress", threads=self.threads, runs=self.runs, warmup=self.warmup,
+                             max_batches=self.max_eval_batches)
+
+
+def deep_compress(model: nn.Module, config: DeepCompress | None = None, *, data: Any = None, out=None,
+                  inplace: bool = False, ctx: Context | None = None, options: DeepCompressRun | None = None, **kw):
     """Deep-Compress ``model`` -> (weight-shared model, Report).
 
-    The returned model holds exactly the float32 weights the .esz decodes to. ``spec`` (and
-    ``build``) name the architecture so the .esz can rebuild the module; ``out`` writes
-    DIR/model.esz, DIR/report.json|md, DIR/checkpoint and (``export_onnx``) DIR/model.onnx.
+    The returned model holds exactly the float32 weights the .esz decodes to. ``options`` (or its
+    fields as keyword arguments: spec, build, input_shape, classes, metrics, seed, progress, model_name,
+    data_name, max_eval_batches, threads, runs, warmup) say how to name and rebuild it; ``out`` writes
+    DIR/model.esz, DIR/model.onnx (dense), DIR/checkpoint (with a spec) and DIR/report.json|md.
     """
-    from ..core.report import Report, figures
-    from ..measure import count_macs, count_params
+    run = _run_options(options, kw)
+    config = _checked(model, config)
+    ctx = ctx or Context(data=data, seed=run.seed, progress=run.progress)
+    ctx.max_eval_batches = run.max_eval_batches  # read by the handler's accuracy checks
+    if data is not None:
+        ctx.data = data
+    meta = getattr(data, "meta", None)
+    run = dataclasses.replace(run, input_shape=run.input_shape if run.input_shape is not None else (
+        tuple(meta.input_shape) if meta is not None else None), classes=run.classes if run.classes is not None else (
+        list(meta.classes) if meta is not None and meta.labelled else None),
+        data_name=run.data_name or getattr(meta, "name", None))
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    original = copy.deepcopy(model) if inplace and out is not None else model  # the baseline DIR measures
+    result = _apply((model if inplace else copy.deepcopy(model)).cpu(), config, ctx)
+    side = _sidecar(result, ctx.details["stages"], config, run)
+    blob, stats, decoded = _encode(result, ctx.details["layers_plan"], side, run.spec)
+    _, loader = eval_split(data)
+    ctx.details["stages"]["huffman"] = {"accuracy": _accuracy(decoded, loader, run.max_eval_batches)}
+    details = _esz_details(ctx.details, result, blob, stats, base_state)
+    report = _esz_report(model, result, details, sum(t.numel() * t.element_size() for t in base_state.values()),
+                         len(blob), run)
+    # the exact bytes and sidecar, so write_esz (and the CLI) write what was measured
+    result.edgeslim_esz = {"blob": blob, "sidecar": side}
+    if out is not None:
+        from ..core.outdir import OutDir
 
+        with OutDir(out) as stage:  # the whole DIR at once
+            report = write_esz(stage, original, result, report, data=data, input_shape=run.input_shape,
+                               options=run.output_options())
+    return result, report
+
+
+def _run_options(options: DeepCompressRun | None, kw: dict) -> DeepCompressRun:
+    if options is not None and kw:
+        raise UsageError(f"deep_compress takes options= or its fields as keywords, not both (got {sorted(kw)})")
+    try:
+        return options if options is not None else DeepCompressRun(**kw)
+    except TypeError as e:
+        raise TypeError(f"deep_compress(): {e}") from None
+
+
+def _checked(model, config) -> DeepCompress:
     if not isinstance(model, nn.Module):
         raise UsageError(f"deep_compress expects a torch.nn.Module, got {type(model).__name__}")
     config = config or DeepCompress()
     if not isinstance(config, DeepCompress):
         raise UsageError(f"deep_compress takes a DeepCompress config, got {type(config).__name__}")
-    ctx = ctx or Context(data=data, seed=seed, progress=progress)
-    ctx.max_eval_batches = max_eval_batches  # read by the handler's accuracy checks
-    if data is not None:
-        ctx.data = data
-    meta = getattr(data, "meta", None)
-    if input_shape is None and meta is not None:
-        input_shape = tuple(meta.input_shape)
-    if classes is None and meta is not None and meta.labelled:
-        classes = list(meta.classes)
-    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    baseline_bytes = state_bytes(model)
-    work = model if inplace else copy.deepcopy(model)
-    work = work.cpu()
-    result = _apply(work, config, ctx)
-    rows = ctx.details["layers_plan"]
-    side = None
-    stages = ctx.details["stages"]
-    if spec is not None:
-        from .esz import sidecar
+    return config
 
-        acc = stages.get("finetuned", stages["quantized"])["accuracy"]  # == the decoded model's (bit-exact)
-        side = sidecar(result, spec=spec, build=build, input_shape=input_shape, classes=classes,
-                       metrics={"test_top1": acc, "baseline_top1": stages["baseline"]["accuracy"],
-                                "data": data_name or getattr(meta, "name", None), **(metrics or {})},
-                       extra={"deep_compress": config.to_dict()})
+
+def _sidecar(result: nn.Module, stages: dict, config: DeepCompress, run: DeepCompressRun) -> dict | None:
+    """The architecture record the .esz (and the checkpoint) carry; None without a spec."""
+    if run.spec is None:
+        return None
+    from .esz import sidecar
+
+    acc = stages.get("finetuned", stages["quantized"])["accuracy"]  # == the decoded model's (bit-exact)
+    return sidecar(result, spec=run.spec, build=run.build, input_shape=run.input_shape, classes=run.classes,
+                   metrics={"test_top1": acc, "baseline_top1": stages["baseline"]["accuracy"], "data": run.data_name,
+                            **(run.metrics or {})},
+                   extra={"deep_compress": config.to_dict()})
+
+
+def _encode(result: nn.Module, rows: list[dict], side: dict | None, spec: str | None):
+    """(.esz bytes, per-tensor coding stats, the model decoded from those bytes), checked bit-exact."""
     from .esz import build_model, encode_model
 
     coded = {r["name"]: r["index_bits"] for r in rows if r["bits"] is not None}
@@ -369,100 +429,88 @@ def deep_compress(model: nn.Module, config: DeepCompress | None = None, *, data:
     if not exact:  # pragma: no cover - would be a codec bug
         raise container.EszError("internal error: the .esz does not decode to the compressed weights")
     if side is not None:
-        decoded = build_model(side, decoded_state, "the encoded model", spec=spec)
-    else:
-        decoded = copy.deepcopy(result)
-        decoded.load_state_dict(decoded_state)
-    loader = None
-    if data is not None:
-        loader = getattr(data, "test", None) or getattr(data, "val", None)
-    stages["huffman"] = {"accuracy": _accuracy(decoded, loader, max_eval_batches)}
-    table, totals = size_table(result, rows, stats, base_state)
+        return blob, stats, build_model(side, decoded_state, "the encoded model", spec=spec)
+    decoded = copy.deepcopy(result)
+    decoded.load_state_dict(decoded_state)
+    return blob, stats, decoded
+
+
+def _esz_details(details: dict, result: nn.Module, blob: bytes, stats: dict, base_state: dict) -> dict:
+    """The handler's details plus the paper's per-layer table, the size and accuracy after each stage."""
+    stages = details["stages"]
+    table, totals = size_table(result, details.pop("layers_plan"), stats, base_state)
+    fp32 = sum(t.numel() * t.element_size() for t in base_state.values())
     acc_q = stages.get("finetuned", stages["quantized"])["accuracy"]
-    stage_list = [
-        {"stage": "fp32", "size_bytes": baseline_bytes, "ratio": 1.0, "accuracy": stages["baseline"]["accuracy"]},
-        {"stage": "pruning", "size_bytes": totals["pruning"], "ratio": baseline_bytes / totals["pruning"],
-         "accuracy": stages["pruned"]["accuracy"]},
-        {"stage": "quantization", "size_bytes": totals["quantization"],
-         "ratio": baseline_bytes / totals["quantization"], "accuracy": acc_q,
-         "accuracy_before_finetune": stages["quantized"]["accuracy"]},
-        {"stage": "huffman", "size_bytes": totals["huffman"], "ratio": baseline_bytes / totals["huffman"],
-         "accuracy": stages["huffman"]["accuracy"]},
-        {"stage": "esz file", "size_bytes": len(blob), "ratio": baseline_bytes / len(blob),
-         "accuracy": stages["huffman"]["accuracy"]},
-    ]
-    kept = sum(t["kept"] for t in table)
-    weights = sum(t["weights"] for t in table)
-    details = ctx.details
+    stage_list = [{"stage": "fp32", "size_bytes": fp32, "ratio": 1.0, "accuracy": stages["baseline"]["accuracy"]}]
+    for name, size, acc in (("pruning", totals["pruning"], stages["pruned"]["accuracy"]),
+                            ("quantization", totals["quantization"], acc_q),
+                            ("huffman", totals["huffman"], stages["huffman"]["accuracy"]),
+                            ("esz file", len(blob), stages["huffman"]["accuracy"])):
+        stage_list.append({"stage": name, "size_bytes": size, "ratio": fp32 / size, "accuracy": acc})
+    stage_list[2]["accuracy_before_finetune"] = stages["quantized"]["accuracy"]
     details.update({
-        "layers": table, "stages": stage_list, "esz_bytes": len(blob), "fp32_bytes": baseline_bytes,
-        "weights_kept": kept, "weights_total": weights, "decoded_bit_exact": exact,
-        "decoded_accuracy": stages["huffman"]["accuracy"], "accuracy_after_stage": {
+        "layers": table, "stages": stage_list, "esz_bytes": len(blob), "fp32_bytes": fp32,
+        "weights_kept": sum(t["kept"] for t in table), "weights_total": sum(t["weights"] for t in table),
+        "decoded_bit_exact": True, "decoded_accuracy": stages["huffman"]["accuracy"], "accuracy_after_stage": {
             s["stage"]: s["accuracy"] for s in stage_list if s["stage"] != "esz file"},
     })
-    details.pop("layers_plan", None)
     notes = details.setdefault("notes", [])
     for s in stage_list[1:]:
         acc = "–" if s["accuracy"] is None else f"{s['accuracy']:.2f}%"
         notes.append(f"{s['stage']}: {s['size_bytes']:,} bytes, {s['ratio']:.1f}x smaller than fp32, top-1 {acc}")
-    shape = (1, *input_shape) if input_shape is not None else None
-    base_fig = figures(params=count_params(model), size_bytes=baseline_bytes, accuracy=stages["baseline"]["accuracy"],
-                       artifact="fp32 weights", input_shape=list(shape) if shape else None, batch=1 if shape else None)
-    res_fig = figures(params=count_params(result), size_bytes=len(blob), accuracy=stages["huffman"]["accuracy"],
-                      artifact="model.esz", input_shape=list(shape) if shape else None, batch=1 if shape else None)
+    return details
+
+
+def _esz_report(model: nn.Module, result: nn.Module, details: dict, fp32_bytes: int, esz_bytes: int,
+                run: DeepCompressRun):
+    """The Report of the storage figures (no latency: an out DIR measures it, see write_esz)."""
+    from ..core.report import Report, figures
+    from ..measure import count_macs, count_params
+
+    stages = details["stages"]
+    shape = (1, *run.input_shape) if run.input_shape is not None else None
+    common = dict(input_shape=list(shape) if shape else None, batch=1 if shape else None)
+    base_fig = figures(params=count_params(model), size_bytes=fp32_bytes, accuracy=stages[0]["accuracy"],
+                       artifact="fp32 weights", **common)
+    res_fig = figures(params=count_params(result), size_bytes=esz_bytes, accuracy=stages[-1]["accuracy"],
+                      artifact="model.esz", **common)
     if shape is not None:
         try:
             base_fig["macs"] = count_macs(model, shape)[0]
             res_fig["macs"] = count_macs(result, shape)[0]
         except Exception:  # MAC counting is informative only; it must not fail the compression
             pass
-    report = Report(command="deepcompress", model=model_name or spec, data=data_name or getattr(meta, "name", None),
-                    baseline=base_fig, result=res_fig, details=details)
-    # the exact bytes and sidecar, so write_outputs (and the CLI) write what was measured
-    result.edgeslim_esz = {"blob": blob, "sidecar": side}
-    if out is not None:
-        from ..core.outdir import OutDir
-
-        with OutDir(out) as stage:  # the whole DIR at once
-            write_outputs(stage, result, report, blob, spec=spec, side=side, loader=loader, export=export_onnx,
-                          max_eval_batches=max_eval_batches)
-    return result, report
+    return Report(command="deepcompress", model=run.model_name or run.spec, data=run.data_name,
+                  baseline=base_fig, result=res_fig, details=details)
 
 
-def write_outputs(out, model: nn.Module, report, blob: bytes, *, spec: str | None, side: dict | None,
-                  loader=None, export: bool = True, write_report: bool = True,
-                  max_eval_batches: int | None = None) -> dict:
-    """DIR/model.esz, DIR/checkpoint (when the spec is known), DIR/model.onnx (dense), DIR/report.* into
-    ``out`` as it is (callers pass an OutDir's staging directory); returns {what: file name}."""
-    from pathlib import Path
+LATENCY_NOTE = ("latency of the dense decoded model (model.onnx) vs the fp32 baseline in ONNX Runtime: "
+                "Deep Compression shrinks storage, not compute")
 
-    from ..core.io import atomic_write_bytes
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "model.esz", blob)
-    report.result["size_bytes"] = (out / "model.esz").stat().st_size
-    written = {"esz": "model.esz"}
-    if side is not None and spec is not None:
-        from ..models import save
+def write_esz(stage, original: nn.Module, result: nn.Module, report, *, data: Any, input_shape, options):
+    """DIR/model.esz, DIR/model.onnx (the dense decoded model), DIR/checkpoint (when the sidecar names
+    the spec) and DIR/report.* through the one writer (output.write_result) into ``stage`` (an OutDir's
+    staging directory); returns the written Report. ``report``: deep_compress's, whose storage figures
+    (fp32 bytes vs the .esz, accuracy of the decoded model) the written one keeps beside the latencies
+    measured side by side; ``options``: the OutputOptions to measure with (threads, runs, warmup)."""
+    if input_shape is None:
+        raise UsageError("the input shape is unknown: DIR/model.onnx and its latency need it",
+                         hint="pass input_shape=(C, H, W) or data=... (CLI: --input-shape N,C,H,W)")
+    esz = result.edgeslim_esz
+    side = esz["sidecar"] or {}
+    opts = dataclasses.replace(options, command="deepcompress", model_name=report.model, data_name=report.data,
+                               spec=side.get("spec"), build=side.get("build"), classes=side.get("classes"),
+                               metrics=side.get("metrics"), extra=side.get("extra"), keep_baseline=False)
 
-        save(model, out / "checkpoint", spec=spec, build=side.get("build"), input_shape=side.get("input_shape"),
-             classes=side.get("classes"), metrics={**(side.get("metrics") or {}), "test_top1": report.result["accuracy"]},
-             extra=side.get("extra"))
-        written["checkpoint"] = "checkpoint"
-    shape = report.result.get("input_shape")
-    if export and shape:
-        from ..export import onnx as export_onnx
+    def storage_figures(written) -> None:
+        written.details["onnx"] = {**written.details.pop("export", {}), "accuracy": written.result["accuracy"]}
+        for mine, fig in ((report.baseline, written.baseline), (report.result, written.result)):
+            fig.update(size_bytes=mine["size_bytes"], accuracy=mine["accuracy"], artifact=mine["artifact"])
+        written.result["size_bytes"] = (Path(stage) / "model.esz").stat().st_size
+        written.details["latency_note"] = LATENCY_NOTE
 
-        info = export_onnx(model, out / "model.onnx", input_shape=tuple(shape), loader=loader)
-        report.details["onnx"] = {k: info.get(k) for k in ("size_bytes", "max_abs_diff", "top1_agreement", "opset")}
-        if loader is not None:
-            from ..measure import onnx_accuracy
-
-            report.details["onnx"]["accuracy"] = onnx_accuracy(out / "model.onnx", loader,
-                                                              max_batches=max_eval_batches)["top1"]
-        written["onnx"] = "model.onnx"
-    if write_report:
-        report.write(out)
-        written["report"] = "report.json"
-    return written
+    steps = [{"step": 1, "type": DeepCompress.kind}]
+    return write_result(stage, original, Compressed(result, result, False, [], steps), opts, data=data,
+                        input_shape=input_shape, extra_details=report.details, extras={"model.esz": esz["blob"]},
+                        finish=storage_figures)

@@ -25,7 +25,19 @@ _CONFIG_TYPES: dict[str, type["Config"]] = {}
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
+    """What every config declares about itself, so that recipes and the search never need to know
+    which technique a config belongs to:
+
+    - ``kind``: its name in dicts / YAML;
+    - ``final``: the step produces the deployable format (quantization) and must be a recipe's last;
+    - ``untrained()``: the cheap variant that builds the same architecture without training (used
+      to time an architecture), or None when the step only trains (it is then skipped);
+    - ``split_training()``: (the step without its fine-tuning, the fine-tuning as a step of its own
+      or None), so a recipe runs every fine-tune as an explicit step.
+    """
+
     kind: ClassVar[str] = ""
+    final: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -77,6 +89,15 @@ class Config:
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
+
+    # -- what recipes and the search ask of a step ----------------------------
+    def untrained(self) -> "Config | None":
+        """The variant that builds this step's architecture without training; None: skip it."""
+        return self
+
+    def split_training(self) -> "tuple[Config, Config | None]":
+        """(this step without its own fine-tuning, that fine-tuning as a step or None)."""
+        return self, None
 
 
 def config_type(kind: str) -> type[Config]:

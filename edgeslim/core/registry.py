@@ -3,10 +3,14 @@
     @register(ChannelPrune)
     def _apply(model, config, ctx) -> nn.Module: ...
 
-``apply(model, config, ctx)`` finds the handler for ``type(config)``.
+``apply(model, config, ctx)`` finds the handler for ``type(config)`` and is the one way a config is
+applied; ``run(model, config, ctx)`` is what every verb calls (checks, a copy unless ``inplace``,
+returns the model and what the handler recorded). Exporters of final formats are registered the
+same way: ``@register_export(PTQ) def _export(model, path, example, config, *, loader=None)``.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Callable
 
@@ -16,19 +20,25 @@ from .config import Config
 from .errors import UsageError
 
 Handler = Callable[[nn.Module, Config, "Context"], nn.Module]
+Exporter = Callable[..., dict]  # (model, path, example, config, *, loader=None) -> {"path", "size_bytes", ...}
 _HANDLERS: dict[type, Handler] = {}
+_EXPORTERS: dict[type, Exporter] = {}
 
 
 @dataclasses.dataclass
 class Context:
-    """What a handler may need besides the model and its config."""
+    """What a handler may need besides the model and its config: one context type for all."""
 
-    data: Any = None  # edgeslim.data.DataBundle or None
-    teacher: nn.Module | None = None
+    data: Any = None  # edgeslim.data.DataBundle, a DataLoader, or None
+    teacher: nn.Module | None = None  # distillation's teacher; used only by steps that distil
     input_shape: tuple[int, ...] | None = None  # (C, H, W) when there is no data to read it from
     seed: int = 0
     progress: bool = True
     details: dict = dataclasses.field(default_factory=dict)  # handlers record what they did here
+
+    def __post_init__(self) -> None:
+        if self.input_shape is not None:
+            self.input_shape = tuple(int(s) for s in self.input_shape)
 
 
 def register(config_type: type[Config]) -> Callable[[Handler], Handler]:
@@ -39,11 +49,19 @@ def register(config_type: type[Config]) -> Callable[[Handler], Handler]:
     return deco
 
 
-def handler_for(config: Config) -> Handler:
+def _lookup(table: dict[type, Any], config: Config) -> Any:
     for cls in type(config).__mro__:
-        if cls in _HANDLERS:
-            return _HANDLERS[cls]
-    raise UsageError(f"no handler registered for {type(config).__name__}")
+        if cls in table:
+            return table[cls]
+    return None
+
+
+def handler_for(config: Config) -> Handler:
+    fn = _lookup(_HANDLERS, config)
+    if fn is None:
+        raise UsageError(f"no handler registered for {type(config).__name__}",
+                         hint="import the package that defines it (edgeslim.search.recipe.register_all() imports all)")
+    return fn
 
 
 def apply(model: nn.Module, config: Config, ctx: Context | None = None) -> nn.Module:
@@ -52,3 +70,44 @@ def apply(model: nn.Module, config: Config, ctx: Context | None = None) -> nn.Mo
 
 def registered() -> dict[type, Handler]:
     return dict(_HANDLERS)
+
+
+def _names(types: tuple[type, ...]) -> str:
+    names = [t.__name__ for t in types]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def run(model: nn.Module, config: Config, ctx: Context | None = None, *, inplace: bool = False,
+        accepts: tuple[type, ...] = ()) -> tuple[nn.Module, dict]:
+    """Apply ``config`` to ``model`` (a deep copy unless ``inplace``) -> (model, ctx.details).
+
+    ``accepts``: the config types the calling verb takes (named in the error for any other).
+    """
+    if not isinstance(config, Config) or (accepts and not isinstance(config, accepts)):
+        expected = _names(accepts) if accepts else "an edgeslim config"
+        raise UsageError(f"expected a {expected} config, got {type(config).__name__}",
+                         hint="build one with its class, e.g. ChannelPrune(ratio=0.5), or Config.from_dict({...})")
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    handler = handler_for(config)  # before the copy: an unknown config costs nothing
+    ctx = ctx if ctx is not None else Context()
+    work = model if inplace else copy.deepcopy(model)
+    return handler(work, config, ctx), ctx.details
+
+
+# -- exporters of final formats -----------------------------------------------------------------
+def register_export(config_type: type[Config]) -> Callable[[Exporter], Exporter]:
+    """Register the function that writes the deployable file of models made by ``config_type``."""
+    def deco(fn: Exporter) -> Exporter:
+        _EXPORTERS[config_type] = fn
+        return fn
+
+    return deco
+
+
+def export_for(config: Config) -> Exporter:
+    fn = _lookup(_EXPORTERS, config)
+    if fn is None:
+        known = ", ".join(sorted(t.kind or t.__name__ for t in _EXPORTERS)) or "none registered"
+        raise UsageError(f"no exporter registered for {type(config).__name__}", hint=f"exporters exist for: {known}")
+    return fn

@@ -30,8 +30,9 @@ def figures(**values: Any) -> dict[str, Any]:
     return {k: values.get(k) for k in FIGURE_KEYS}
 
 
-def machine_info(threads: int | None = None) -> dict[str, Any]:
-    import onnxruntime
+def machine_info(threads: int | None = None, runtime: str | None = None) -> dict[str, Any]:
+    """The machine figures were measured on; ``runtime``: the name and version of the runtime that
+    measured them (the figures' own ``runtime``)."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -46,7 +47,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "threads": threads,
-        "runtime": f"onnxruntime {onnxruntime.__version__}",
+        "runtime": runtime,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -97,7 +98,7 @@ class Report:
             "ratios": self.ratios,
             "accuracy_drop": self.accuracy_drop,
             "details": self.details,
-            "machine": self.machine or machine_info((self.result or {}).get("threads")),
+            "machine": self.machine or machine_info((self.result or {}).get("threads"), (self.result or {}).get("runtime")),
         }
 
     @classmethod

@@ -3,8 +3,9 @@
     student = edgeslim.distill(student, teacher, data, KD(temperature=4, alpha=0.9, epochs=10,
                                features=("layer3:layer3",)))
 
-The losses live in :mod:`edgeslim.distillation.losses`; ``kd_loss_fn(teacher)`` is the ready-made
-``loss_fn`` that pruning and quantization fine-tuning pass to ``edgeslim.train.fit``.
+The losses live in :mod:`edgeslim.distillation.losses` (the logit ones are shared with the one
+fine-tuning trainer, ``edgeslim.train.finetune``). ``training_step`` is the fine-tuning step a
+technique config splits off for a recipe: ``kd`` when it distils, ``finetune`` otherwise.
 """
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from torch import nn
 
 from ..core.config import Config
 from ..core.errors import DataError, UsageError
-from ..core.registry import Context, apply, register
+from ..core.registry import Context, register, run
 from .losses import (Distiller, attention_loss, attention_map, kd_loss, kd_loss_fn, parse_pairs,
                      soft_hard_loss)
 
-__all__ = ["KD", "Distiller", "attention_loss", "attention_map", "distill", "distill_with_details", "kd_loss",
-           "kd_loss_fn", "soft_hard_loss"]
+__all__ = ["KD", "Distiller", "attention_loss", "attention_map", "distill", "kd_loss", "kd_loss_fn", "soft_hard_loss",
+           "training_step"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,6 +55,20 @@ class KD(Config):
         parse_pairs(self.features, "features")
         parse_pairs(self.attention, "attention")
 
+    def untrained(self) -> None:
+        return None  # it only trains: an architecture is timed without it
+
+
+def training_step(epochs: float, *, lr: float | None = None, max_batches: int | None = None,
+                  distill: bool = False) -> Config:
+    """The fine-tuning a technique config splits off into a recipe step of its own: ``kd`` (soft
+    targets from the recipe's teacher, KD's defaults) when ``distill``, plain ``finetune`` otherwise."""
+    from ..train.finetune import Finetune
+
+    if distill:
+        return KD(epochs=epochs, lr=lr, max_batches=max_batches)
+    return Finetune(epochs=epochs, lr=lr, max_batches=max_batches)
+
 
 @register(KD)
 def _apply(model: nn.Module, config: KD, ctx: Context) -> nn.Module:
@@ -64,7 +79,8 @@ def _apply(model: nn.Module, config: KD, ctx: Context) -> nn.Module:
     if ctx.data is None:
         raise UsageError("distillation needs data", hint="pass data= (or --data); unlabelled data works too")
     example = _example(ctx.data)
-    distiller = Distiller(model, ctx.teacher, example, temperature=config.temperature, alpha=config.alpha,
+    teacher = copy.deepcopy(ctx.teacher)  # the Distiller freezes its teacher: the context's stays as it was
+    distiller = Distiller(model, teacher, example, temperature=config.temperature, alpha=config.alpha,
                           features=config.features, feature_weight=config.feature_weight,
                           attention=config.attention, attention_weight=config.attention_weight,
                           pseudo_labels=config.pseudo_labels)
@@ -97,22 +113,11 @@ def _example(data: Any) -> torch.Tensor:
     return x[:2]
 
 
-def distill_with_details(student: nn.Module, teacher: nn.Module, data: Any, config: KD | None = None, *,
-                         inplace: bool = False, seed: int = 0, progress: bool = True) -> tuple[nn.Module, dict]:
-    for who, m in (("student", student), ("teacher", teacher)):
-        if not isinstance(m, nn.Module):
-            raise UsageError(f"the {who} must be a torch.nn.Module, got {type(m).__name__}")
-    config = config or KD()
-    if not isinstance(config, KD):
-        raise UsageError(f"distill expects a KD config, got {type(config).__name__}")
-    work = student if inplace else copy.deepcopy(student)
-    ctx = Context(data=data, teacher=copy.deepcopy(teacher), seed=seed, progress=progress)
-    out = apply(work, config, ctx)
-    return out, ctx.details
-
-
 def distill(student: nn.Module, teacher: nn.Module, data: Any, config: KD | None = None, *,
             inplace: bool = False, seed: int = 0, progress: bool = True) -> nn.Module:
     """Train (a copy of, unless ``inplace``) ``student`` from ``teacher`` on ``data`` (a DataBundle
     or a DataLoader; unlabelled batches, label -1, are distilled from the teacher alone)."""
-    return distill_with_details(student, teacher, data, config, inplace=inplace, seed=seed, progress=progress)[0]
+    if not isinstance(teacher, nn.Module):
+        raise UsageError(f"the teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    ctx = Context(data=data, teacher=teacher, seed=seed, progress=progress)
+    return run(student, config or KD(), ctx, inplace=inplace, accepts=(KD,))[0]

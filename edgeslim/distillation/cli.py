@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import (add_data_args, add_measure_args, add_output_args, emit, load_data, measure_and_write,
-                          nonneg_float, positive_float, positive_int, unit, wrote_line)
+from ..cli_common import (add_data_args, add_measure_args, add_output_args, emit, input_paths, load_data,
+                          nonneg_float, out_dir, output_options, positive_float, positive_int, unit, wrote_line)
 
 
 def register(sub) -> None:
@@ -42,9 +42,10 @@ def register(sub) -> None:
 def run(args) -> int:
     import torch
 
+    from ..core.registry import Context, run as run_config
     from ..measure import check_input
     from ..models import resolve
-    from . import KD, distill_with_details
+    from . import KD
 
     cfg = KD(temperature=args.temperature, alpha=args.alpha, epochs=args.epochs, lr=args.lr,
              optimizer=args.optimizer, features=tuple(args.features), feature_weight=args.feature_weight,
@@ -62,15 +63,21 @@ def run(args) -> int:
     check_input(teacher, shape, args.teacher)
     check_input(student, shape, args.student)
     torch.set_num_threads(args.threads)
-    result_model, details = distill_with_details(student, teacher, data, cfg, seed=args.seed, progress=not args.json)
+    ctx = Context(data=data, teacher=teacher, seed=args.seed, progress=not args.json)
+    result_model, details = run_config(student, cfg, ctx)
     result_model = result_model.cpu().eval()
     details["teacher"] = args.teacher
     details["student"] = args.student
     details["baseline_is"] = "teacher"
     details["config"] = cfg.to_dict()
-    report, out = measure_and_write(args, command="distill", baseline=teacher.cpu().eval(), result_model=result_model,
-                                    info=s_info, data=data, shape=shape, details=details, model_name=args.student,
-                                    metrics={"distilled_from": args.teacher, "epochs": args.epochs, "data": args.data})
+    from ..output import single_step, staged, write_result
+
+    # the student does not derive from the teacher layer by layer: no per-layer policy table
+    opts = output_options(args, s_info, model_name=args.student, layer_table=False,
+                          metrics={"distilled_from": args.teacher, "epochs": args.epochs, "data": args.data})
+    with staged(out_dir(args), input_paths(args)) as (out, stage):  # the whole DIR at once
+        report = write_result(stage, teacher.cpu().eval(), single_step(result_model, cfg), opts, data=data,
+                              input_shape=shape, extra_details=details)
     base, result = report.baseline, report.result
     d = report.to_dict()
     lines = [details["notes"][-1],

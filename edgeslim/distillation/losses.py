@@ -16,47 +16,24 @@ with it, runs the teacher inside the loss, and collects layer outputs with forwa
 """
 from __future__ import annotations
 
-import copy
-
 import difflib
 import re
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import UsageError
+from ..train.finetune import kd_loss, kd_loss_fn, soft_hard_loss, teacher_runner
+
+__all__ = ["Distiller", "attention_loss", "attention_map", "check_outputs_match", "find_module", "kd_loss",
+           "kd_loss_fn", "parse_pairs", "soft_hard_loss", "teacher_runner"]
 
 
 # ---------------------------------------------------------------------------- logit losses
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
-    """T^2 * KL(p_teacher^T || p_student^T), averaged over the batch."""
-    t = float(temperature)
-    log_p_s = F.log_softmax(student_logits / t, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits / t, dim=-1)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
-
-
-def soft_hard_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor | None, *,
-                   temperature: float = 4.0, alpha: float = 0.9, pseudo_labels: bool = True) -> torch.Tensor:
-    """``alpha * kd_loss + (1 - alpha) * CE``; labels of -1 mean unlabelled (see module doc)."""
-    soft = kd_loss(student_logits, teacher_logits, temperature)
-    if alpha >= 1.0:
-        return soft
-    if targets is None:
-        targets = torch.full(student_logits.shape[:1], -1, dtype=torch.long, device=student_logits.device)
-    labels = targets.clone()
-    unlabelled = labels < 0
-    if pseudo_labels:
-        labels[unlabelled] = teacher_logits.argmax(-1)[unlabelled]
-        use = torch.ones_like(unlabelled)
-    else:
-        use = ~unlabelled
-    if not use.any():
-        return soft
-    hard = F.cross_entropy(student_logits[use], labels[use])
-    return alpha * soft + (1.0 - alpha) * hard
+# kd_loss / soft_hard_loss / kd_loss_fn / teacher_runner live with the one fine-tuning trainer
+# (edgeslim.train.finetune), which uses them without depending on this package.
 
 
 def attention_map(f: torch.Tensor) -> torch.Tensor:
@@ -76,38 +53,6 @@ def _match_spatial(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torc
         s = F.adaptive_avg_pool2d(s, hw) if s.shape[2:] != hw else s
         t = F.adaptive_avg_pool2d(t, hw) if t.shape[2:] != hw else t
     return s, t
-
-
-def kd_loss_fn(teacher: nn.Module, *, temperature: float = 4.0, alpha: float = 0.9,
-               pseudo_labels: bool = True) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A ``loss_fn(outputs, targets, inputs)`` for ``edgeslim.train.fit``: logit KD from ``teacher``
-    (an eval-mode copy, no gradients; the caller's teacher is not touched). Pruning, quantization
-    and low-rank fine-tuning pass the uncompressed model here."""
-    run_teacher = teacher_runner(teacher)
-
-    def loss_fn(outputs, targets, inputs):
-        t = run_teacher(inputs)
-        return soft_hard_loss(outputs, t, targets, temperature=temperature, alpha=alpha, pseudo_labels=pseudo_labels)
-
-    return loss_fn
-
-
-def teacher_runner(teacher: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``run(x)``: the teacher's outputs for ``x`` without gradients, in eval mode, computed on ``x``'s
-    device. It runs a copy of the teacher (made once per device): the caller's teacher keeps its
-    mode, its ``requires_grad`` flags and its device."""
-    copies: dict[torch.device, nn.Module] = {}
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        if x.device not in copies:
-            t = copy.deepcopy(teacher).eval().to(x.device)
-            for p in t.parameters():
-                p.requires_grad_(False)
-            copies[x.device] = t
-        with torch.no_grad():
-            return copies[x.device](x)
-
-    return run
 
 
 def _to_device(module: nn.Module, device: torch.device) -> None:

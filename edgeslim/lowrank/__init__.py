@@ -16,9 +16,8 @@ from __future__ import annotations
 from ..train.loop import recalibrate_bn
 from .config import CP, SVD, Tucker
 from .cp import cp_conv
-from .engine import factorize, factorize_with_details
+from .engine import factorize
 from .svd import svd_linear
 from .tucker import tucker_conv
 
-__all__ = ["CP", "SVD", "Tucker", "cp_conv", "factorize", "factorize_with_details", "recalibrate_bn", "svd_linear",
-           "tucker_conv"]
+__all__ = ["CP", "SVD", "Tucker", "cp_conv", "factorize", "recalibrate_bn", "svd_linear", "tucker_conv"]

@@ -6,9 +6,9 @@ latency before/after, and which layers stayed original and why).
 """
 from __future__ import annotations
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
-                          load_data, load_model, measure_and_write, nonneg_float, nonneg_int, positive_float,
-                          positive_int, wrote_line)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+                          input_shape, load_data, load_model, nonneg_float, nonneg_int, out_dir, output_options,
+                          positive_float, positive_int, wrote_line)
 
 
 def register(sub) -> None:
@@ -59,7 +59,7 @@ def run(args) -> int:
     import torch
 
     from ..core.errors import DataError
-    from . import factorize_with_details
+    from ..core.registry import Context, run as run_config
 
     cfg = build_config(args)  # validate before loading anything big
     data = load_data(args)
@@ -68,11 +68,15 @@ def run(args) -> int:
     model, info = load_model(args, data)
     shape = input_shape(args, info, model)
     torch.set_num_threads(args.threads)
-    result_model, details = factorize_with_details(model, cfg, data, input_shape=shape[1:], seed=args.seed,
-                                                   progress=not args.json)
+    result_model, details = run_config(model, cfg, Context(data=data, input_shape=shape[1:], seed=args.seed,
+                                                           progress=not args.json))
     details["config"] = cfg.to_dict()
-    report, out = measure_and_write(args, command="factorize", baseline=model, result_model=result_model, info=info,
-                                    data=data, shape=shape, details=details, metrics={"factorized": cfg.to_dict()})
+    from ..output import single_step, staged, write_result
+
+    opts = output_options(args, info, metrics={"factorized": cfg.to_dict()})
+    with staged(out_dir(args), input_paths(args)) as (out, stage):  # the whole DIR at once
+        report = write_result(stage, model, single_step(result_model, cfg), opts, data=data, input_shape=shape,
+                              extra_details=details)
     base, result = report.baseline, report.result
     d = report.to_dict()
     r = d["ratios"]

@@ -67,6 +67,18 @@ class _LowRank(Config):
         if self.finetune_epochs < 0:
             raise UsageError("finetune_epochs must be >= 0")
 
+    def untrained(self) -> "_LowRank":
+        return self.replace(bn_batches=0, finetune_epochs=0)
+
+    def split_training(self):
+        """In a recipe the fine-tuning runs as a ``finetune`` (or, with finetune_distill, ``kd``) step."""
+        if not self.finetune_epochs:
+            return self, None
+        from ..distillation import training_step
+
+        step = training_step(self.finetune_epochs, lr=self.lr or 0.01, distill=self.finetune_distill)
+        return self.replace(finetune_epochs=0, lr=None, finetune_distill=False), step
+
     @property
     def rank_rule(self) -> tuple[str, Any]:
         for k in ("rank", "energy", "target_macs", "target_params"):

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..core.errors import UsageError
-from ..core.registry import Context, apply, register
+from ..core.registry import Context, register, run
 from ..core.select import select_layers
 from ..train.loop import recalibrate_bn
 from .config import CP, SVD, Tucker, _LowRank
@@ -233,7 +233,7 @@ def _fmt_ranks(r) -> str | None:
 def _layer_latency(orig: nn.Module, fact: nn.Module, geo: Geometry, config: _LowRank, tmp: Path,
                    tag: str) -> tuple[float, float]:
     """Median ms of the original and the factorized layer, each as its own ONNX file, side by side."""
-    from ..export import onnx as export_onnx
+    from ..runtimes import export_onnx
     from ..measure import bench
 
     shape = (1, *geo.in_shape[1:])
@@ -323,20 +323,6 @@ def _summary(job: _Job, layers: list[dict], n_selected: int, n_fact: int, new_ma
     return notes
 
 
-def _finetune(model: nn.Module, config: _LowRank, ctx: Context) -> None:
-    from ..train import fit
-
-    loss_fn = None
-    if config.finetune_distill and ctx.teacher is not None:
-        from ..distillation.losses import kd_loss_fn
-
-        loss_fn = kd_loss_fn(ctx.teacher)
-    fit(model, ctx.data, epochs=config.finetune_epochs, lr=config.lr or 0.01, loss_fn=loss_fn,
-        seed=ctx.seed, progress=ctx.progress)
-    ctx.details.setdefault("notes", []).append(
-        f"fine-tuned {config.finetune_epochs} epoch(s) at lr {config.lr or 0.01}")
-
-
 def _after(model: nn.Module, config: _LowRank, ctx: Context) -> None:
     """BatchNorm re-estimation, then fine-tuning: only once some layer was factorized."""
     if ctx.data is not None and config.bn_batches:
@@ -345,13 +331,21 @@ def _after(model: nn.Module, config: _LowRank, ctx: Context) -> None:
             ctx.details.setdefault("notes", []).append(
                 f"re-estimated the statistics of {n_bn} BatchNorm layer(s) on {config.bn_batches} training batches")
     if config.finetune_epochs:
+        from ..train.finetune import FinetuneOptions, finetune
+
         if ctx.data is None:
             raise UsageError("finetune_epochs needs data", hint="pass data= (or --data)")
-        _finetune(model, config, ctx)
+        finetune(model, ctx, FinetuneOptions(epochs=config.finetune_epochs, lr=config.lr or 0.01,
+                                             distill=config.finetune_distill))
+        ctx.details.setdefault("notes", []).append(
+            f"fine-tuned {config.finetune_epochs} epoch(s) at lr {config.lr or 0.01}")
 
 
 # ---------------------------------------------------------------------------- the handler
 def _factorize(model: nn.Module, config: _LowRank, ctx: Context) -> nn.Module:
+    model.eval()
+    if config.finetune_epochs and config.finetune_distill and ctx.teacher is None:
+        ctx.teacher = copy.deepcopy(model)  # distil from the model as it was before factorizing
     dec = config.decomposition()
     input_shape = _input_shape(model, ctx)
     selected = select_layers(model, types=(dec.layer_type,), include=config.include or None,
@@ -381,29 +375,12 @@ for _cls in (SVD, Tucker, CP):  # one handler for all: what differs is behind co
 
 
 # ---------------------------------------------------------------------------- the verb
-def factorize_with_details(model: nn.Module, config: _LowRank | None = None, data: Any = None, *,
-                           input_shape=None, inplace: bool = False, seed: int = 0,
-                           progress: bool = True) -> tuple[nn.Module, dict]:
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"factorize expects a torch.nn.Module, got {type(model).__name__}")
-    config = config or Tucker()
-    if not isinstance(config, _LowRank):
-        raise UsageError(f"factorize expects an SVD, Tucker or CP config, got {type(config).__name__}")
-    original = model
-    work = model if inplace else copy.deepcopy(model)
-    work.eval()
-    ctx = Context(data=data, teacher=copy.deepcopy(original).eval() if config.finetune_distill else None,
-                  seed=seed, progress=progress)
-    ctx.input_shape = tuple(input_shape) if input_shape is not None else None
-    out = apply(work, config, ctx)
-    return out, ctx.details
-
-
 def factorize(model: nn.Module, config: _LowRank | None = None, data: Any = None, *, input_shape=None,
               inplace: bool = False, seed: int = 0, progress: bool = True) -> nn.Module:
     """Factorize the selected layers of ``model`` (a copy unless ``inplace``) and return it.
 
-    ``input_shape`` (C, H, W) is taken from ``data`` when not given.
+    ``input_shape`` (C, H, W) is taken from ``data`` when not given. What was done (per-layer table,
+    timings, notes): ``core.registry.run(model, config, ctx)`` returns it with the model.
     """
-    return factorize_with_details(model, config, data, input_shape=input_shape, inplace=inplace,
-                                  seed=seed, progress=progress)[0]
+    ctx = Context(data=data, input_shape=input_shape, seed=seed, progress=progress)
+    return run(model, config or Tucker(), ctx, inplace=inplace, accepts=(SVD, Tucker, CP))[0]

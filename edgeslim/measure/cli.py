@@ -4,6 +4,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from .. import runtimes
 from ..cli_common import (add_data_args, add_measure_args, add_model_args, emit, input_shape, load_data,
                           load_model, positive_int)
 from ..core.shapes import batched
@@ -14,7 +15,7 @@ def register(sub) -> None:
     add_model_args(p)
     add_data_args(p)
     add_measure_args(p)
-    p.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime")
+    p.add_argument("--runtime", choices=runtimes.names(), default="onnxruntime")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_profile)
 
@@ -24,7 +25,7 @@ def register(sub) -> None:
     b.add_argument("--in-channels", type=positive_int)
     b.add_argument("--spec")
     add_measure_args(b)
-    b.add_argument("--runtime", choices=["onnxruntime", "torch"], default="onnxruntime",
+    b.add_argument("--runtime", choices=runtimes.names(), default="onnxruntime",
                    help="where PyTorch models run (.onnx files always run in ONNX Runtime)")
     b.add_argument("--rounds", type=positive_int, default=3,
                    help="rounds of fresh sessions in shuffled order; the figure is the median over rounds (default 3)")
@@ -35,10 +36,9 @@ def register(sub) -> None:
 def _onnx_shape(path: str, args) -> tuple[int, ...]:
     if args.input_shape:
         return batched(args.input_shape)
-    from ..export import session
+    from ..runtimes.onnxruntime import input_shape as onnx_input_shape
 
-    dims = session(path).get_inputs()[0].shape
-    return tuple(d if isinstance(d, int) and d > 0 else 1 for d in dims)
+    return onnx_input_shape(path)
 
 
 def _onnx_layers(path: str) -> list[dict]:
@@ -96,8 +96,8 @@ def _profile_text(name: str, fig: dict, layers: list[dict]) -> str:
 def run_bench(args) -> int:
     import argparse as _ap
 
-    from ..export import onnx as export_onnx
     from . import bench, check_input
+    from .profile import example_input
 
     targets, names, shape = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,9 +110,10 @@ def run_bench(args) -> int:
                 model, info = load_model(ns)
                 shape = shape or input_shape(args, info)
                 check_input(model, shape, spec)  # the first model's shape must fit every one
-                if args.runtime == "onnxruntime":
-                    path = Path(tmp) / f"{i}.onnx"
-                    export_onnx(model, path, input_shape=shape)
+                rt = runtimes.get(args.runtime)
+                if rt.suffix:  # a runtime that runs files: time the model's artifact
+                    path = Path(tmp) / f"{i}{rt.suffix}"
+                    rt.export(model, path, example_input(shape))
                     targets.append(str(path))
                 else:
                     targets.append(model)

@@ -1,7 +1,8 @@
 """Baseline-versus-result figures for a Report, measured side by side in one process.
 
-Both models are exported to ONNX (unless given as .onnx files), timed side by side with
-``bench``, sized on disk, and scored by running the exported artifacts in ONNX Runtime.
+Both models are exported by the deploying runtime (ONNX Runtime; a quantization simulation as its int8
+file) unless given as .onnx files, timed side by side with ``bench``, sized on disk, and scored by
+running the exported artifacts in that runtime.
 """
 from __future__ import annotations
 
@@ -13,16 +14,14 @@ from torch import nn
 
 from ..core.report import figures
 from .counts import count_macs, count_params
-from .latency import artifact_size, bench, onnx_accuracy
-from .profile import onnx_params
+from .latency import artifact_size, bench
+from .profile import artifact_accuracy, deploy_runtime, example_input, onnx_params
 from ..core.shapes import batched
 
 
 def _artifact(target: nn.Module | str | os.PathLike, path: Path, shape, loader) -> tuple[Path, dict]:
     if isinstance(target, nn.Module):
-        from ..export import onnx as export_onnx
-
-        info = export_onnx(target, path, input_shape=shape, loader=loader)
+        info = deploy_runtime().export(target, path, example_input(shape), loader=loader)
         return path, {"params": count_params(target), "macs": count_macs(target, shape)[0], "export": info}
     return Path(target), {"params": onnx_params(target), "macs": None}
 
@@ -41,7 +40,7 @@ def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | o
     b_lat, r_lat = bench([b_path, r_path], shape, threads=threads, warmup=warmup, runs=runs)
     out = []
     for path, info, lat in ((b_path, b_info, b_lat), (r_path, r_info, r_lat)):
-        acc = onnx_accuracy(path, loader, max_batches=max_batches, threads=threads)["top1"] if loader is not None else None
+        acc = artifact_accuracy(path, loader, max_batches=max_batches, threads=threads) if loader is not None else None
         out.append(figures(params=info["params"], macs=info["macs"], size_bytes=artifact_size(path),
                            latency_ms=lat["median_ms"], latency_p90_ms=lat["p90_ms"], accuracy=acc,
                            runtime=lat["runtime"], threads=threads, batch=shape[0], input_shape=list(shape),

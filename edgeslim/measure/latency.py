@@ -8,49 +8,32 @@ that the noise of a shared machine hits all of them alike: compare only figures 
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import random
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
+from .. import metrics, runtimes
 from ..core.errors import UsageError
-from ..export import runtime
 from ..core.shapes import batched
+from ..runtimes.torch_eager import torch_threads
+
+__all__ = ["artifact_size", "bench", "check_timing", "latency", "onnx_accuracy", "torch_threads"]
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _runner(target: Any, x: np.ndarray, threads: int) -> tuple[Callable[[], Any], str]:
+def _runtime_of(target: Any) -> tuple[runtimes.Runtime, Any]:
+    """(the runtime that runs ``target``, its artifact): an nn.Module runs in torch eager, a file in the
+    runtime its suffix names (.onnx: ONNX Runtime)."""
     if isinstance(target, nn.Module):
-        model = target.eval()
-        xt = torch.from_numpy(x)
-
-        def run_torch():
-            with torch.inference_mode(), torch_threads(threads):
-                model(xt)
-        return run_torch, f"torch {torch.__version__} eager"
+        return runtimes.get("torch"), target
     path = Path(target)
-    if path.suffix != ".onnx" or not path.is_file():
+    rt = runtimes.for_artifact(path)
+    if rt is None or not path.is_file():
         raise UsageError(f"cannot time {target!r}: give an nn.Module or an existing .onnx file")
-    sess = runtime.session(path, threads=threads)
-    name = sess.get_inputs()[0].name
-    import onnxruntime
-
-    return (lambda: sess.run(None, {name: x})), f"onnxruntime {onnxruntime.__version__}"
+    return rt, path
 
 
 def _summary(times_ms: list[float], runtime_name: str, threads: int, shape) -> dict[str, Any]:
@@ -101,16 +84,11 @@ def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10
     random.Random(seed).shuffle(order)
     results: list[dict[str, Any] | None] = [None] * len(targets)
     for i in order:
-        fn, name = _runner(targets[i], x, threads)
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        del fn  # the session and its threads go before the next target's start
-        results[i] = _summary(times, name, threads, shape)
+        rt, artifact = _runtime_of(targets[i])
+        runner = rt.load(artifact, threads=threads)
+        times = rt.time(runner, x, warmup=warmup, runs=runs)
+        del runner  # the session and its threads go before the next target's start
+        results[i] = _summary(times, rt.version(), threads, shape)
     return results
 
 
@@ -119,39 +97,20 @@ def latency(target: Any, input_shape, *, threads: int = 2, warmup: int = 10, run
 
 
 def artifact_size(path: str | os.PathLike) -> int:
-    """Bytes on disk of an artifact; a directory counts every file in it (e.g. external data)."""
+    """Bytes on disk of an artifact; a directory counts every file in it, an .onnx file the
+    external-data files it names."""
     p = Path(path)
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    size = p.stat().st_size
-    if p.suffix == ".onnx":  # external-data files travel with the model
-        import onnx
-
-        m = onnx.load(str(p), load_external_data=False)
-        ext = {e.value for t in m.graph.initializer for e in t.external_data if e.key == "location"}
-        size += sum((p.parent / loc).stat().st_size for loc in ext if (p.parent / loc).is_file())
-    return size
+    rt = runtimes.for_artifact(p) if p.is_file() else None
+    return rt.size(p) if rt is not None else runtimes.file_size(p)
 
 
 def onnx_accuracy(onnx_path: str | os.PathLike, loader: Any, *, max_batches: int | None = None,
                   threads: int = 2, per_image: bool = False) -> dict[str, Any]:
     """Top-1 of the deployed artifact, run in ONNX Runtime (None when the data has no labels).
     ``per_image``: also return ``correct``, one boolean per image in the loader's order."""
-    sess = runtime.session(onnx_path, threads=threads)
-    hits: list[np.ndarray] = []
-    total = 0
-    labelled = True
-    for i, (x, y) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        out = runtime.run(sess, x.numpy())
-        total += len(y)
-        if (y < 0).any():
-            labelled = False
-            continue
-        hits.append(out.argmax(1) == y.numpy())
-    correct = np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
-    res: dict[str, Any] = {"top1": 100.0 * int(correct.sum()) / total if labelled and total else None, "n": total}
+    runner = runtimes.get("onnxruntime").load(onnx_path, threads=threads)
+    score = metrics.get("top1").evaluate(runner, loader, max_batches=max_batches)
+    res: dict[str, Any] = {"top1": score.value, "n": score.count}
     if per_image:
-        res["correct"] = correct if labelled else None
+        res["correct"] = score.per_sample
     return res

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import torch
 from torch import nn
 
+from .. import metrics, runtimes
 from ..core.report import figures
 from .counts import check_input, count_macs, count_params, memory_access_cost
-from .latency import artifact_size, bench, check_timing, onnx_accuracy
+from .latency import artifact_size, bench, check_timing
 from ..core.shapes import batched
 
 
@@ -26,20 +28,34 @@ def onnx_params(path: str | os.PathLike) -> int:
     return total
 
 
+def example_input(shape) -> torch.Tensor:
+    """The example batch a model is exported with (fixed seed: the same file every time)."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def deploy_runtime(runtime: str = "onnxruntime") -> runtimes.Runtime:
+    """The runtime that writes a model's artifact when figures are measured in ``runtime``: that one
+    when it writes files, else ONNX Runtime (torch eager times the module, the .onnx file is sized)."""
+    rt = runtimes.get(runtime)
+    return rt if rt.suffix else runtimes.get()
+
+
 def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str = "onnxruntime", threads: int = 2,
             warmup: int = 10, runs: int = 50, loader: Any = None, max_batches: int | None = None,
             onnx_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """FIGURES (+ "layers" and "memory_access") for a PyTorch model or an .onnx file.
 
-    For a model and runtime "onnxruntime", the model is exported (to ``onnx_path`` or a temp file)
-    and the artifact is what gets timed and sized; accuracy comes from that artifact.
+    For a model and a runtime that writes files ("onnxruntime"), the model is exported (to ``onnx_path``
+    or a temp file) and the artifact is what gets timed and sized; accuracy comes from that artifact.
+    With runtime "torch" the module is timed and scored, the exported file still sized.
     """
     shape = batched(input_shape)
     check_timing(threads=threads, warmup=warmup, runs=runs)  # before the export, not after it
-    is_onnx = not isinstance(target, nn.Module)
+    deploy = deploy_runtime(runtime)
+    is_file = not isinstance(target, nn.Module)
     extra: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        if is_onnx:
+        if is_file:
             artifact = Path(target)
             params, macs = onnx_params(artifact), None
         else:
@@ -48,11 +64,9 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
             macs, layers = count_macs(target, shape)
             extra["layers"] = layers
             extra["memory_access"] = memory_access_cost(target, shape)
-            from ..export import onnx as export_onnx
-
-            artifact = Path(onnx_path or Path(tmp) / "model.onnx")
-            extra["export"] = export_onnx(target, artifact, input_shape=shape, loader=loader)
-        timed = artifact if (is_onnx or runtime == "onnxruntime") else target
+            artifact = Path(onnx_path or Path(tmp) / f"model{deploy.suffix}")
+            extra["export"] = deploy.export(target, artifact, example_input(shape), loader=loader)
+        timed = artifact if (is_file or runtimes.get(runtime).suffix) else target
         lat = bench([timed], shape, threads=threads, warmup=warmup, runs=runs)[0]
         acc = None
         if loader is not None:
@@ -61,14 +75,21 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
 
                 acc = evaluate(target, loader, max_batches=max_batches)["top1"]
             else:
-                acc = onnx_accuracy(artifact, loader, max_batches=max_batches, threads=threads)["top1"]
+                acc = artifact_accuracy(artifact, loader, max_batches=max_batches, threads=threads)
         size = artifact_size(artifact)
     out = figures(params=params, macs=macs, size_bytes=size, latency_ms=lat["median_ms"],
                   latency_p90_ms=lat["p90_ms"], accuracy=acc, runtime=lat["runtime"], threads=threads,
                   batch=shape[0], input_shape=list(shape),
-                  artifact=str(artifact) if (is_onnx or onnx_path) else "model.onnx (temporary export)")
+                  artifact=str(artifact) if (is_file or onnx_path) else f"{artifact.name} (temporary export)")
     out.update(extra)
     return out
+
+
+def artifact_accuracy(artifact: str | os.PathLike, loader: Any, *, max_batches: int | None = None,
+                      threads: int = 2, metric: str = "top1") -> float | None:
+    """``metric``'s value of a deployed artifact, run in the runtime its suffix names."""
+    rt = runtimes.for_artifact(artifact) or runtimes.get()
+    return metrics.get(metric).evaluate(rt.load(artifact, threads=threads), loader, max_batches=max_batches).value
 
 
 def ort_op_times(onnx_path: str | os.PathLike, input_shape, *, threads: int = 2, warmup: int = 10,
@@ -85,11 +106,11 @@ def ort_op_times(onnx_path: str | os.PathLike, input_shape, *, threads: int = 2,
 
     import numpy as np
 
-    from ..export import runtime
+    from ..runtimes.onnxruntime import session
 
     x = np.random.default_rng(seed).standard_normal(tuple(input_shape), dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        sess = runtime.session(onnx_path, threads=threads, profile_prefix=str(Path(tmp) / "ort"))
+        sess = session(onnx_path, threads=threads, profile_prefix=str(Path(tmp) / "ort"))
         feed = {sess.get_inputs()[0].name: x}
         for _ in range(warmup + runs):
             sess.run(None, feed)

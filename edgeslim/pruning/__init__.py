@@ -2,10 +2,11 @@
 
     small = edgeslim.prune(model, ChannelPrune(ratio=0.5, importance="l1"), data=data)
     sparse = edgeslim.prune(model, SparsePrune(granularity="fine", ratio=0.9), data=data)
+    small, details = core.registry.run(model, ChannelPrune(ratio=0.5), Context(data=data))
 """
 from __future__ import annotations
 
-from .api import prune, prune_with_details
+from .api import prune
 from .depth import BlockPrune
 from .hooks import bn_l1_penalty
 from .importance import IMPORTANCE_NAMES, Importance, get_importance
@@ -14,4 +15,4 @@ from .structured import ChannelPrune
 from .unstructured import SparsePrune, sparse_size
 
 __all__ = ["BlockPrune", "ChannelPrune", "IMPORTANCE_NAMES", "Importance", "SparsePrune", "agp_sparsity", "bn_l1_penalty",
-           "get_importance", "prune", "prune_with_details", "sparse_size"]
+           "get_importance", "prune", "sparse_size"]

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
-                          load_data, load_model, measure_and_write, nonneg_float, nonneg_int, parse_shape,
-                          positive_float, positive_int, staged_out, thread_count, wrote_line)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+                          input_shape, load_data, load_model, nonneg_float, nonneg_int, out_dir, output_options,
+                          parse_shape, positive_float, positive_int, thread_count, wrote_line)
+from ..output import single_step, staged, write_result
 from .importance import IMPORTANCE_NAMES
 from .schedule import SCHEDULES
 
@@ -113,7 +114,7 @@ def run(args) -> int:
     import torch
 
     from ..core.errors import DataError
-    from . import prune_with_details
+    from ..core.registry import Context, run as run_config
 
     data = load_data(args)
     args._labelled = bool(data is not None and data.meta.labelled)
@@ -123,12 +124,14 @@ def run(args) -> int:
     if args.finetune_epochs and (data is None or not data.meta.labelled):
         raise DataError("--finetune-epochs needs labelled --data")
     torch.set_num_threads(args.threads)
-    pruned, details = prune_with_details(model, cfg, data=data, input_shape=shape[1:], progress=not args.json)
+    pruned, details = run_config(model, cfg, Context(data=data, input_shape=shape[1:], progress=not args.json))
     details["config"] = cfg.to_dict()
     if cfg.kind == "sparse_prune":
         details["onnx_is_dense"] = True
-    report, out = measure_and_write(args, command="prune", baseline=model, result_model=pruned, info=info, data=data,
-                                    shape=shape, details=details, metrics={"pruned": cfg.to_dict()})
+    opts = output_options(args, info, metrics={"pruned": cfg.to_dict()})
+    with staged(out_dir(args), input_paths(args)) as (out, stage):  # the whole DIR at once
+        report = write_result(stage, model, single_step(pruned, cfg, details), opts, data=data, input_shape=shape,
+                              extra_details=details)
     base, result = report.baseline, report.result
     d = report.to_dict()
     r = d["ratios"]
@@ -173,7 +176,7 @@ def run_sensitivity(args) -> int:
     curves = analyze(model, data, example_shape=shape, ratios=ratios, importance=args.importance,
                      exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type),
                      max_batches=args.eval_batches, progress=not args.json)
-    with staged_out(args) as (final, out):  # the whole DIR at once
+    with staged(out_dir(args), input_paths(args)) as (final, out):  # the whole DIR at once
         atomic_write_text(out / "sensitivity.csv", table_csv(curves))
         atomic_write_text(out / "sensitivity.md", table_markdown(curves))
         plot(curves, out / "sensitivity.png")
@@ -184,17 +187,15 @@ def run_sensitivity(args) -> int:
                            batch=shape[0], input_shape=list(shape))
         result = dict(baseline)
         if args.target_macs is not None:
-            import copy
-
             example = torch.randn(shape)
             excl = excluded_modules(model, tuple(args.exclude), tuple(args.exclude_type))
             alloc = allocate(model, curves, args.target_macs, example=example, exclude=excl, round_to=args.round_to)
             cfg = ChannelPrune(ratio=0.0, layer_ratios=layer_ratio_regexes(alloc), round_to=args.round_to,
                                exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type))
             atomic_write_text(out / "recipe.yaml", cfg.to_yaml())
-            from . import prune_with_details
+            from ..core.registry import Context, run as run_config
 
-            small, _ = prune_with_details(copy.deepcopy(model), cfg, input_shape=shape[1:])
+            small, _ = run_config(model, cfg, Context(input_shape=shape[1:]))
             from .sensitivity import _accuracy, _eval_batches
 
             result = figures(params=count_params(small), macs=macs_of(small, example),

@@ -15,7 +15,8 @@ chosen greedily: at each step the block whose removal raises the training loss l
 ``calibration_batches`` batches, with the blocks chosen so far already removed). The result is an
 ordinary nn.Module with ``nn.Identity`` where the blocks were; it saves, loads and exports like the
 original. Fine-tune (or distil) afterwards, here (``finetune_epochs``, ``distill``) or as a later
-recipe step: the following layers' inputs changed.
+recipe step: the following layers' inputs changed. In a recipe, the step's own fine-tuning becomes
+a ``finetune`` (or ``kd``) step of its own (``split_training``).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from ..core.config import Config
 from ..core.errors import DataError, UsageError
 from ..core.registry import Context, register
 from .importance import calibration_batches
-from .structured import _finetune, example_input
+from .structured import example_input, finetune_options, split_finetune
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,6 +63,12 @@ class BlockPrune(Config):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise UsageError(f"block_prune {name} must be an integer >= 0, got {v!r}")
+
+    def untrained(self) -> "BlockPrune":
+        return self.replace(bn_batches=0, finetune_epochs=0.0)
+
+    def split_training(self):
+        return split_finetune(self)
 
 
 # -- which blocks can go ---------------------------------------------------------------------------
@@ -213,7 +220,9 @@ def _apply(model: nn.Module, cfg: BlockPrune, ctx: Context) -> nn.Module:
         if n_bn:
             notes.append(f"re-estimated the statistics of {n_bn} BatchNorm layer(s) on {cfg.bn_batches} training batches")
     if cfg.finetune_epochs:
-        _finetune(model, ctx, cfg, cfg.finetune_epochs)
+        from ..train.finetune import finetune
+
+        finetune(model, ctx, finetune_options(cfg, cfg.finetune_epochs))
         notes.append(f"fine-tuned {cfg.finetune_epochs:g} epoch(s)")
     macs = count_macs(model, tuple(example.shape))[0]
     ctx.details.update({

@@ -83,6 +83,31 @@ class ChannelPrune(Config):
         if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
             raise UsageError(f"bn_batches must be an integer >= 0, got {self.bn_batches!r}")
 
+    def untrained(self) -> "ChannelPrune":
+        return self.replace(bn_batches=0, finetune_epochs=0.0)
+
+    def split_training(self):
+        # iterative / agp interleave pruning and training: their fine-tuning stays inside the step
+        return split_finetune(self) if self.schedule == "oneshot" else (self, None)
+
+
+def split_finetune(cfg):
+    """(``cfg`` without its fine-tuning, that fine-tuning as a ``finetune`` or ``kd`` step) for a
+    pruning config with finetune_epochs / lr / max_batches / distill."""
+    if not cfg.finetune_epochs:
+        return cfg, None
+    from ..distillation import training_step
+
+    step = training_step(cfg.finetune_epochs, lr=cfg.lr, max_batches=cfg.max_batches, distill=cfg.distill)
+    return cfg.replace(finetune_epochs=0.0, lr=None, max_batches=None, distill=False), step
+
+
+def finetune_options(cfg, epochs: float):
+    """The one trainer's options for a pruning config's own fine-tuning (KD only when it distils)."""
+    from ..train.finetune import FinetuneOptions
+
+    return FinetuneOptions(epochs=epochs, lr=cfg.lr, max_batches=cfg.max_batches, distill=cfg.distill)
+
 
 def _check_ratio(r: Any, what: str) -> None:
     if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 <= r < 1:
@@ -120,47 +145,54 @@ def _round_keep(keep_units: int, g, round_to: int) -> int:
     return min(keep_units, g.unit)
 
 
-def prune_once(
-    model: nn.Module,
-    example: torch.Tensor,
-    *,
-    ratio: float,
-    importance: Importance,
-    scores: dict[str, torch.Tensor] | None = None,
-    batches: list | None = None,
-    global_ranking: bool = False,
-    round_to: int = 1,
-    exclude: set[str] = frozenset(),
-    layer_ratios: dict[str, float] | None = None,
-    max_layer_ratio: float = 0.9,
-    original: dict[str, int] | None = None,
-    clamp: bool = False,
-) -> list[dict[str, Any]]:
-    """Remove channels from ``model`` in place; returns one row per group.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PassOptions:
+    """How one pruning pass ranks and rounds: the keywords of ``prune_once`` besides ratio and scores."""
+
+    global_ranking: bool = False
+    round_to: int = 1
+    exclude: set[str] | frozenset[str] = frozenset()
+    layer_ratios: dict[str, float] | None = None  # group root -> ratio (overrides ``ratio``)
+    max_layer_ratio: float = 0.9
+    original: dict[str, int] | None = None  # group root -> channels before the first pass
+    clamp: bool = False  # searches (MACs targets): never empty a layer, cap like global ranking does
+
+
+def prune_once(model: nn.Module, example: torch.Tensor, *, ratio: float, importance: Importance,
+               scores: dict[str, torch.Tensor] | None = None, batches: list | None = None,
+               **options: Any) -> list[dict[str, Any]]:
+    """Remove channels from ``model`` in place; returns one row per group. ``options``: the fields
+    of ``PassOptions``.
 
     Ratios are relative to ``original`` channel counts (group root -> channels) when
     given, so repeated calls walk a schedule towards the final size.
     """
-    graph = build_graph(model, example, exclude=exclude)
+    opts = PassOptions(**options)
+    graph = build_graph(model, example, exclude=opts.exclude)
     groups = graph.groups()
     prunable = [g for g in groups if g.prunable]
     if scores is None:
         importance.prepare(model, batches or [])
         scores = {g.root: importance.channel_scores(g) for g in prunable}
-    layer_ratios = layer_ratios or {}
-    original = original or {}
-    plan: dict[str, int] = {}  # root -> units to keep
+    plan = _keep_plan(prunable, scores, ratio, importance, opts)
+    return _remove_channels(graph, groups, plan, scores, opts)
+
+
+def _keep_plan(prunable, scores, ratio: float, importance: Importance, opts: PassOptions) -> dict[str, int]:
+    """Units to keep per group root."""
+    layer_ratios, original = opts.layer_ratios or {}, opts.original or {}
+    plan: dict[str, int] = {}
     pool = []
     for g in prunable:
         orig_units = original.get(g.root, g.size) // g.channel_groups
         r = layer_ratios.get(g.root)
-        if r is None and global_ranking:
+        if r is None and opts.global_ranking:
             pool.append((g, orig_units))
             continue
         r = ratio if r is None else r
         keep = int(math.floor((1 - r) * orig_units + 0.5))
-        if clamp:  # searches (MACs targets): never empty a layer, cap like global ranking does
-            keep = max(keep, 1, int(math.ceil((1 - max_layer_ratio) * orig_units)))
+        if opts.clamp:
+            keep = max(keep, 1, int(math.ceil((1 - opts.max_layer_ratio) * orig_units)))
         if keep < 1:
             raise UsageError(
                 f"ratio {r} would remove every channel of layer {g.root!r} ({orig_units * g.channel_groups} channels)",
@@ -168,37 +200,47 @@ def prune_once(
             )
         plan[g.root] = keep
     if pool:
-        entries = []
-        for g, orig_units in pool:
-            s = _unit_scores(g, scores[g.root])
-            if importance.normalize:
-                s = s / s.mean().clamp_min(1e-12)
-            entries += [(float(v), g.root) for v in s]
-        total_orig = sum(u for _, u in pool)
-        total_now = sum(g.unit for g, _ in pool)
-        n_remove = total_now - int(math.floor((1 - ratio) * total_orig + 0.5))
-        floor_keep = {g.root: max(1, int(math.ceil((1 - max_layer_ratio) * u))) for g, u in pool}
-        keep = {g.root: g.unit for g, _ in pool}
-        for v, root in sorted(entries):
-            if n_remove <= 0:
-                break
-            if keep[root] > floor_keep[root]:
-                keep[root] -= 1
-                n_remove -= 1
-        plan.update(keep)
+        plan.update(_global_keep(pool, scores, ratio, importance, opts.max_layer_ratio))
+    return plan
+
+
+def _global_keep(pool, scores, ratio: float, importance: Importance, max_layer_ratio: float) -> dict[str, int]:
+    """Global ranking: the least important units of all pooled groups go first, each group capped."""
+    entries = []
+    for g, orig_units in pool:
+        s = _unit_scores(g, scores[g.root])
+        if importance.normalize:
+            s = s / s.mean().clamp_min(1e-12)
+        entries += [(float(v), g.root) for v in s]
+    total_orig = sum(u for _, u in pool)
+    total_now = sum(g.unit for g, _ in pool)
+    n_remove = total_now - int(math.floor((1 - ratio) * total_orig + 0.5))
+    floor_keep = {g.root: max(1, int(math.ceil((1 - max_layer_ratio) * u))) for g, u in pool}
+    keep = {g.root: g.unit for g, _ in pool}
+    for v, root in sorted(entries):
+        if n_remove <= 0:
+            break
+        if keep[root] > floor_keep[root]:
+            keep[root] -= 1
+            n_remove -= 1
+    return keep
+
+
+def _remove_channels(graph, groups, plan: dict[str, int], scores, opts: PassOptions) -> list[dict[str, Any]]:
+    original = opts.original or {}
     rows = []
     for g in groups:
         before = g.size
         removed: list[int] = []
         if g.prunable and g.root in plan:
-            keep_units = _round_keep(plan[g.root], g, round_to)
+            keep_units = _round_keep(plan[g.root], g, opts.round_to)
             n = g.unit - keep_units
             if n > 0:
                 s = _unit_scores(g, scores[g.root])
                 drop = torch.argsort(s, stable=True)[:n].tolist()
                 removed = g.expand(drop)
                 graph.remove(g, removed)
-        after = before if not g.prunable or g.root not in plan else _round_keep(plan[g.root], g, round_to) * g.channel_groups
+        after = before if not g.prunable or g.root not in plan else _round_keep(plan[g.root], g, opts.round_to) * g.channel_groups
         after = min(after, before)
         rows.append({"layer": g.root, "channels": original.get(g.root, before), "kept": after,
                      "ratio": round(1 - after / max(1, original.get(g.root, before)), 4),
@@ -281,8 +323,21 @@ def bisect_kept(kept, target: float, lo: float, hi: float, iters: int) -> float:
 
 
 # -- the handler ------------------------------------------------------------------
-@register(ChannelPrune)
-def _apply(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> nn.Module:
+@dataclasses.dataclass
+class _Setup:
+    """What every pruning step of one call shares."""
+
+    example: torch.Tensor
+    ref_shape: Any
+    crit: Importance
+    batches: list
+    exclude: set[str]
+    layer_ratios: dict[str, float]
+    kw: dict  # prune_once options
+    base_macs: int
+
+
+def _setup(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> _Setup:
     example = example_input(model, ctx)
     ref_shape = _out_shape(model, example)
     crit = get_importance(cfg.importance, seed=ctx.seed)
@@ -290,78 +345,86 @@ def _apply(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> nn.Module:
     if crit.needs_data and not batches:
         raise DataError(f"importance {cfg.importance!r} needs calibration data", hint="pass data=... (--data D)")
     exclude = excluded_modules(model, cfg.exclude, cfg.exclude_types)
-
-    graph = build_graph(model, example, exclude=exclude)
-    groups = graph.groups()
-    original = {g.root: g.size for g in groups}
+    groups = build_graph(model, example, exclude=exclude).groups()
     roots = [g.root for g in groups if g.prunable]
     if not roots:
         raise UsageError("no prunable channel group left", hint="exclude fewer layers")
-    layer_ratios = _resolve_layer_ratios(cfg.layer_ratios, roots)
-    base_macs = macs_of(model, example)
     kw = dict(importance=crit, global_ranking=cfg.global_ranking, round_to=cfg.round_to, exclude=exclude,
-              max_layer_ratio=cfg.max_layer_ratio, original=original)
+              max_layer_ratio=cfg.max_layer_ratio, original={g.root: g.size for g in groups})
+    return _Setup(example, ref_shape, crit, batches, exclude, _resolve_layer_ratios(cfg.layer_ratios, roots), kw,
+                  macs_of(model, example))
 
-    ratio = cfg.ratio
-    notes = []
-    if cfg.target_macs is not None:
-        if cfg.allocation == "sensitivity":
-            from .sensitivity import allocate, analyze
 
-            if ctx.data is None:
-                raise DataError("sensitivity allocation needs labelled data", hint="pass data=... or use allocation='uniform'")
-            curves = analyze(model, ctx.data, example_shape=tuple(example.shape), importance=cfg.importance,
-                             exclude=cfg.exclude, exclude_types=cfg.exclude_types)
-            layer_ratios = {**allocate(model, curves, cfg.target_macs, example=example, exclude=exclude,
-                                       round_to=cfg.round_to, max_ratio=cfg.max_layer_ratio), **layer_ratios}
-            ratio = 0.0  # layers the allocation leaves out stay whole
-            ctx.details["sensitivity"] = curves["rows"]
-            notes.append(f"per-layer ratios from a sensitivity scan, reaching <= {cfg.target_macs} of the MACs")
-        else:
-            scores_model = copy.deepcopy(model)
-            crit.prepare(scores_model, batches)
-            g0 = build_graph(scores_model, example, exclude=exclude).groups()
-            scores = {g.root: crit.channel_scores(g) for g in g0 if g.prunable}
-            kw_s = {**kw, "scores": scores, "layer_ratios": layer_ratios}
-            ratio = search_ratio(scores_model, example, cfg.target_macs, prune_kwargs=kw_s,
-                                 max_ratio=cfg.max_layer_ratio)
-            notes.append(f"uniform ratio {ratio:.3f} found to keep <= {cfg.target_macs} of the MACs")
+def _macs_target(model: nn.Module, cfg: ChannelPrune, ctx: Context, st: _Setup, notes: list[str]) -> float:
+    """The uniform ratio reaching ``target_macs`` (or 0 with per-layer ratios from a sensitivity scan,
+    merged into ``st.layer_ratios``)."""
+    if cfg.allocation == "sensitivity":
+        from .sensitivity import allocate, analyze
 
+        if ctx.data is None:
+            raise DataError("sensitivity allocation needs labelled data", hint="pass data=... or use allocation='uniform'")
+        curves = analyze(model, ctx.data, example_shape=tuple(st.example.shape), importance=cfg.importance,
+                         exclude=cfg.exclude, exclude_types=cfg.exclude_types)
+        st.layer_ratios = {**allocate(model, curves, cfg.target_macs, example=st.example, exclude=st.exclude,
+                                      round_to=cfg.round_to, max_ratio=cfg.max_layer_ratio), **st.layer_ratios}
+        ctx.details["sensitivity"] = curves["rows"]
+        notes.append(f"per-layer ratios from a sensitivity scan, reaching <= {cfg.target_macs} of the MACs")
+        return 0.0  # layers the allocation leaves out stay whole
+    scores_model = copy.deepcopy(model)
+    st.crit.prepare(scores_model, st.batches)
+    g0 = build_graph(scores_model, st.example, exclude=st.exclude).groups()
+    scores = {g.root: st.crit.channel_scores(g) for g in g0 if g.prunable}
+    ratio = search_ratio(scores_model, st.example, cfg.target_macs,
+                         prune_kwargs={**st.kw, "scores": scores, "layer_ratios": st.layer_ratios},
+                         max_ratio=cfg.max_layer_ratio)
+    notes.append(f"uniform ratio {ratio:.3f} found to keep <= {cfg.target_macs} of the MACs")
+    return ratio
+
+
+def _prune_steps(model: nn.Module, cfg: ChannelPrune, ctx: Context, st: _Setup, ratio: float):
+    """The schedule's prune (-> BatchNorm re-estimate -> fine-tune) rounds -> (last rows, history)."""
+    from ..train import evaluate, recalibrate_bn
+    from ..train.finetune import finetune
+
+    fractions = step_fractions(cfg.schedule, cfg.steps)
+    epochs_per_step = cfg.finetune_epochs / len(fractions) if cfg.finetune_epochs else 0
+    rows, history, batches = [], [], st.batches
+    for i, f in enumerate(fractions):
+        step_ratios = {k: v * f for k, v in st.layer_ratios.items()}
+        if st.crit.needs_data and i > 0:
+            batches = calibration_batches(ctx.data, cfg.calibration_batches)
+        rows = prune_once(model, st.example, ratio=ratio * f, batches=batches, layer_ratios=step_ratios,
+                          clamp=cfg.target_macs is not None, **st.kw)
+        _check_forward(model, st.example, st.ref_shape)
+        step_info = {"step": i + 1, "fraction": round(f, 4), "macs": macs_of(model, st.example)}
+        if cfg.bn_batches and ctx.data is not None:
+            step_info["bn_recalibrated"] = recalibrate_bn(model, ctx.data, cfg.bn_batches)
+        if epochs_per_step:
+            finetune(model, ctx, finetune_options(cfg, epochs_per_step))
+            if ctx.data is not None and getattr(ctx.data, "val", None) is not None:
+                step_info["val_top1_sample"] = evaluate(model, ctx.data.val, max_batches=10)["top1"]
+        history.append(step_info)
+    return rows, history
+
+
+@register(ChannelPrune)
+def _apply(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> nn.Module:
+    st = _setup(model, cfg, ctx)
+    notes: list[str] = []
+    ratio = cfg.ratio if cfg.target_macs is None else _macs_target(model, cfg, ctx, st, notes)
     if cfg.distill and ctx.teacher is None and cfg.finetune_epochs:
         ctx.teacher = copy.deepcopy(model)
         notes.append("fine-tuned with distillation from the unpruned model")
-    fractions = step_fractions(cfg.schedule, cfg.steps)
-    epochs_per_step = cfg.finetune_epochs / len(fractions) if cfg.finetune_epochs else 0
-    rows = []
-    history = []
-    for i, f in enumerate(fractions):
-        step_ratios = {k: v * f for k, v in layer_ratios.items()}
-        if crit.needs_data and i > 0:
-            batches = calibration_batches(ctx.data, cfg.calibration_batches)
-        rows = prune_once(model, example, ratio=ratio * f, batches=batches, layer_ratios=step_ratios,
-                          clamp=cfg.target_macs is not None, **kw)
-        _check_forward(model, example, ref_shape)
-        step_info = {"step": i + 1, "fraction": round(f, 4), "macs": macs_of(model, example)}
-        if cfg.bn_batches and ctx.data is not None:
-            from ..train import recalibrate_bn
-
-            step_info["bn_recalibrated"] = recalibrate_bn(model, ctx.data, cfg.bn_batches)
-        if epochs_per_step:
-            _finetune(model, ctx, cfg, epochs_per_step)
-            if ctx.data is not None and getattr(ctx.data, "val", None) is not None:
-                from ..train import evaluate
-
-                step_info["val_top1_sample"] = evaluate(model, ctx.data.val, max_batches=10)["top1"]
-        history.append(step_info)
+    rows, history = _prune_steps(model, cfg, ctx, st, ratio)
     n_bn = max((h.get("bn_recalibrated", 0) for h in history), default=0)
     if n_bn:
         notes.append(f"re-estimated the statistics of {n_bn} BatchNorm layer(s) on {cfg.bn_batches} training batches "
                      "after each pruning step (the next layers' inputs changed)")
-    if getattr(crit, "fallback_groups", None):
-        notes.append(f"bn importance fell back to L1 for {len(crit.fallback_groups)} group(s) without a norm layer")
-    if getattr(crit, "pseudo_labels", False):
+    if getattr(st.crit, "fallback_groups", None):
+        notes.append(f"bn importance fell back to L1 for {len(st.crit.fallback_groups)} group(s) without a norm layer")
+    if getattr(st.crit, "pseudo_labels", False):
         notes.append("taylor importance used the model's own predictions as targets (unlabelled data)")
-    final_macs = macs_of(model, example)
+    final_macs = macs_of(model, st.example)
     ctx.details.update({
         "granularity": "channel",
         "importance": cfg.importance,
@@ -369,25 +432,11 @@ def _apply(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> nn.Module:
         "ratio": ratio,
         "schedule": cfg.schedule,
         "steps": history,
-        "macs_before": base_macs,
+        "macs_before": st.base_macs,
         "macs_after": final_macs,
-        "macs_kept": final_macs / base_macs if base_macs else None,
+        "macs_kept": final_macs / st.base_macs if st.base_macs else None,
         "layers": [{k: v for k, v in r.items() if k != "removed"} for r in rows],
         "notes": ctx.details.get("notes", []) + notes,
     })
     model.eval()
     return model
-
-
-def _finetune(model: nn.Module, ctx: Context, cfg, epochs: float, on_step=()) -> None:
-    if ctx.data is None:
-        raise DataError("fine-tuning needs training data", hint="pass data=... or set finetune_epochs=0")
-    from ..train import fit
-
-    loss_fn = None
-    if ctx.teacher is not None:
-        from ..distillation.losses import kd_loss_fn
-
-        loss_fn = kd_loss_fn(ctx.teacher)
-    fit(model, ctx.data, epochs=epochs, lr=cfg.lr, max_batches=cfg.max_batches, loss_fn=loss_fn, on_step=list(on_step), seed=ctx.seed,
-        progress=ctx.progress)

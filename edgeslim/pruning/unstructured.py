@@ -20,6 +20,7 @@ shrink. ``sparse_size`` encodes the pruned tensors for real (CSR, bitmap, or N:M
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -35,6 +36,7 @@ from ..core.registry import Context, register
 from ..core.select import select_layers
 from .importance import calibration_batches, get_importance
 from .schedule import SCHEDULES, AGPMasks, step_fractions
+from .structured import finetune_options
 
 GRANULARITIES = ("fine", "vector", "kernel", "nm")
 _CONV = nn.modules.conv._ConvNd
@@ -72,6 +74,12 @@ class SparsePrune(Config):
             raise UsageError(f"unknown schedule {self.schedule!r}", hint=f"one of: {', '.join(SCHEDULES)}")
         if self.steps < 1 or self.finetune_epochs < 0:
             raise UsageError("steps must be >= 1 and finetune_epochs >= 0")
+
+    def untrained(self) -> "SparsePrune":
+        return self.replace(finetune_epochs=0.0)
+
+    # split_training stays the default (self, None): the fine-tuning of masked weights re-applies
+    # the masks after every optimizer step, which a separate finetune step would not do
 
     @property
     def target(self) -> float:
@@ -255,6 +263,51 @@ def sparse_size(model: nn.Module, layers: list[str] | None = None, *, nm: tuple[
 
 
 # -- the handler --------------------------------------------------------------------------
+def _agp(model: nn.Module, cfg: SparsePrune, ctx: Context, masks: MaskSet, crit, notes: list[str]) -> list:
+    """AGP: the masks follow the cubic schedule step by step while the one trainer fine-tunes."""
+    from ..train.finetune import finetune
+
+    loader = ctx.data.train
+    per_epoch = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
+    total = max(1, math.ceil(per_epoch * cfg.finetune_epochs))
+    sched = AGPMasks(masks.update, masks.reapply, final=cfg.target, total_steps=total)
+    masks.update(sched.target(0))
+    masks.reapply()
+
+    def rescore(sparsity: float) -> None:
+        if crit.needs_data:
+            crit.prepare(model, calibration_batches(ctx.data, cfg.calibration_batches))
+        masks.update(sparsity)
+
+    sched.update = rescore
+    finetune(model, ctx, finetune_options(cfg, cfg.finetune_epochs), on_step=[sched])
+    masks.update(cfg.target)  # the schedule ends at the target; make sure of it
+    masks.reapply()
+    notes.append(f"AGP: {sched.n_events} pruning events every {sched.frequency} steps")
+    return sched.trace
+
+
+def _stepped(model: nn.Module, cfg: SparsePrune, ctx: Context, masks: MaskSet, crit, notes: list[str]) -> list:
+    """One-shot or iterative: mask to a growing target, then fine-tune with the masks held."""
+    from ..train.finetune import finetune
+
+    if cfg.schedule == "agp":
+        notes.append("AGP without fine-tuning (or for N:M) is one-shot")
+    fractions = [1.0] if cfg.granularity == "nm" or cfg.schedule == "agp" else step_fractions(cfg.schedule, cfg.steps)
+    epochs = cfg.finetune_epochs / len(fractions) if cfg.finetune_epochs else 0
+    trace = []
+    for i, f in enumerate(fractions):
+        if i > 0 and crit.needs_data:
+            crit.prepare(model, calibration_batches(ctx.data, cfg.calibration_batches))
+        masks.update(cfg.target * f)
+        masks.reapply()
+        trace.append((i + 1, cfg.target * f))
+        if epochs:
+            finetune(model, ctx, finetune_options(cfg, epochs), on_step=[lambda s, m: masks.reapply()])
+            masks.reapply()
+    return trace
+
+
 @register(SparsePrune)
 def _apply(model: nn.Module, cfg: SparsePrune, ctx: Context) -> nn.Module:
     layers, skipped = _select(model, cfg)
@@ -264,59 +317,22 @@ def _apply(model: nn.Module, cfg: SparsePrune, ctx: Context) -> nn.Module:
         raise DataError(f"importance {cfg.importance!r} needs calibration data", hint="pass data=... (--data D)")
     crit.prepare(model, batches)
     masks = MaskSet(model, layers, cfg, crit)
-    target = cfg.target
-    notes = []
-    trace: list = []
+    notes: list[str] = []
     if cfg.finetune_epochs and ctx.data is None:
         raise DataError("fine-tuning needs training data", hint="pass data=... or set finetune_epochs=0")
-    loss_fn = None
-    if cfg.finetune_epochs and (cfg.distill or ctx.teacher is not None):
-        import copy
-
-        from ..distillation.losses import kd_loss_fn
-
-        loss_fn = kd_loss_fn(ctx.teacher if ctx.teacher is not None else copy.deepcopy(model))
+    if cfg.finetune_epochs and cfg.distill and ctx.teacher is None:
+        ctx.teacher = copy.deepcopy(model)
         notes.append("fine-tuned with distillation from the unpruned model")
     if cfg.schedule == "agp" and cfg.granularity != "nm" and cfg.finetune_epochs:
-        from ..train import fit
-
-        loader = ctx.data.train
-        per_epoch = len(loader) if cfg.max_batches is None else min(len(loader), cfg.max_batches)
-        total = max(1, math.ceil(per_epoch * cfg.finetune_epochs))
-        sched = AGPMasks(masks.update, masks.reapply, final=target, total_steps=total)
-        masks.update(sched.target(0))
-        masks.reapply()
-
-        def rescore(sparsity: float) -> None:
-            if crit.needs_data:
-                crit.prepare(model, calibration_batches(ctx.data, cfg.calibration_batches))
-            masks.update(sparsity)
-
-        sched.update = rescore
-        fit(model, ctx.data, epochs=cfg.finetune_epochs, lr=cfg.lr, max_batches=cfg.max_batches, loss_fn=loss_fn, on_step=[sched], seed=ctx.seed,
-            progress=ctx.progress)
-        masks.update(target)  # the schedule ends at the target; make sure of it
-        masks.reapply()
-        trace = sched.trace
-        notes.append(f"AGP: {sched.n_events} pruning events every {sched.frequency} steps")
+        trace = _agp(model, cfg, ctx, masks, crit, notes)
     else:
-        if cfg.schedule == "agp":
-            notes.append("AGP without fine-tuning (or for N:M) is one-shot")
-        fractions = [1.0] if cfg.granularity == "nm" or cfg.schedule == "agp" else step_fractions(cfg.schedule, cfg.steps)
-        epochs = cfg.finetune_epochs / len(fractions) if cfg.finetune_epochs else 0
-        for i, f in enumerate(fractions):
-            if i > 0 and crit.needs_data:
-                crit.prepare(model, calibration_batches(ctx.data, cfg.calibration_batches))
-            masks.update(target * f)
-            masks.reapply()
-            trace.append((i + 1, target * f))
-            if epochs:
-                from ..train import fit
+        trace = _stepped(model, cfg, ctx, masks, crit, notes)
+    _record(model, cfg, ctx, layers, skipped, trace, notes)
+    model.eval()
+    return model
 
-                fit(model, ctx.data, epochs=epochs, lr=cfg.lr, max_batches=cfg.max_batches, loss_fn=loss_fn,
-                    on_step=[lambda s, m: masks.reapply()],
-                    seed=ctx.seed, progress=ctx.progress)
-                masks.reapply()
+
+def _record(model: nn.Module, cfg: SparsePrune, ctx: Context, layers, skipped, trace, notes: list[str]) -> None:
     names = [n for n, _ in layers]
     size = sparse_size(model, names, nm=parse_nm(cfg.nm) if cfg.granularity == "nm" else None)
     nz = sum(r["nonzero"] for r in size["layers"])
@@ -332,12 +348,10 @@ def _apply(model: nn.Module, cfg: SparsePrune, ctx: Context) -> nn.Module:
         "ranking": "global" if cfg.global_ranking else "per-layer",
         "schedule": cfg.schedule,
         "schedule_trace": trace[:50],
-        "target_sparsity": target,
+        "target_sparsity": cfg.target,
         "sparsity": 1 - nz / tot if tot else 0.0,
         "sparse_size_bytes": size["sparse_bytes"],
         "dense_size_bytes": size["dense_bytes"],
         "layers": size["layers"],
         "notes": ctx.details.get("notes", []) + notes,
     })
-    model.eval()
-    return model

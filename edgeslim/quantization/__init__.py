@@ -8,40 +8,22 @@ simulated accuracy predicts the deployed one; ``export`` writes the deployable O
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from torch import nn
 
 from ..core.config import Config
-from ..core.errors import UsageError
-from ..core.registry import Context, apply
+from ..core.registry import Context, run
 from .observers import OBSERVERS, make_observer
 from .primitives import check_bits, compute_qparams, dequantize, fake_quant, qrange, quantize as quantize_tensor, sqnr_db
+from .deploy import is_quantized
 from .ptq import PTQ, calibrate, ptq
 
 METHODS = ("ptq", "qat", "dynamic", "fp16", "bf16", "kmeans", "pow2", "ternary", "binary")
 
 
 def _register_all() -> None:
-    from . import dynamic, nonuniform, qat  # noqa: F401  (register their handlers)
-
-
-def quantize_with_details(model: nn.Module, config: Config | None = None, *, data: Any = None,
-                          inplace: bool = False, teacher: nn.Module | None = None, seed: int = 0,
-                          progress: bool = True) -> tuple[nn.Module, dict]:
-    """Like :func:`quantize`, also returning what was done (per-layer table, calibration, notes)."""
-    _register_all()
-    config = PTQ() if config is None else config
-    if not isinstance(config, Config):
-        raise UsageError(f"config must be a quantization config (PTQ, QAT, ...), got {type(config).__name__}")
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    work = model if inplace else copy.deepcopy(model)
-    ctx = Context(data=data, teacher=teacher, seed=seed, progress=progress)
-    out = apply(work, config, ctx)
-    out.edgeslim_quant = {"method": config.kind, "config": config.to_dict()}
-    return out, ctx.details
+    from . import dynamic, nonuniform, qat  # noqa: F401  (register their handlers and exporters)
 
 
 def quantize(model: nn.Module, config: Config | None = None, *, data: Any = None, inplace: bool = False,
@@ -49,10 +31,18 @@ def quantize(model: nn.Module, config: Config | None = None, *, data: Any = None
     """Quantize ``model`` as ``config`` says (PTQ() by default) and return the simulated model.
 
     The caller's model is left untouched unless ``inplace=True``. ``data`` (a DataBundle, a
-    DataLoader or a tensor) supplies calibration / training batches.
+    DataLoader or a tensor) supplies calibration / training batches. The result records the config
+    that made it (``model.edgeslim_config``), which chooses its exporter. What was done (per-layer
+    table, calibration, notes): ``core.registry.run(model, config, ctx)`` returns it with the model.
     """
-    return quantize_with_details(model, config, data=data, inplace=inplace, teacher=teacher, seed=seed,
-                                 progress=progress)[0]
+    _register_all()
+    from .dynamic import Dynamic, Half
+    from .nonuniform import LowBit
+    from .qat import QAT
+
+    ctx = Context(data=data, teacher=teacher, seed=seed, progress=progress)
+    return run(model, PTQ() if config is None else config, ctx, inplace=inplace,
+               accepts=(PTQ, QAT, Dynamic, Half, LowBit))[0]
 
 
 def export(model: nn.Module, path, example, **kw) -> dict:
@@ -63,5 +53,4 @@ def export(model: nn.Module, path, example, **kw) -> dict:
 
 
 __all__ = ["METHODS", "OBSERVERS", "PTQ", "calibrate", "check_bits", "compute_qparams", "dequantize", "export",
-           "fake_quant", "make_observer", "ptq", "qrange", "quantize", "quantize_tensor", "quantize_with_details",
-           "sqnr_db"]
+           "fake_quant", "is_quantized", "make_observer", "ptq", "qrange", "quantize", "quantize_tensor", "sqnr_db"]

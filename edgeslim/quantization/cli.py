@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli_common import add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape, \
-    load_data, load_model, nonneg_float, positive_float, positive_int, staged_out, text_file
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+                          input_shape, load_data, load_model, nonneg_float, out_dir, output_options, positive_float,
+                          positive_int, text_file)
 
 METHODS = ("ptq", "qat", "dynamic", "fp16", "bf16", "kmeans", "pow2", "ternary", "binary")
 
@@ -90,7 +91,8 @@ def run(args) -> int:
     import torch
 
     from ..core.errors import DataError
-    from . import quantize_with_details
+    from ..output import single_step, staged, write_result
+    from ..core.registry import Context, run as run_config
 
     cfg = build_config(args)  # options and the layer map are checked before anything is loaded
     if not args.data and args.method in ("ptq", "qat") and not args.data_free:
@@ -99,33 +101,42 @@ def run(args) -> int:
     model, info = load_model(args, data)
     shape = input_shape(args, info, model)
     torch.set_num_threads(args.threads)
-    q, details = quantize_with_details(model, cfg, data=data, progress=not args.json)
-    with staged_out(args) as (out, work):
-        report = _export_and_measure(args, model, q, info, data, cfg, details, shape, work, keep=out is not None)
+    q, details = run_config(model, cfg, Context(data=data, progress=not args.json))
+    # quantize keeps its own per-layer table (bits per layer) where the method makes one
+    opts = output_options(args, info, layer_table=False)
+    with staged(out_dir(args), input_paths(args)) as (out, stage):
+        _export_and_check(args, model, q, data, cfg, details, shape, stage)
+        saver = None  # the writer's rule: a quantized result has no float checkpoint
+        if args.method in _FLOAT_CHECKPOINT and info.get("spec"):
+            saver = lambda ckpt: _save_checkpoint(q, ckpt, info, details)  # noqa: E731
+        report = write_result(stage, model, single_step(q, cfg, float_model=model, quantized=True), opts, data=data,
+                              input_shape=shape, extra_details=details, artifact=stage / "model.onnx",
+                              checkpoint=saver)
     emit(args, report.to_dict(), _text(report.to_dict(), out))
     return 0
 
 
-def _export_and_measure(args, model, q, info, data, cfg, details, shape, work, *, keep: bool):
-    """Export the quantized model into ``work`` (its deployable int8 file), check parity and integer
-    kernels, measure it beside the float model, and -- when ``keep`` -- write checkpoint and report."""
+# methods whose result has float weights that reproduce it (QAT's latent weights, low-bit values dequantized)
+_FLOAT_CHECKPOINT = ("qat", "kmeans", "pow2", "ternary", "binary", "fp16", "bf16")
+
+
+def _export_and_check(args, model, q, data, cfg, details, shape, stage) -> None:
+    """Export the quantized model as ``stage``/model.onnx (its deployable file, int8 where the method
+    is), check parity with the simulation and which kernels ONNX Runtime runs in integer arithmetic;
+    rank layers by sensitivity when asked."""
     import torch
 
-    from ..core.report import Report
-    from ..measure import compare
-    from ..train import evaluate, record_bn
     from .deploy import export, method_of
     from .onnx_qdq import integer_ops, parity
     from .ptq import calibration_batches
 
     test = (data.test or data.val) if data is not None else None
-    labelled = bool(data is not None and data.meta.labelled and test is not None)
     example = calibration_batches(data, 1)[0][:2] if data is not None else torch.randn(2, *shape[1:])
-    export(q, work / "model.onnx", example, loader=test)
+    export(q, stage / "model.onnx", example, loader=test)
     checks = [example] + ([x for x, _ in [next(iter(test))]] if test is not None else [])
-    details["export_parity"] = parity(q, work / "model.onnx", checks, threads=args.threads)
+    details["export_parity"] = parity(q, stage / "model.onnx", checks, threads=args.threads)
     if method_of(q) in ("ptq", "qat"):
-        iops = integer_ops(work / "model.onnx", threads=args.threads)
+        iops = integer_ops(stage / "model.onnx", threads=args.threads)
         details["ort_ops"] = iops["ops"]
         details["ort_integer_ops"] = iops["integer_ops"]
         if iops["float_compute"]:
@@ -134,34 +145,20 @@ def _export_and_measure(args, model, q, info, data, cfg, details, shape, work, *
                 + ", ".join(f"{f['op']}({f['weight'] or f['node']})" for f in iops["float_compute"]))
     for f in details.get("float_layers", []):
         details.setdefault("notes", []).append(f"{f['layer']} ({f['type']}) stays float: {f['why']}")
-    base, result = compare(model, work / "model.onnx", shape, workdir=work, loader=test if labelled else None,
-                           threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=args.max_batches)
-    result["macs"] = base["macs"]
-    if labelled:
-        details["simulated_accuracy"] = evaluate(q, test, max_batches=args.max_batches)["top1"]
-        details["deployed_accuracy"] = result["accuracy"]
-        details["accuracy_split"] = "test"
-        if details["simulated_accuracy"] is not None and result["accuracy"] is not None:
-            details["simulated_vs_deployed"] = round(details["simulated_accuracy"] - result["accuracy"], 4)
+    labelled = bool(data is not None and data.meta.labelled and test is not None)
     if args.sensitivity and labelled and args.method == "ptq":
         from .sensitivity import sensitivity
 
         details["sensitivity"] = sensitivity(model, cfg, data, loader=test, max_batches=args.max_batches or 10)
-    if keep and args.method in ("qat", "kmeans", "pow2", "ternary", "binary", "fp16", "bf16") and info.get("spec"):
-        _save_checkpoint(q, work / "checkpoint", info, details)
-    report = Report(command="quantize", model=args.model, data=args.data, baseline=base, result=result,
-                    details=record_bn(details))
-    if keep:
-        report.write(work)
-    return report
 
 
-def _save_checkpoint(q, ckpt, info, details) -> None:
-    """Float weights that reproduce the result (QAT: the trained latent weights; low-bit: dequantized)."""
+def _save_checkpoint(q, ckpt, info, details) -> list[str]:
+    """Float weights that reproduce the result (QAT: the trained latent weights; low-bit: dequantized);
+    the notes of why not."""
     from .. import models
     from ..core.errors import EdgeslimError
     from ..reparameterization.fold_bn import fold_bn
-    from .deploy import float_model
+    from .deploy import float_model, quant_record
 
     try:
         ref = models.create(info["spec"], **(info.get("build") or {}))
@@ -170,14 +167,14 @@ def _save_checkpoint(q, ckpt, info, details) -> None:
         sd = {k: v for k, v in f.state_dict().items() if k in ref.state_dict()}
         missing = [k for k in ref.state_dict() if k not in sd]
         if missing:
-            details.setdefault("notes", []).append(f"checkpoint not written: structure differs ({missing[0]}...)")
-            return
+            return [f"checkpoint not written: structure differs ({missing[0]}...)"]
         ref.load_state_dict(sd)
         models.save(ref, ckpt, spec=info["spec"], input_shape=info["input_shape"], build=info.get("build"),
-                    classes=info.get("classes"), extra={"quantization": getattr(q, "edgeslim_quant", {})})
-        details["checkpoint"] = str(ckpt)
+                    classes=info.get("classes"), extra={"quantization": quant_record(q)})
+        details["checkpoint"] = ckpt.name
+        return []
     except EdgeslimError as e:
-        details.setdefault("notes", []).append(f"checkpoint not written: {e.message}")
+        return [f"checkpoint not written: {e.message}"]
 
 
 def _text(d: dict, out) -> str:

@@ -23,7 +23,8 @@ from torch import nn
 
 from ..core.config import Config
 from ..core.errors import ExportError, ModelError, UsageError
-from ..core.registry import Context, register
+from ..core.registry import Context, register, register_export
+from .deploy import record_config
 from ..core.select import select_layers
 from .primitives import compute_qparams, fake_quant, qrange
 from .qmodules import FakeQuant, QLinear
@@ -45,6 +46,7 @@ class Dynamic(Config):
     """Dynamic int8: int8 weights, activations quantized at run time."""
 
     kind = "dynamic"
+    final = True  # the deployable format: a recipe's last step
     bits: int = 8
     per_channel: bool = False
     layers: tuple[str, ...] = ()
@@ -75,7 +77,15 @@ def _apply_dynamic(model: nn.Module, config: Dynamic, ctx: Context) -> nn.Module
     ctx.details.setdefault("notes", []).append(
         "dynamic int8: weights stored as int8; ONNX Runtime quantizes each Linear's input at run time "
         "(MatMulInteger); convolutions stay float")
-    return model
+    return record_config(model, config)  # its config chooses the exporter (deploy.export)
+
+
+@register_export(Dynamic)
+def _export_dynamic(model: nn.Module, path, example: torch.Tensor, config: Dynamic, *, loader=None) -> dict:
+    from .deploy import via_float_onnx
+
+    return via_float_onnx(model, path, example, loader,
+                          lambda f, out: export_dynamic(f, out, per_channel=bool(config.per_channel)))
 
 
 class _Dyn(nn.Module):
@@ -145,6 +155,7 @@ class Half(Config):
     """16-bit floating-point weights (fp16 or bf16)."""
 
     kind = "half"
+    final = True
     dtype: str = "fp16"
 
     def validate(self) -> None:
@@ -170,7 +181,14 @@ def _apply_half(model: nn.Module, config: Half, ctx: Context) -> nn.Module:
     ctx.details.setdefault("notes", []).append(
         f"weights stored as {config.dtype}; ONNX Runtime's CPU provider casts them to fp32 at load and computes in "
         "fp32, so the file is ~2x smaller but not faster on this CPU")
-    return model
+    return record_config(model, config)  # its config chooses the exporter (deploy.export)
+
+
+@register_export(Half)
+def _export_half(model: nn.Module, path, example: torch.Tensor, config: Half, *, loader=None) -> dict:
+    from .deploy import via_float_onnx
+
+    return via_float_onnx(model, path, example, loader, lambda f, out: export_half(f, out, config.dtype))
 
 
 def export_half(float_onnx: str | os.PathLike, path: str | os.PathLike, dtype: str = "fp16") -> dict:

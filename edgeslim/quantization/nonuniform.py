@@ -3,7 +3,7 @@
     q = edgeslim.quantize(model, LowBit(format="ternary"), data=data)
 
 - kmeans: weight sharing, a codebook of 2**bits float centroids per layer (Deep Compression;
-  reuses edgeslim.codec.sharing, centroids fine-tunable).
+  reuses edgeslim.quantization.sharing, centroids fine-tunable).
 - pow2: sign x per-channel scale x 2**-k (logarithmic grid; ``bits`` includes the sign and a
   zero code).
 - ternary: TTQ-style: threshold t x max|w|, then a learned positive and negative scale per layer.
@@ -25,7 +25,8 @@ from torch.nn.utils import parametrize
 
 from ..core.config import Config
 from ..core.errors import ModelError, UsageError
-from ..core.registry import Context, register
+from ..core.registry import Context, register, register_export
+from .deploy import record_config
 from ..core.select import select_layers
 from .primitives import check_bits
 
@@ -91,6 +92,7 @@ class Ternary(nn.Module):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LowBit(Config):
     kind = "lowbit"
+    final = True  # the deployable format: a recipe's last step
     format: str = "kmeans"
     bits: int | None = None  # default: kmeans 4, pow2 4, ternary 2, binary 1
     threshold: float = 0.05  # ternary: fraction of max |w|
@@ -113,6 +115,9 @@ class LowBit(Config):
             raise UsageError("binary weights use 1 bit")
         if not 0 < self.threshold < 1:
             raise UsageError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    def untrained(self) -> "LowBit":
+        return self.replace(epochs=0.0)
 
     @property
     def n_bits(self) -> int:
@@ -145,7 +150,7 @@ def _apply(model: nn.Module, config: LowBit, ctx: Context) -> nn.Module:
     for name, m in chosen:
         w = m.weight.detach()
         if fmt == "kmeans":
-            from ..codec.sharing import share
+            from .sharing import share
 
             k = 1 << bits
             if w.numel() < k:
@@ -169,11 +174,10 @@ def _apply(model: nn.Module, config: LowBit, ctx: Context) -> nn.Module:
     if config.epochs > 0 and ctx.data is not None and not labelled:
         ctx.details.setdefault("notes", []).append("fine-tuning skipped: the data has no labels")
     elif config.epochs > 0 and ctx.data is not None:
-        from ..train import fit
+        from ..train.finetune import FinetuneOptions, finetune
 
-        fit(model, ctx.data, epochs=config.epochs, lr=config.lr or 1e-4, optimizer="adam", weight_decay=0.0,
-            max_batches=config.max_batches, progress=ctx.progress, seed=ctx.seed)
-        model.eval()
+        finetune(model, ctx, FinetuneOptions(epochs=config.epochs, lr=config.lr or 1e-4, optimizer="adam",
+                                             weight_decay=0.0, max_batches=config.max_batches))
     total = sum(p.numel() for p in model.parameters())  # includes codebooks / TTQ scales
     # everything but the quantized weights (and their codebooks / scales, counted in quant_bits)
     other = sum(p.numel() for n, p in model.named_parameters() if ".parametrizations.weight." not in n)
@@ -187,4 +191,14 @@ def _apply(model: nn.Module, config: LowBit, ctx: Context) -> nn.Module:
         f"{fmt} weights are simulated exactly in PyTorch; ONNX Runtime has no {fmt} kernels, so model.onnx holds the "
         "dequantized float weights and runs at float speed. estimated_size_bytes counts the real bits "
         "(codes + codebooks / scales, other parameters at 32 bits)")
-    return model
+    return record_config(model, config)  # its config chooses the exporter (deploy.export)
+
+
+@register_export(LowBit)
+def _export_lowbit(model: nn.Module, path, example: torch.Tensor, config: LowBit, *, loader=None) -> dict:
+    """The float graph with the dequantized weights (ONNX Runtime has no low-bit kernels)."""
+    from ..runtimes import export_onnx
+    from .deploy import float_model
+
+    res = export_onnx(float_model(model), path, example[:1], loader=loader)
+    return {"path": res["path"], "size_bytes": res["size_bytes"]}

@@ -96,15 +96,9 @@ def _tidy(path: Path) -> None:
 
 
 def _runtime_loads(m: onnx.ModelProto) -> bool:
-    import onnxruntime as ort
+    from ..runtimes.onnxruntime import loads
 
-    try:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        return True
-    except Exception:  # noqa: BLE001 - any failure means: keep the int8 containers
-        return False
+    return loads(m)  # any failure means: keep the int8 containers
 
 
 def compact(m: onnx.ModelProto) -> onnx.ModelProto:
@@ -295,7 +289,7 @@ def _fits_int4(a: np.ndarray) -> bool:
 def integer_ops(path: str | os.PathLike, threads: int = 2) -> dict[str, Any]:
     """Op counts of the graph ONNX Runtime actually runs (after its optimisation), which compute
     ops are integer, and which stayed float."""
-    from ..export.runtime import session
+    from ..runtimes.onnxruntime import session
 
     with tempfile.TemporaryDirectory() as d:
         opt = Path(d) / "optimized.onnx"
@@ -303,12 +297,7 @@ def integer_ops(path: str | os.PathLike, threads: int = 2) -> dict[str, Any]:
             session(path, threads=threads, optimized_model_path=str(opt), level="all")
             g = onnx.load(str(opt)).graph
         except Exception:  # noqa: BLE001 - some layouts cannot be saved; the extended level can
-            import onnxruntime as ort
-
-            so = ort.SessionOptions()
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            so.optimized_model_filepath = str(opt)
-            ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            session(path, threads=threads, optimized_model_path=str(opt), level="extended")
             g = onnx.load(str(opt)).graph
     counts = collections.Counter(n.op_type for n in g.node)
     integer = {k: v for k, v in counts.items() if k in INTEGER_OPS}
@@ -323,14 +312,14 @@ def integer_ops(path: str | os.PathLike, threads: int = 2) -> dict[str, Any]:
 @torch.no_grad()
 def parity(model: nn.Module, path: str | os.PathLike, batches: list[torch.Tensor], threads: int = 2) -> dict:
     """Simulation vs. ONNX Runtime on the same inputs: max abs diff and top-1 agreement."""
-    from ..export.runtime import run, session
+    from ..runtimes import get
 
-    sess = session(path, threads=threads)
+    run = get("onnxruntime").load(path, threads=threads)
     model.eval()
     diff, agree, total = 0.0, 0, 0
     for x in batches:
         ref = model(x).numpy()
-        got = run(sess, x.numpy())
+        got = run(x.numpy())
         diff = max(diff, float(np.abs(ref - got).max()))
         if ref.ndim == 2:
             agree += int((ref.argmax(1) == got.argmax(1)).sum())

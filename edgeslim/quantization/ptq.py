@@ -22,7 +22,8 @@ from torch import nn
 
 from ..core.config import Config
 from ..core.errors import DataError, ModelError, UsageError
-from ..core.registry import Context, register
+from ..core.registry import Context, register, register_export
+from .deploy import record_config
 from ..core.select import resolve_layer_map, select_layers
 from . import graph as qgraph
 from .observers import OBSERVERS, canonical
@@ -55,6 +56,7 @@ class PTQ(Config):
     """Post-training quantization (static: weights and activations)."""
 
     kind = "ptq"
+    final = True  # the deployable format: a recipe's last step
     bits: int = 8
     weight_bits: int | None = None  # default: bits
     act_bits: int | None = None  # default: bits
@@ -98,6 +100,9 @@ class PTQ(Config):
             raise UsageError(f"calib_batches must be a positive integer, got {self.calib_batches!r}")
         if self.adaround_iters < 0:
             raise UsageError("adaround_iters must be >= 0")
+
+    def untrained(self) -> "PTQ":
+        return self.replace(adaround=False, calib_batches=1)  # the same graph, without AdaRound's training
 
     @property
     def w_bits(self) -> int:
@@ -361,9 +366,20 @@ def ptq(model: nn.Module, cfg: PTQ, *, data: Any = None, example: torch.Tensor |
     bit_cost(q, details)
     details["weight_bits"], details["act_bits"] = cfg.w_bits, None if cfg.data_free else cfg.a_bits
     details["per_channel"] = cfg.per_channel
-    return q
+    from .deploy import record_config
+
+    return record_config(q, cfg)  # its deployable export is PTQ's (runtimes choose it by this config)
 
 
 @register(PTQ)
 def _apply(model: nn.Module, config: PTQ, ctx: Context) -> nn.Module:
-    return ptq(model, config, data=ctx.data, details=ctx.details)
+    q = ptq(model, config, data=ctx.data, details=ctx.details)
+    return record_config(q, config)  # its config chooses the exporter (deploy.export)
+
+
+@register_export(PTQ)
+def export_int8(model: nn.Module, path, example: torch.Tensor, config: PTQ | None = None, *, loader=None) -> dict:
+    """int8 QDQ ONNX, run with ONNX Runtime's integer kernels (PTQ and QAT)."""
+    from .onnx_qdq import export_qdq
+
+    return export_qdq(model, path, example)

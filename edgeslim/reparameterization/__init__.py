@@ -10,7 +10,7 @@ from torch import nn
 
 from ..core.config import Config
 from ..core.errors import UsageError
-from ..core.registry import Context, apply, register
+from ..core.registry import Context, register, run
 from .fold_bn import find_conv_bn_pairs, fold_bn, fuse_conv_bn_weights
 from .repvgg import RepVGGBlock, fold_repvgg
 
@@ -52,17 +52,9 @@ def reparam(model: nn.Module, config: Reparam | None = None, *, inplace: bool = 
             ctx: Context | None = None) -> nn.Module:
     """Apply every fold that applies; the model must be in eval mode. What was folded goes into
     ``ctx.details["folds"]`` when a Context is given. The caller's model is copied unless inplace."""
-    import copy
-
-    if not isinstance(model, nn.Module):
-        raise UsageError(f"reparam expects a torch.nn.Module, got {type(model).__name__}")
-    config = config or Reparam()
-    if not isinstance(config, Reparam):
-        raise UsageError(f"reparam expects a Reparam config, got {type(config).__name__}")
-    _check_eval(model)
-    if not inplace:
-        model = copy.deepcopy(model)
-    return apply(model, config, ctx or Context())
+    if isinstance(model, nn.Module):
+        _check_eval(model)
+    return run(model, config or Reparam(), ctx, inplace=inplace, accepts=(Reparam,))[0]
 
 
 def _check_eval(model: nn.Module) -> None:

@@ -6,8 +6,8 @@ between the folded and the original model in PyTorch.
 """
 from __future__ import annotations
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_shape,
-                          load_data, load_model, measure_and_write, positive_float, wrote_line)
+from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+                          input_shape, load_data, load_model, out_dir, output_options, positive_float, wrote_line)
 
 
 def register(sub) -> None:
@@ -49,9 +49,12 @@ def run(args) -> int:
     if diff > args.atol:
         raise EdgeslimError(f"the folded model differs from the original by {diff:.3g} (> {args.atol:g})",
                             hint="a fold was not exact; rerun with --debug and report it")
-    report, out = measure_and_write(args, command="reparam", baseline=model, result_model=folded, info=info,
-                                    data=data, shape=shape, details=details,
-                                    metrics={**(info.get("metrics") or {}), "reparam": details["notes"][-1]})
+    from ..output import single_step, staged, write_result
+
+    opts = output_options(args, info, metrics={**(info.get("metrics") or {}), "reparam": details["notes"][-1]})
+    with staged(out_dir(args), input_paths(args)) as (out, stage):  # the whole DIR at once
+        report = write_result(stage, model, single_step(folded, cfg), opts, data=data, input_shape=shape,
+                              extra_details=details)
     base, result = report.baseline, report.result
     d = report.to_dict()
     lines = [details["notes"][-1],

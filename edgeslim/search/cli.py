@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 
 from .confidence import DEFAULT_CONFIDENCE
-from ..cli_common import (add_data_args, add_model_args, add_output_args, emit, float_range, fraction, input_shape,
-                          load_data, load_model, out_dir, percent, positive_int, staged_out, text_file, thread_count)
+from ..cli_common import (add_data_args, add_model_args, add_output_args, emit, float_range, fraction, input_paths,
+                          input_shape, load_data, load_model, out_dir, percent, positive_int, text_file, thread_count)
 
 
 def register(sub) -> None:
@@ -62,7 +62,7 @@ def _budget(text: str) -> str:
     import argparse
 
     from ..core.errors import UsageError
-    from .auto import parse_budget
+    from .config import parse_budget
 
     try:
         seconds = parse_budget(text)
@@ -77,7 +77,7 @@ def _latency(text: str) -> str:
     import argparse
 
     from ..core.errors import UsageError
-    from .auto import latency_spec
+    from .config import latency_spec
 
     try:
         latency_spec(text)
@@ -94,7 +94,7 @@ def _check_study(args) -> None:
     import optuna
 
     from ..core.errors import UsageError
-    from .auto import STUDY_NAME, open_storage
+    from .store import STUDY_NAME, open_storage
 
     if not (args.resume or args.worker):
         if args.storage:
@@ -122,7 +122,8 @@ def _log(msg: str) -> None:
 
 
 def run_compress(args) -> int:
-    from .recipe import load_recipe, run_steps, write_outputs
+    from ..output import OutputOptions, staged, write_result
+    from .recipe import load_recipe, run_steps
 
     data = load_data(args)
     model, info = load_model(args, data)
@@ -132,17 +133,18 @@ def run_compress(args) -> int:
     res = run_steps(model, steps, data=data, input_shape=shape, seed=seed, log=_log)
     from .recipe import recipe_dict
 
-    with staged_out(args) as (_, stage):  # model, checkpoint and report replace DIR's together
-        report = write_outputs(model, res, stage, data=data, input_shape=shape, spec=info.get("spec"),
-                               build=info.get("build"), model_name=args.model, command="compress",
-                               threads=args.threads, runs=args.runs, max_batches=args.max_batches,
-                               extra_details={"recipe": recipe_dict(steps, seed=seed)})
+    opts = OutputOptions(command="compress", spec=info.get("spec"), build=info.get("build"), model_name=args.model,
+                         threads=args.threads, runs=args.runs, max_batches=args.max_batches)
+    with staged(out_dir(args), input_paths(args)) as (_, stage):  # model, checkpoint and report replace DIR's together
+        report = write_result(stage, model, res, opts, data=data, input_shape=shape,
+                              extra_details={"recipe": recipe_dict(steps, seed=seed)})
     emit(args, report.to_dict(), report.table() + f"\n\nreport: {out_dir(args)}/report.md  model: {out_dir(args)}/model.onnx")
     return 0
 
 
 def run_auto(args) -> int:
-    from .auto import closest_text, auto
+    from .auto import auto
+    from .outputs import closest_text
 
     _check_study(args)  # an unreachable storage, or --resume with nothing to resume, fails before any loading
     data = load_data(args)

@@ -25,8 +25,6 @@ import copy
 import time
 from typing import Any, Callable
 
-import torch
-
 from .space import FORMAT_NAMES, SearchSpace, bit_layers
 
 PROBE_BATCHES = 24  # fine-tuning batches in a greedy probe
@@ -35,14 +33,11 @@ RECOVERY_POINTS = 3.0
 RECOVERY_POINTS_NO_FT = 10.0  # when the probe could not fine-tune (the space has no fine-tuning)
 
 
-@torch.no_grad()
-def quick_accuracy(model, batches) -> float:
-    model.eval()
-    correct = total = 0
-    for x, y in batches:
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.numel())
-    return 100.0 * correct / max(1, total)
+def quick_accuracy(model, batches, metric: str = "top1") -> float:
+    """The PyTorch model's score on a few batches (the metric seam, as every other score)."""
+    from .. import metrics
+
+    return metrics.get(metric).evaluate(metrics.torch_runner(model), batches).value or 0.0
 
 
 def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_proxy: Callable[[dict], float],

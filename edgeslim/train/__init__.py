@@ -1,8 +1,14 @@
-"""Training and evaluation loops shared by every technique that fine-tunes."""
-from .loop import (FitStats, TrainingDiverged, TrainingStopped, bn_report, evaluate, fit, fit_stats, pick_device,
-                   recalibrate_bn, record_bn, record_fits, recorded_fits,
-                   seed_everything)
+"""Training and evaluation loops shared by every technique that fine-tunes.
 
-__all__ = ["FitStats", "TrainingDiverged", "TrainingStopped", "bn_report", "evaluate", "fit", "fit_stats",
-           "pick_device", "recalibrate_bn", "record_bn", "record_fits", "recorded_fits",
-           "seed_everything"]
+``fit`` is the loop (options: a ``FitConfig``); ``edgeslim.train.finetune.finetune(model, ctx,
+FinetuneOptions(...))`` is the one fine-tuning trainer the technique handlers call (cross-entropy, or
+KD from ``ctx.teacher`` when ``distill``); ``Finetune`` is its recipe step. (The function is not
+re-exported here: ``edgeslim.train.finetune`` stays the module.)
+"""
+from .finetune import Finetune, FinetuneOptions, kd_loss, kd_loss_fn, soft_hard_loss, teacher_runner
+from .loop import (FitConfig, FitStats, TrainingDiverged, TrainingStopped, bn_report, evaluate, fit, fit_stats,
+                   pick_device, recalibrate_bn, record_bn, record_fits, recorded_fits, seed_everything)
+
+__all__ = ["Finetune", "FinetuneOptions", "FitConfig", "FitStats", "TrainingDiverged", "TrainingStopped", "bn_report",
+           "evaluate", "fit", "fit_stats", "kd_loss", "kd_loss_fn", "pick_device", "recalibrate_bn",
+           "record_bn", "record_fits", "recorded_fits", "seed_everything", "soft_hard_loss", "teacher_runner"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import (add_data_args, emit, load_data, load_model, nonneg_float, nonneg_int, positive_float,
-                          positive_int, staged_out, torch_device)
+from ..cli_common import (add_data_args, emit, input_paths, load_data, load_model, nonneg_float, nonneg_int, out_dir,
+                          positive_float, positive_int, torch_device)
 
 
 def register(sub) -> None:
@@ -35,6 +35,7 @@ def run(args) -> int:
     from ..core.report import Report, figures
     from ..measure import count_macs, count_params
     from ..models import save
+    from ..output import staged
     from . import evaluate, fit, fit_stats, seed_everything
 
     data = load_data(args)
@@ -61,7 +62,7 @@ def run(args) -> int:
                              "optimizer": args.optimizer, "seed": args.seed, "warmup_steps": stats.warmup_steps,
                              "clip_grad": stats.clip_grad, "clipped_steps": stats.clipped_steps, "steps": stats.steps,
                              "bn_recalibration": stats.bn_recalibration, "bn_stale_weight": stats.bn_stale_weight})
-    with staged_out(args) as (_, work):  # DIR changes all at once
+    with staged(out_dir(args), input_paths(args)) as (_, work):  # DIR changes all at once
         save(model, work / "checkpoint", spec=info["spec"], build=info["build"], input_shape=info["input_shape"],
              classes=data.meta.classes, metrics=metrics)
         report.write(work)

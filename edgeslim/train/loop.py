@@ -191,33 +191,45 @@ def _seeded_shuffle(loader: Any, seed: int):
             g.set_state(state)
 
 
-def fit(
-    model: nn.Module,
-    data: Any,
-    *,
-    epochs: float = 1,
-    lr: float | None = None,
-    optimizer: str = "sgd",
-    weight_decay: float = 5e-4,
-    momentum: float = 0.9,
-    schedule: str = "cosine",
-    warmup_steps: int | None = None,
-    clip_grad: float | None = DEFAULT_CLIP_GRAD,
-    max_batches: int | None = None,
-    loss_fn: LossFn | None = None,
-    hooks: Iterable[Hook] = (),
-    on_step: Iterable[OnStep] = (),
-    params: Iterable[torch.nn.Parameter] | None = None,
-    device: str | torch.device | None = None,
-    seed: int = 0,
-    deadline: float | None = None,
-    bn_recalibration: str = "auto",
-    bn_batches: int = BN_BATCHES,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> nn.Module:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FitConfig:
+    """Every option of ``fit`` (described there), as one object a caller can build, keep and pass on."""
+
+    epochs: float = 1
+    lr: float | None = None
+    optimizer: str = "sgd"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_steps: int | None = None
+    clip_grad: float | None = DEFAULT_CLIP_GRAD
+    max_batches: int | None = None
+    loss_fn: LossFn | None = None
+    hooks: Iterable[Hook] = ()
+    on_step: Iterable[OnStep] = ()
+    params: Iterable[torch.nn.Parameter] | None = None
+    device: str | torch.device | None = None
+    seed: int = 0
+    deadline: float | None = None
+    bn_recalibration: str = "auto"
+    bn_batches: int = BN_BATCHES
+    progress: bool = True
+    log: Callable[[str], None] | None = None
+
+
+def _fit_config(config: FitConfig | None, options: dict[str, Any]) -> FitConfig:
+    if config is not None and not isinstance(config, FitConfig):
+        raise UsageError(f"fit's config must be a FitConfig, got {type(config).__name__}")
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(FitConfig)})
+    if unknown:
+        raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
+    return dataclasses.replace(config, **options) if config is not None else FitConfig(**options)
+
+
+def fit(model: nn.Module, data: Any, config: FitConfig | None = None, **options: Any) -> nn.Module:
     """Train ``model`` in place on ``data`` (a DataBundle's train split or a DataLoader); returns it,
-    in eval mode, on the device it came from.
+    in eval mode, on the device it came from. The options are a ``FitConfig`` (``config``) or its
+    fields as keywords (``fit(model, data, epochs=3, lr=0.01)``); keywords override ``config``.
 
     ``epochs`` may be fractional (0.5 = half an epoch); ``max_batches`` caps batches per epoch.
 
@@ -252,19 +264,21 @@ def fit(
     rule above), "always", or "off". What was done is in ``fit_stats(model)`` (a FitStats) and in
     the list of an enclosing ``record_fits()``.
     """
-    plan = _plan(epochs=epochs, warmup_steps=warmup_steps, clip_grad=clip_grad, deadline=deadline,
-                 bn_recalibration=bn_recalibration, bn_batches=bn_batches, max_batches=max_batches)
-    if epochs <= 0:
+    cfg = _fit_config(config, options)
+    plan = _plan(epochs=cfg.epochs, warmup_steps=cfg.warmup_steps, clip_grad=cfg.clip_grad, deadline=cfg.deadline,
+                 bn_recalibration=cfg.bn_recalibration, bn_batches=cfg.bn_batches, max_batches=cfg.max_batches)
+    if cfg.epochs <= 0:
         return model
     home = _device_of(model)
-    dev = pick_device(device)
+    dev = pick_device(cfg.device)
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     if dev.type == "cuda":  # same seed, same result: deterministic cuDNN kernels while training
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
-        opt_args = dict(lr=lr, optimizer=optimizer, weight_decay=weight_decay, momentum=momentum, schedule=schedule)
-        stats = _fit(model, data, dev, plan, opt_args, loss_fn=loss_fn, hooks=list(hooks), on_step=list(on_step),
-                     params=params, seed=seed, progress=progress, log=log)
+        opt_args = dict(lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                        schedule=cfg.schedule)
+        stats = _fit(model, data, dev, plan, opt_args, loss_fn=cfg.loss_fn, hooks=list(cfg.hooks),
+                     on_step=list(cfg.on_step), params=cfg.params, seed=cfg.seed, progress=cfg.progress, log=cfg.log)
     finally:  # trained on the accelerator, handed back where it came from
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
         if home is not None and home != dev:
@@ -497,21 +511,29 @@ def evaluate(model: nn.Module, loader: Any, *, max_batches: int | None = None,
 
 
 def _evaluate(model, loader, dev, max_batches) -> dict[str, Any]:
-    correct, total, loss_sum, labelled = 0, 0, 0.0, True
-    for i, (x, y) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        x, y = x.to(dev), y.to(dev)
-        out = model(x)
-        total += x.shape[0]
-        if (y < 0).any():
-            labelled = False
-            continue
-        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-    if not labelled or total == 0:
-        return {"top1": None, "loss": None, "n": total}
-    return {"top1": 100.0 * correct / total, "loss": loss_sum / total, "n": total}
+    """Top-1 from the Top1 metric over the model as a runner; the loss from the same outputs."""
+    from ..metrics import get as get_metric, torch_runner
+
+    run, loss = torch_runner(model, dev), {"sum": 0.0, "y": None}
+
+    def batches():  # the labels of the batch being scored, for the loss of its outputs
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                return
+            loss["y"] = y
+            yield x, y
+
+    def run_and_loss(x):
+        out = run(x)
+        y = loss["y"]
+        if y is not None and not (y < 0).any():
+            loss["sum"] += F.cross_entropy(torch.from_numpy(out), y.cpu(), reduction="sum").item()
+        return out
+
+    score = get_metric("top1").evaluate(run_and_loss, batches())
+    if score.value is None:
+        return {"top1": None, "loss": None, "n": score.count}
+    return {"top1": score.value, "loss": loss["sum"] / score.count, "n": score.count}
 
 
 def recalibrate_bn(model: nn.Module, data: Any, batches: int = 50) -> int:

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from edgeslim.codec import container, sharing
+from edgeslim.codec import container
+from edgeslim.quantization import sharing
 from edgeslim.codec.container import EszError
 from edgeslim.core.errors import EdgeslimError, UsageError
 

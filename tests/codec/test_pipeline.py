@@ -27,7 +27,7 @@ def compressed(tmp_path_factory):
                        prune_epochs=1, finetune_epochs=1)
     out = tmp_path_factory.mktemp("dc")
     small, report = deep_compress(model, cfg, data=_data(), spec=SPEC, input_shape=(1, 8, 8), out=out,
-                                   export_onnx=False)  # ONNX export is covered by the CLI test
+                                   runs=3, warmup=1, threads=1)
     # the caller's model is untouched
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     return model, small, report, out

@@ -6,7 +6,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from edgeslim.core.config import Config
 from edgeslim.core.errors import UsageError
-from edgeslim.distillation import KD, Distiller, attention_map, distill, distill_with_details, kd_loss, soft_hard_loss
+from edgeslim.core.registry import Context, run
+from edgeslim.distillation import KD, Distiller, attention_map, distill, kd_loss, soft_hard_loss
 from edgeslim.distillation.losses import kd_loss_fn, parse_pairs
 from edgeslim.testing.bn import exact_bn_statistics
 from edgeslim.testing.models import TinyConvNet, TinyResNet, toy_loader
@@ -98,7 +99,7 @@ def test_distill_trains_student_with_hints_and_attention():
     student = TinyConvNet(width=4)
     before = {k: v.clone() for k, v in student.state_dict().items()}
     cfg = KD(epochs=2, lr=0.05, features=("t.block2:s.conv2",), attention=("t.block1:s.relu1",))
-    out, details = distill_with_details(student, teacher, loader, cfg, progress=False)
+    out, details = run(student, cfg, Context(data=loader, teacher=teacher, progress=False))
     assert details["adapters"] == {"hint0": "Conv2d"}  # 8 student channels -> 12 teacher channels
     assert any(not torch.equal(before[k], v) for k, v in out.state_dict().items())
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())

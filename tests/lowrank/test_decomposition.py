@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from edgeslim.core.errors import UsageError
-from edgeslim.lowrank import CP, SVD, Tucker, factorize_with_details
+from edgeslim.core.registry import Context, run
+from edgeslim.lowrank import CP, SVD, Tucker
 from edgeslim.lowrank.decomposition import Decomposition, Geometry
 from edgeslim.measure import count_macs
 
@@ -108,8 +109,8 @@ def test_engine_talks_only_to_the_protocol():
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
-    out, det = factorize_with_details(model, WrappedSVD(target_params=0.6, check_latency=False, min_channels=1),
-                                      input_shape=(16,))
+    out, det = run(model, WrappedSVD(target_params=0.6, check_latency=False, min_channels=1),
+                   Context(input_shape=(16,)))
     assert isinstance(out[0], nn.Sequential) and isinstance(out[0][0], nn.Identity)
     assert {"unsupported", "ratio_ranks", "spectra", "energy_ranks", "cost"} <= set(calls)
     assert det["macs_after"] < det["macs_before"]

@@ -4,7 +4,8 @@ from torch import nn
 
 from edgeslim.core.config import Config
 from edgeslim.core.errors import UsageError
-from edgeslim.lowrank import CP, SVD, Tucker, factorize, factorize_with_details
+from edgeslim.core.registry import Context, run
+from edgeslim.lowrank import CP, SVD, Tucker, factorize
 
 
 class Net(nn.Module):
@@ -40,7 +41,7 @@ def test_bad_configs():
 def test_tucker_target_macs_without_latency_check():
     torch.manual_seed(0)
     model = Net().eval()
-    out, det = factorize_with_details(model, Tucker(target_macs=0.6, check_latency=False), input_shape=(1, 12, 12))
+    out, det = run(model, Tucker(target_macs=0.6, check_latency=False), Context(input_shape=(1, 12, 12)))
     assert isinstance(out.conv, nn.Sequential) and isinstance(model.conv, nn.Conv2d)  # caller untouched
     assert isinstance(out.stem, nn.Conv2d)  # 1 input channel: skipped
     assert det["macs_after"] <= 0.6 * det["macs_before"] * 1.01
@@ -63,7 +64,7 @@ def test_latency_check_reverts_slower_layers():
     # a tiny Linear split in two is never faster in ONNX Runtime: it must stay as it was
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 64))
-    out, det = factorize_with_details(model, SVD(rank=8, min_speedup=1.5, latency_runs=5), input_shape=(1, 8, 8))
+    out, det = run(model, SVD(rank=8, min_speedup=1.5, latency_runs=5), Context(input_shape=(1, 8, 8)))
     row = det["layers"][0]
     assert isinstance(out[1], nn.Linear) and row["kept"] == "original" and "not faster" in row["why"]
     assert "latency_ms_before" in row and any("not faster" in n for n in det["notes"])
@@ -111,14 +112,13 @@ class TwoConv(nn.Module):
 
 def test_energy_allocation_takes_rank_from_the_compressible_layer():
     model = TwoConv().eval()
-    out, det = factorize_with_details(model, Tucker(target_macs=0.5, check_latency=False, min_channels=1),
-                                      input_shape=(16, 8, 8))
+    out, det = run(model, Tucker(target_macs=0.5, check_latency=False, min_channels=1), Context(input_shape=(16, 8, 8)))
     rows = {r["layer"]: r for r in det["layers"]}
     ra, rb = (tuple(map(int, rows[n]["ranks"].split("x"))) for n in ("a", "b"))
     assert max(ra) <= 3 and min(rb) > max(ra), (ra, rb)
     assert det["macs_after"] <= 0.5 * det["macs_before"]
-    _, uni = factorize_with_details(model, Tucker(target_macs=0.5, check_latency=False, min_channels=1,
-                                                  allocation="uniform"), input_shape=(16, 8, 8))
+    _, uni = run(model, Tucker(target_macs=0.5, check_latency=False, min_channels=1, allocation="uniform"),
+                 Context(input_shape=(16, 8, 8)))
     assert {r["layer"]: r["ranks"] for r in uni["layers"]}["a"] == {r["layer"]: r["ranks"] for r in uni["layers"]}["b"]
     with pytest.raises(UsageError, match="allocation"):
         Tucker(allocation="greedy")
@@ -136,7 +136,7 @@ def test_bn_recalibrated_with_data():
         feats = model.b(torch.relu(model.a(x)))
     torch.testing.assert_close(model.bn.running_mean, feats.mean((0, 2, 3)), atol=1e-4, rtol=1e-4)
     assert model.bn.momentum == 0.1 and model.training
-    out, det = factorize_with_details(model.eval(), Tucker(rank=4, check_latency=False, min_channels=1), loader,
-                                      input_shape=(16, 8, 8))
+    out, det = run(model.eval(), Tucker(rank=4, check_latency=False, min_channels=1),
+                   Context(data=loader, input_shape=(16, 8, 8)))
     assert any("BatchNorm" in n for n in det["notes"])
     assert not torch.equal(out.bn.running_mean, model.bn.running_mean)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeslim.export import onnx as export_onnx
+from edgeslim.runtimes import export_onnx
 from edgeslim.measure import (artifact_size, bench, compare, count_macs, count_params, memory_access_cost,
                               onnx_accuracy, profile)
 from edgeslim.testing.models import TinyConvNet, TinyMLP, toy_loader

@@ -4,7 +4,7 @@ from torch import nn
 
 import edgeslim.models as M
 from edgeslim.core.errors import UsageError
-from edgeslim.export import onnx as export_onnx
+from edgeslim.runtimes import export_onnx
 from edgeslim.reparameterization import RepVGGBlock, reparam
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from edgeslim import models
 from edgeslim.core.errors import CheckpointError, UsageError
-from edgeslim.export import onnx as export_onnx
+from edgeslim.runtimes import export_onnx
 from edgeslim.measure import count_macs, count_params
 
 ZOO = sorted(models.ZOO)

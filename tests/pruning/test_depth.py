@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 import edgeslim
-import edgeslim.export
+import edgeslim.runtimes
 import edgeslim.models
 from edgeslim.core.errors import DataError, UsageError
-from edgeslim.pruning import BlockPrune, prune_with_details
+from edgeslim.core.registry import Context, run
+from edgeslim.pruning import BlockPrune
 from edgeslim.pruning.depth import _loss, remove_blocks, removal_order, residual_blocks
 from edgeslim.search.recipe import load_recipe
 from edgeslim.testing.models import TinyConvNet, TinyResNet, toy_loader
@@ -35,7 +36,7 @@ def test_finds_the_blocks_with_an_identity_shortcut():
 def test_explicit_blocks_replace_them_by_the_identity_and_leave_the_input_alone():
     model = TinyResNet().eval()
     before = copy.deepcopy(model.state_dict())
-    out, det = prune_with_details(model, BlockPrune(blocks=("block1",)), input_shape=(1, 8, 8))
+    out, det = run(model, BlockPrune(blocks=("block1",)), Context(input_shape=(1, 8, 8)))
     assert isinstance(out.block1, nn.Identity) and not isinstance(model.block1, nn.Identity)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with torch.no_grad():  # the same as skipping block1 by hand
@@ -54,8 +55,8 @@ def test_ratio_removes_the_block_whose_loss_rises_least(tmp_path):
     order = removal_order(model, X, batches)
     assert [o["block"] for o in order][0] == min(losses, key=losses.get)
     assert len(order) == 2 and order[0]["loss"] == pytest.approx(min(losses.values()), abs=1e-4)
-    out, det = prune_with_details(model, BlockPrune(ratio=0.5, calibration_batches=4, bn_batches=0), data=data,
-                                  input_shape=(1, 8, 8))
+    out, det = run(model, BlockPrune(ratio=0.5, calibration_batches=4, bn_batches=0),
+                   Context(data=data, input_shape=(1, 8, 8)))
     assert det["removed"] == [min(losses, key=losses.get)]
     assert sum(isinstance(m, nn.Identity) for m in (out.block1, out.block2)) == 1
 
@@ -63,7 +64,7 @@ def test_ratio_removes_the_block_whose_loss_rises_least(tmp_path):
 def test_the_result_exports_with_fewer_nodes_and_saves_without_its_code(tmp_path):
     model = TinyResNet().eval()
     out = edgeslim.prune(model, BlockPrune(blocks=("block1", "block2")), input_shape=(1, 8, 8))
-    edgeslim.export.onnx(out, tmp_path / "m.onnx", input_shape=(1, 1, 8, 8))
+    edgeslim.runtimes.export_onnx(out, tmp_path / "m.onnx", input_shape=(1, 1, 8, 8))
     convs = [n for n in onnx.load(str(tmp_path / "m.onnx")).graph.node if n.op_type == "Conv"]
     assert len(convs) == 1  # the stem only
     ck = edgeslim.models.save(out, tmp_path / "ck", spec="edgeslim.testing.models:TinyResNet", input_shape=(1, 8, 8))
@@ -93,7 +94,7 @@ def test_bad_input():
 
 def test_fine_tuning_with_distillation_after_the_removal():
     model = TinyResNet().eval()
-    out, det = prune_with_details(model, BlockPrune(blocks=("block2",), finetune_epochs=1, distill=True, lr=0.05),
-                                  data=_data(), input_shape=(1, 8, 8))
+    out, det = run(model, BlockPrune(blocks=("block2",), finetune_epochs=1, distill=True, lr=0.05),
+                   Context(data=_data(), input_shape=(1, 8, 8)))
     assert "fine-tuned with distillation from the unpruned model" in det["notes"]
     assert not torch.equal(out.block1.conv1.weight, model.block1.conv1.weight)  # trained, the input model untouched

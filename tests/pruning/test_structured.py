@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 import edgeslim
-import edgeslim.export
+import edgeslim.runtimes
 import edgeslim.models
 from edgeslim.core.config import Config
 from edgeslim.core.errors import DataError, ModelError, UsageError
 from edgeslim.graph import build_graph
-from edgeslim.pruning import ChannelPrune, prune, prune_with_details
+from edgeslim.core.registry import Context, run
+from edgeslim.pruning import ChannelPrune, prune
 from edgeslim.pruning.importance import IMPORTANCE_NAMES, Magnitude
 from edgeslim.pruning.structured import macs_of, prune_once
 from edgeslim.testing.models import TinyConvNet, TinyResNet, toy_loader
@@ -81,7 +82,7 @@ def test_structured_forward_and_onnx_parity(factory, tmp_path):
     x = torch.randn(3, *factory.input_shape)
     assert small(x).shape == model(x).shape
     assert macs_of(small, x[:1]) < 0.7 * macs_of(model, x[:1])
-    info = edgeslim.export.onnx(small, tmp_path / "m.onnx", input_shape=(1, *factory.input_shape))
+    info = edgeslim.runtimes.export_onnx(small, tmp_path / "m.onnx", input_shape=(1, *factory.input_shape))
     assert info["max_abs_diff"] < 1e-4
 
 
@@ -108,8 +109,7 @@ def test_save_load_roundtrip(tmp_path):
 
 def test_round_to_and_global_ranking():
     model = toys.MobileNetLike().eval()
-    _, d = prune_with_details(model, ChannelPrune(ratio=0.5, round_to=8, global_ranking=True),
-                              input_shape=model.input_shape)
+    _, d = run(model, ChannelPrune(ratio=0.5, round_to=8, global_ranking=True), Context(input_shape=model.input_shape))
     for row in d["layers"]:
         if row["kept"] != row["channels"]:
             assert row["kept"] % 8 == 0, row
@@ -118,7 +118,7 @@ def test_round_to_and_global_ranking():
 
 def test_exclude_by_name_and_type():
     model = TinyResNet().eval()
-    _, d = prune_with_details(model, ChannelPrune(ratio=0.5, exclude=("block1\\.conv1",)), input_shape=(1, 8, 8))
+    _, d = run(model, ChannelPrune(ratio=0.5, exclude=("block1\\.conv1",)), Context(input_shape=(1, 8, 8)))
     rows = {r["layer"]: r for r in d["layers"]}
     assert rows["block1.conv1"]["kept"] == 8 and rows["block2.conv1"]["kept"] == 4
     with pytest.raises(UsageError, match="no prunable"):
@@ -128,8 +128,7 @@ def test_exclude_by_name_and_type():
 @pytest.mark.parametrize("name", IMPORTANCE_NAMES)
 def test_every_importance_criterion(name):
     model = TinyResNet().eval()
-    small, d = prune_with_details(model, ChannelPrune(ratio=0.5, importance=name), data=_data(),
-                                  input_shape=(1, 8, 8))
+    small, d = run(model, ChannelPrune(ratio=0.5, importance=name), Context(data=_data(), input_shape=(1, 8, 8)))
     assert small(torch.randn(2, 1, 8, 8)).shape == (2, 4)
     assert d["macs_after"] < d["macs_before"]
 
@@ -144,14 +143,14 @@ def test_bn_importance_removes_smallest_gammas():
 
 def test_target_macs_uniform():
     model = toys.MobileNetLike().eval()
-    _, d = prune_with_details(model, ChannelPrune(target_macs=0.5), input_shape=model.input_shape)
+    _, d = run(model, ChannelPrune(target_macs=0.5), Context(input_shape=model.input_shape))
     assert d["macs_kept"] <= 0.5 and d["macs_kept"] > 0.3
 
 
 def test_iterative_schedule_with_finetune():
     model = TinyResNet()
-    _, d = prune_with_details(model, ChannelPrune(ratio=0.5, schedule="iterative", steps=2, finetune_epochs=1),
-                              data=_data(), input_shape=(1, 8, 8), progress=False)
+    _, d = run(model, ChannelPrune(ratio=0.5, schedule="iterative", steps=2, finetune_epochs=1),
+               Context(data=_data(), input_shape=(1, 8, 8), progress=False))
     assert [s["fraction"] for s in d["steps"]] == [0.5, 1.0]
     assert d["steps"][0]["macs"] > d["steps"][1]["macs"]
 
@@ -215,8 +214,8 @@ def test_bn_l1_penalty_hook_shrinks_gammas():
 
 
 def test_finetune_with_distillation_from_unpruned_model():
-    _, d = prune_with_details(TinyResNet(), ChannelPrune(ratio=0.5, finetune_epochs=1, distill=True), data=_data(),
-                              input_shape=(1, 8, 8), progress=False)
+    _, d = run(TinyResNet(), ChannelPrune(ratio=0.5, finetune_epochs=1, distill=True),
+               Context(data=_data(), input_shape=(1, 8, 8), progress=False))
     assert any("distillation" in n for n in d["notes"])
 
 
@@ -226,8 +225,8 @@ def test_batchnorm_statistics_re_estimated_after_pruning():
     model = _randomize_bn(TinyResNet())
     data = _data()
     plain = prune(model, ChannelPrune(ratio=0.5, bn_batches=0), data=data, input_shape=(1, 8, 8), progress=False)
-    fresh, d = prune_with_details(model, ChannelPrune(ratio=0.5, bn_batches=2), data=data, input_shape=(1, 8, 8),
-                                  progress=False)
+    fresh, d = run(model, ChannelPrune(ratio=0.5, bn_batches=2),
+                   Context(data=data, input_shape=(1, 8, 8), progress=False))
     # bn_batches=0 keeps the old statistics (the pruned model equals the masked one); with batches
     # they are what a separate re-estimation on the same batches gives
     assert not torch.equal(plain.block1.bn2.running_mean, fresh.block1.bn2.running_mean)
@@ -253,7 +252,7 @@ def test_sensitivity_allocation_keeps_unlisted_layers_whole(monkeypatch):
 
     monkeypatch.setattr(sens, "analyze", lambda *a, **k: {"rows": [], "layers": []})
     monkeypatch.setattr(sens, "allocate", lambda *a, **k: {"block1.conv1": 0.5})
-    _, d = prune_with_details(TinyResNet().eval(), ChannelPrune(target_macs=0.9, allocation="sensitivity"),
-                              data=_data(), input_shape=(1, 8, 8))
+    _, d = run(TinyResNet().eval(), ChannelPrune(target_macs=0.9, allocation="sensitivity"),
+               Context(data=_data(), input_shape=(1, 8, 8)))
     kept = {r["layer"]: r["kept"] for r in d["layers"]}
     assert kept["block1.conv1"] == 4 and kept["block2.conv1"] == 8 and kept["block2.conv2"] == 8

@@ -9,7 +9,8 @@ from torch import nn
 
 from edgeslim.core.config import Config
 from edgeslim.core.errors import UsageError
-from edgeslim.pruning import SparsePrune, prune, prune_with_details, sparse_size
+from edgeslim.core.registry import Context, run
+from edgeslim.pruning import SparsePrune, prune, sparse_size
 from edgeslim.testing.models import TinyConvNet, TinyMLP, TinyResNet, toy_loader
 
 
@@ -20,7 +21,7 @@ def _data():
 
 def test_fine_per_layer_sparsity_is_exact_and_smallest_go():
     model = TinyMLP().eval()
-    small, d = prune_with_details(model, SparsePrune(granularity="fine", ratio=0.75))
+    small, d = run(model, SparsePrune(granularity="fine", ratio=0.75), Context())
     for name in ("1", "3", "5"):
         w0, w = model.get_submodule(name).weight, small.get_submodule(name).weight
         assert (w == 0).float().mean().item() == pytest.approx(0.75, abs=1 / w.numel())
@@ -39,7 +40,7 @@ def test_fine_per_layer_sparsity_is_exact_and_smallest_go():
 
 def test_global_ranking_uses_one_threshold():
     model = TinyMLP().eval()
-    small, d = prune_with_details(model, SparsePrune(ratio=0.5, global_ranking=True))
+    small, d = run(model, SparsePrune(ratio=0.5, global_ranking=True), Context())
     ws = [small.get_submodule(n).weight for n in ("1", "3", "5")]
     w0 = [model.get_submodule(n).weight for n in ("1", "3", "5")]
     kept = torch.cat([a.abs()[b != 0] for a, b in zip(w0, ws)])
@@ -50,12 +51,12 @@ def test_global_ranking_uses_one_threshold():
 
 def test_vector_and_kernel_granularity():
     model = TinyResNet().eval()
-    small, d = prune_with_details(model, SparsePrune(granularity="kernel", ratio=0.5))
+    small, d = run(model, SparsePrune(granularity="kernel", ratio=0.5), Context())
     w = small.block1.conv1.weight
     zero_k = (w == 0).flatten(2).all(-1)
     nonzero_k = (w != 0).flatten(2).all(-1)
     assert torch.all(zero_k | nonzero_k) and zero_k.float().mean() == pytest.approx(0.5, abs=0.02)
-    small, d = prune_with_details(model, SparsePrune(granularity="vector", ratio=0.5))
+    small, d = run(model, SparsePrune(granularity="vector", ratio=0.5), Context())
     w = small.block1.conv1.weight
     assert torch.all((w == 0).all(-1) | (w != 0).all(-1))  # whole kernel rows
     assert any("left dense: fc" in n for n in d["notes"])
@@ -63,7 +64,7 @@ def test_vector_and_kernel_granularity():
 
 def test_nm_two_four():
     model = TinyResNet().eval()
-    small, d = prune_with_details(model, SparsePrune(granularity="nm", nm="2:4", exclude=("stem\\.0", "fc")))
+    small, d = run(model, SparsePrune(granularity="nm", nm="2:4", exclude=("stem\\.0", "fc")), Context())
     w = small.block1.conv1.weight.movedim(1, -1).reshape(-1, 4)
     assert ((w != 0).sum(-1) <= 2).all()
     assert d["sparsity"] == pytest.approx(0.5, abs=1e-6)
@@ -80,10 +81,9 @@ def test_nm_refuses_indivisible_input():
 def test_masks_survive_finetuning_and_agp():
     data = _data()
     model = TinyConvNet()
-    small, d = prune_with_details(model, SparsePrune(ratio=0.8, finetune_epochs=2), data=data, progress=False)
+    small, d = run(model, SparsePrune(ratio=0.8, finetune_epochs=2), Context(data=data, progress=False))
     assert d["sparsity"] == pytest.approx(0.8, abs=0.01)
-    small, d = prune_with_details(model, SparsePrune(ratio=0.8, schedule="agp", finetune_epochs=4), data=data,
-                                  progress=False)
+    small, d = run(model, SparsePrune(ratio=0.8, schedule="agp", finetune_epochs=4), Context(data=data, progress=False))
     assert d["sparsity"] == pytest.approx(0.8, abs=0.01)
     trace = [s for _, s in d["schedule_trace"]]
     assert trace == sorted(trace) and len(trace) >= 2
@@ -91,7 +91,7 @@ def test_masks_survive_finetuning_and_agp():
 
 def test_sparse_size_is_a_real_encoding():
     model = TinyMLP().eval()
-    small, d = prune_with_details(model, SparsePrune(ratio=0.9))
+    small, d = run(model, SparsePrune(ratio=0.9), Context())
     dense = sum(p.numel() * 4 for p in model.parameters())
     assert d["dense_size_bytes"] == dense
     assert d["sparse_size_bytes"] < 0.35 * dense

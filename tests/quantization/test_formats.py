@@ -5,7 +5,8 @@ from torch import nn
 
 from edgeslim.core.config import Config
 from edgeslim.core.errors import ModelError, UsageError
-from edgeslim.quantization import PTQ, export, quantize, quantize_with_details
+from edgeslim.core.registry import Context, run
+from edgeslim.quantization import PTQ, export, quantize
 from edgeslim.quantization.dynamic import Dynamic, Half
 from edgeslim.quantization.nonuniform import LowBit
 from edgeslim.quantization.qat import QAT
@@ -18,15 +19,15 @@ def loader():
 
 
 def _run_onnx(path, x):
-    from edgeslim.export.runtime import run, session
+    from edgeslim.runtimes import get
 
-    return run(session(path), x.numpy())
+    return get("onnxruntime").load(path)(x.numpy())
 
 
 def test_qat_lsq_trains_scales(loader, tmp_path):
     model = TinyConvNet().eval()
-    q, d = quantize_with_details(model, QAT(bits=4, epochs=1, max_batches=3, calib_batches=1, lr=1e-3),
-                                 data=loader, progress=False)
+    q, d = run(model, QAT(bits=4, epochs=1, max_batches=3, calib_batches=1, lr=1e-3),
+               Context(data=loader, progress=False))
     scales = [m.scale for n, m in q.named_modules() if hasattr(m, "learned") and m.learned]
     assert scales and all(isinstance(s, nn.Parameter) for s in scales)
     assert d["qat"]["learned_ranges"]
@@ -74,7 +75,7 @@ def test_dynamic_needs_linear():
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 def test_half_precision_file_is_smaller(dtype, loader, tmp_path):
-    from edgeslim.export import onnx as export_onnx
+    from edgeslim.runtimes import export_onnx
 
     model = TinyMLP().eval()
     x = next(iter(loader))[0]
@@ -88,7 +89,7 @@ def test_half_precision_file_is_smaller(dtype, loader, tmp_path):
 
 @pytest.mark.parametrize("fmt,max_values", [("binary", 2), ("ternary", 3), ("pow2", 15), ("kmeans", 16)])
 def test_low_bit_formats(fmt, max_values, loader, tmp_path):
-    q, d = quantize_with_details(TinyMLP().eval(), LowBit(format=fmt), data=loader)
+    q, d = run(TinyMLP().eval(), LowBit(format=fmt), Context(data=loader))
     w = q[1].weight.detach()
     per_row = max(len(torch.unique(w[i])) for i in range(w.shape[0]))
     if fmt in ("ternary", "kmeans"):

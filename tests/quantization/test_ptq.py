@@ -7,7 +7,8 @@ from torch import nn
 
 from edgeslim.core.config import Config
 from edgeslim.core.errors import DataError, ModelError, UsageError
-from edgeslim.quantization import PTQ, quantize, quantize_with_details
+from edgeslim.core.registry import Context, run
+from edgeslim.quantization import PTQ, quantize
 from edgeslim.quantization.onnx_qdq import export_qdq, integer_ops, parity
 from edgeslim.testing.models import TinyConvNet, TinyMLP, TinyResNet, toy_loader
 
@@ -30,7 +31,7 @@ def loader():
 def test_qdq_roundtrip_integer_kernels(cls, loader, tmp_path):
     torch.manual_seed(0)
     model = _bn_stats(cls())
-    q, details = quantize_with_details(model, PTQ(bits=8, calibration="entropy", calib_batches=2), data=loader)
+    q, details = run(model, PTQ(bits=8, calibration="entropy", calib_batches=2), Context(data=loader))
     x = next(iter(loader))[0]
     path = tmp_path / "q.onnx"
     export_qdq(q, path, x)
@@ -91,7 +92,7 @@ def test_empty_and_nan_calibration_data():
 
 def test_mixed_precision_map_keeps_layer_float(loader):
     model = TinyMLP().eval()
-    q, d = quantize_with_details(model, PTQ(mixed_precision={"5": None, "1": 4}, calib_batches=1), data=loader)
+    q, d = run(model, PTQ(mixed_precision={"5": None, "1": 4}, calib_batches=1), Context(data=loader))
     layers = {r["layer"]: r for r in d["layers"]}
     assert "5" not in layers and layers["1"]["weight_bits"] == 4 and layers["3"]["weight_bits"] == 8
     assert any(f["layer"] == "5" and "mixed-precision" in f["why"] for f in d["float_layers"])
@@ -109,7 +110,7 @@ def test_unsupported_layer_reported_float(loader):
         def forward(self, x):
             return self.fc(self.c1(x.reshape(x.shape[0], 8, 8)).flatten(1))
 
-    _, d = quantize_with_details(WithConv1d().eval(), PTQ(calib_batches=1), data=loader)
+    _, d = run(WithConv1d().eval(), PTQ(calib_batches=1), Context(data=loader))
     assert any(f["layer"] == "c1" and "no int8" in f["why"] for f in d["float_layers"])
 
 
@@ -137,8 +138,8 @@ def test_low_bit_export_clips_like_simulation(loader, tmp_path):
 
 def test_adaround_improves_4bit_reconstruction(loader):
     model = _bn_stats(TinyConvNet())
-    _, d = quantize_with_details(model, PTQ(weight_bits=4, act_bits=8, adaround=True, adaround_iters=60,
-                                            calib_batches=2), data=loader)
+    _, d = run(model, PTQ(weight_bits=4, act_bits=8, adaround=True, adaround_iters=60,
+                                            calib_batches=2), Context(data=loader))
     rows = d["adaround"]["layers"]
     assert rows
     # against the float model's outputs, the learned rounding beats rounding to nearest
@@ -162,16 +163,16 @@ def test_data_free_equalization_preserves_function():
 
 
 def test_data_free_needs_no_data():
-    q, d = quantize_with_details(_bn_stats(TinyConvNet()), PTQ(data_free=True, per_channel=False))
+    q, d = run(_bn_stats(TinyConvNet()), PTQ(data_free=True, per_channel=False), Context())
     assert d["calibration"] is None and d["layers"]
     assert d["bias_corrected"] >= 1
 
 
 def test_low_bit_weights_counted_at_real_bit_cost(loader):
     model = _bn_stats(TinyConvNet())
-    _, d8 = quantize_with_details(model, PTQ(bits=8, calib_batches=1), data=loader)
+    _, d8 = run(model, PTQ(bits=8, calib_batches=1), Context(data=loader))
     assert "estimated_size_bytes" not in d8  # 8 bits: the ONNX file is the real size
-    _, d4 = quantize_with_details(model, PTQ(weight_bits=4, act_bits=8, calib_batches=1), data=loader)
+    _, d4 = run(model, PTQ(weight_bits=4, act_bits=8, calib_batches=1), Context(data=loader))
     layers = d4["layers"]
     assert all(r["weight_bits"] == 4 for r in layers)
     w = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))

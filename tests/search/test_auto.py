@@ -43,14 +43,11 @@ def test_search_finds_a_feasible_policy(toy_model, toy_data, tmp_path):
     assert all(t["size_bytes"] and t["latency_ms"] and t["macs"] for t in done)
 
 
-def test_infeasible_sla_keeps_the_baseline(tmp_path, toy_data, monkeypatch):
-    import importlib
-
-    auto_mod = importlib.import_module("edgeslim.search.auto")  # the module, not the function of that name
-    monkeypatch.setattr(auto_mod, "PRUNE_MARGIN", 1000.0)  # measure the trial instead of stopping it early
+def test_infeasible_sla_keeps_the_baseline(tmp_path, toy_data):
     out = tmp_path / "inf"
     model = TinyConvNet(num_classes=4, width=8)  # untrained: nothing reaches 99%
     res = edgeslim.auto(model, toy_data, min_accuracy=99.0, budget="5m", trials=1, out=out, greedy=False,
+                        prune_margin=1000.0, epoch_prune_margin=1000.0,  # measured instead of stopped early
                         space={**SPACE, "prune_ratio": [0.3], "bits": [8], "finetune_epochs": [0]},
                         final_runs=5, latency_runs=5, log=lambda s: None)
     assert not res.feasible and res.best_trial is None
@@ -131,19 +128,44 @@ def test_a_worker_joins_the_study_and_reports_its_best(toy_model, toy_data, tmp_
     assert len(w.report.details["trials"]) >= 3  # the first run's trial plus the worker's
 
 
-def test_a_hopeless_trial_stops_between_fine_tuning_epochs(toy_model, toy_data):
+def test_a_hopeless_trial_stops_between_fine_tuning_epochs(toy_model, toy_data, tmp_path):
     import optuna
 
-    from edgeslim.search.auto import _run_trial
     from edgeslim.search.recipe import Finetune
-    from edgeslim.search.strategies import first_batches
+    from edgeslim.search.trial import read_record
 
+    runner = trial_runner(toy_model, toy_data, tmp_path, sla=200.0)
     trial = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(lower=90.0)).ask()
     steps = [Finetune(epochs=3.0, lr=0.0, max_batches=2)]  # an SLA of 200% is out of reach at any epoch
+    rec = read_record(trial)
     with pytest.raises(optuna.TrialPruned, match="after fine-tuning epoch 1 "):
-        _run_trial(trial, toy_model, None, steps, toy_data, (1, 8, 8), 0, 200.0, False, first_batches(toy_data.val, 2))
-    (acc,) = trial.user_attrs["epoch_val_sample"]
-    assert trial.user_attrs["constraint"] == pytest.approx(200.0 - acc)
+        runner.build(trial, rec, steps)
+    (acc,) = rec.figures["epoch_val_sample"]
+    assert read_record(trial).excess["accuracy_sla"] == pytest.approx(200.0 - acc)
+
+
+def trial_runner(model, data, work, *, sla: float, clock=None, margins=(3.0, 6.0)):
+    """A TrialRunner on its own: the SLA as its one constraint, no study around it."""
+    import time
+
+    from edgeslim.search.clock import Clock
+    from edgeslim.search.constraints import AccuracySLA
+    from edgeslim.search.evaluator import Evaluator
+    from edgeslim.search.space import SearchSpace
+    from edgeslim.search.strategies import first_batches
+    from edgeslim.search.trial import Planner, TrialRunner
+
+    class NoStore:
+        shared = False
+
+        def measured(self):
+            return {}
+
+    shape = tuple(data.meta.input_shape)
+    clock = clock or Clock(trial_end=time.monotonic() + 600, final_s=1.0, measure_s=0.0, cheapest_s=1.0)
+    return TrialRunner(model, Planner(model, SearchSpace(), None, [], (1, *shape)), data, Evaluator(data, shape),
+                       [AccuracySLA(sla)], clock, tracker=None, store=NoStore(), work=work,
+                       batches=first_batches(data.val, 2), margins=margins)
 
 
 def test_a_resumed_search_scores_on_the_studys_validation_images(toy_model, toy_data, tmp_path):
@@ -206,16 +228,16 @@ def test_a_latency_limit_no_policy_meets_keeps_the_baseline(toy_resnet, toy_data
 
 
 def test_depth_scan_keeps_one_block_ratio_per_number_of_blocks_removed(toy_data):
-    from edgeslim.search.auto import _depth_scan
+    from edgeslim.search.setup import depth_scan
     from edgeslim.search.space import SearchSpace, blocks_removed
     from edgeslim.testing.models import TinyResNet
 
-    space, order = _depth_scan(TinyResNet(), toy_data, SearchSpace(), (1, 1, 8, 8), log=lambda s: None)
+    space, order = depth_scan(TinyResNet(), toy_data, SearchSpace(), (1, 1, 8, 8), log=lambda s: None)
     assert sorted(order) == ["block1", "block2"]
     # eighths of 2 blocks remove 0, 1 or 2 of them: one ratio each, the first of the default grid
     assert space.block_ratio == (0.0, 0.25, 0.75)
     assert [len(blocks_removed(r, order)) for r in space.block_ratio] == [0, 1, 2]
-    assert _depth_scan(TinyConvNet(), toy_data, SearchSpace(), (1, 1, 8, 8), log=lambda s: None)[0].block_ratio == (0.0,)
+    assert depth_scan(TinyConvNet(), toy_data, SearchSpace(), (1, 1, 8, 8), log=lambda s: None)[0].block_ratio == (0.0,)
 
 
 def test_a_diverged_fine_tuning_is_an_infeasible_trial_and_the_search_goes_on(toy_model, toy_data, tmp_path):
@@ -234,30 +256,35 @@ def test_a_diverged_fine_tuning_is_an_infeasible_trial_and_the_search_goes_on(to
     assert all(r["state"] == "pruned" and r["diverged"] and r["reason"].startswith("training diverged") for r in rows)
     assert sum("infeasible: training diverged" in s for s in said) == 4
     assert not any("in a row failed" in s for s in said)
+    from edgeslim.search.trial import read_record
+
     trials = optuna.load_study(study_name="edgeslim-auto", storage=f"sqlite:///{out / 'study.db'}").trials
-    assert all(t.user_attrs["constraint"] > 0 for t in trials)  # infeasible, for the constrained sampler
+    assert all(read_record(t).excess["accuracy_sla"] > 0 for t in trials)  # infeasible, for the constrained sampler
     if native_constraints():
         assert all(t.constraints["accuracy_sla"] > 0 for t in trials)
 
 
-def test_a_trial_stops_when_the_searchs_time_is_up(toy_model, toy_data):
+def test_a_trial_stops_when_the_searchs_time_is_up(toy_model, toy_data, tmp_path):
     import time
 
     import optuna
 
-    from edgeslim.search.auto import _Clock, _OutOfTime, _run_trial
+    from edgeslim.search.clock import Clock, OutOfTime
     from edgeslim.search.recipe import Finetune
-    from edgeslim.search.strategies import first_batches
+    from edgeslim.search.trial import read_record
 
-    steps, batches = [Finetune(epochs=3.0, lr=0.01, max_batches=2)], first_batches(toy_data.val, 1)
-    run = lambda clock: _run_trial(optuna.create_study().ask(), toy_model, None, steps, toy_data, (1, 8, 8), 0,  # noqa: E731
-                                   0.0, False, batches, clock=clock)
+    steps = [Finetune(epochs=3.0, lr=0.01, max_batches=2)]
+
+    def run(clock):
+        trial = optuna.create_study().ask()
+        trial_runner(toy_model, toy_data, tmp_path, sla=0.0, clock=clock).build(trial, read_record(trial), steps)
+
     # between epochs: what is left of the time no longer holds the trial's measurement
-    with pytest.raises(_OutOfTime, match="after fine-tuning epoch 1$"):
-        run(_Clock(trial_end=time.monotonic() + 600, final_s=1.0, measure_s=1e6, cheapest_s=1.0))
+    with pytest.raises(OutOfTime, match="after fine-tuning epoch 1$"):
+        run(Clock(trial_end=time.monotonic() + 600, final_s=1.0, measure_s=1e6, cheapest_s=1.0))
     # past the end, not one more optimizer step (AdaRound has no epochs to stop between)
-    with pytest.raises(_OutOfTime, match="while it was training or quantizing"):
-        run(_Clock(trial_end=time.monotonic() - 1, final_s=1.0, measure_s=0.0, cheapest_s=1.0))
+    with pytest.raises(OutOfTime, match="while it was training or quantizing"):
+        run(Clock(trial_end=time.monotonic() - 1, final_s=1.0, measure_s=0.0, cheapest_s=1.0))
 
 
 def test_the_budget_holds(toy_model, toy_data, tmp_path):

@@ -94,11 +94,14 @@ def test_winner_yaml_replays_to_the_same_size(resumed_run, tmp_path):
 
 
 def test_cli_infeasible_sla_exits_1(toy_folder, small_space_file, tmp_path, capsys, monkeypatch):
+    import functools
     import importlib
 
     from edgeslim.cli import main
 
-    monkeypatch.setattr(importlib.import_module("edgeslim.search.auto"), "PRUNE_MARGIN", 1000.0)  # measure, don't stop
+    # measure the trial instead of stopping it early (the CLI has no flag for the margins)
+    mod = importlib.import_module("edgeslim.search.auto")
+    monkeypatch.setattr(mod, "auto", functools.partial(mod.auto, prune_margin=1000.0, epoch_prune_margin=1000.0))
 
     name, _ = toy_folder
     out = tmp_path / "o"

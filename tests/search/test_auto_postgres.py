@@ -128,7 +128,7 @@ def postgres_url():
 def _study(store):
     import optuna
 
-    from edgeslim.search.auto import STUDY_NAME
+    from edgeslim.search.store import STUDY_NAME
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
@@ -146,7 +146,7 @@ def test_leader_and_worker_share_one_postgresql_study(postgres_url, toy_folder, 
     common = ("--data", name, "--val-fraction", "0.25", "--batch-size", "32", "--budget", "5m", "--threads", "1",
               "--runs", "5", "--storage", postgres_url)
     env = dict(os.environ, **ENV)
-    from edgeslim.search.auto import open_storage
+    from edgeslim.search.store import open_storage
 
     store = open_storage(postgres_url, heartbeat=False)  # the URL as the CLI reads it (it picks the driver)
     t0 = time.monotonic()
@@ -182,11 +182,14 @@ def test_leader_and_worker_share_one_postgresql_study(postgres_url, toy_folder, 
     done = _finished(study)
     assert len(done) >= 5
     assert not [t for t in trials if t.state.name == "RUNNING"]
-    by = {t.user_attrs.get("worker") for t in done}
+    from edgeslim.search.store import STATE_KEY
+    from edgeslim.search.trial import read_record
+
+    by = {read_record(t).worker for t in done}
     assert f"{socket.gethostname()}:{leader.pid}" in by, by  # trials from both processes in one study
     assert f"{socket.gethostname()}:{worker.pid}" in by, by
 
-    sla = study.user_attrs["sla"]
+    sla = study.user_attrs[STATE_KEY]["sla"]
     for out, stdout in ((tmp_path / "leader", l_out), (tmp_path / "worker", w_out)):
         d = json.loads(stdout)
         rep = json.loads((out / "report.json").read_text())

@@ -173,14 +173,14 @@ def test_depth_policy_removes_the_scans_first_blocks_and_drops_their_layer_ratio
 @pytest.mark.parametrize("spec,parsed", [(0.25, (0.25, None)), ("0.25ms", (0.25, None)), ("4x", (None, 4.0)),
                                          (" 2X", (None, 2.0))])
 def test_latency_spec(spec, parsed):
-    from edgeslim.search.auto import latency_spec
+    from edgeslim.search.config import latency_spec
 
     assert latency_spec(spec) == parsed
 
 
 @pytest.mark.parametrize("spec", ["fast", "0x", "-1", "3y", "nanms"])
 def test_latency_spec_refuses_nonsense(spec):
-    from edgeslim.search.auto import latency_spec
+    from edgeslim.search.config import latency_spec
 
     with pytest.raises(UsageError, match="latency limit"):
         latency_spec(spec)
@@ -199,3 +199,30 @@ def test_the_report_records_the_batchnorm_re_estimate_of_each_fine_tune(toy_mode
     bn = steps[1]["bn_recalibration"]
     assert bn["fits"] == 1 and bn["re_estimated"] == 1 and bn["batches"] > 0 and bn["layers"] == 2
     assert "bn_recalibration" not in steps[0]  # pruning alone trained nothing here
+
+
+def test_recipes_carry_a_format_version():
+    from edgeslim.search.recipe import READS_VERSIONS, RECIPE_KEYS, recipe_dict
+
+    steps, extra = load_recipe({"steps": [{"type": "channel_prune", "ratio": 0.5}], "seed": 2})
+    assert "version" in RECIPE_KEYS and extra == {"seed": 2}  # a file without a version is version 1
+    d = recipe_dict(steps, seed=2)
+    assert d["version"] == 1 and list(d)[:2] == ["version", "steps"]
+    assert load_recipe(d)[0] == steps
+    for bad in (2, "1", True, None):
+        with pytest.raises(UsageError, match=f"recipe version {bad!r} ") as e:
+            load_recipe({"version": bad, "steps": [{"type": "channel_prune"}]})
+        assert ", ".join(map(str, READS_VERSIONS)) in e.value.message
+
+
+def test_final_steps_are_declared_by_the_configs():
+    from edgeslim.core.config import Config
+    from edgeslim.quantization import PTQ
+    from edgeslim.search.recipe import check_order, register_all
+
+    register_all()
+    assert PTQ.final and not Finetune.final and not Config.final
+    for kind in ("qat", "dynamic", "half", "lowbit"):
+        with pytest.raises(UsageError, match=f"step 1 \\({kind}\\) must be the last step"):
+            load_recipe({"steps": [{"type": kind}, {"type": "reparam"}]})
+    check_order([Finetune(), PTQ()])

@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..core.errors import UsageError
-    from . import onnx as export_onnx
+    from .onnx_export import onnx_export as export_onnx
 
     if not args.out.endswith(".onnx"):
         raise UsageError(f"--out must name an .onnx file, got {args.out!r}")

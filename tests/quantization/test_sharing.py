@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeslim.codec import sharing
+from edgeslim.quantization import sharing
 from edgeslim.core.errors import UsageError
 
 

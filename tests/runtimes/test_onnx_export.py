@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from edgeslim.core.errors import ExportError
-from edgeslim.export import onnx as export_onnx
-from edgeslim.export import session
+from edgeslim.runtimes import export_onnx
+from edgeslim.runtimes.onnxruntime import session
 from edgeslim.testing.models import TinyResNet, toy_loader
 
 

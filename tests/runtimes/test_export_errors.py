@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from edgeslim.core.errors import ExportError, UsageError
-from edgeslim.export import check_opset, onnx as export_onnx, opset_range
-from edgeslim.export.runtime import accepts_opset
+from edgeslim.runtimes.onnx_export import check_opset, onnx_export as export_onnx, opset_range
+from edgeslim.runtimes.onnxruntime import accepts_opset
 from edgeslim.testing.models import TinyConvNet
 
 

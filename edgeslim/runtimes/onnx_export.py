@@ -23,7 +23,6 @@ from torch import nn
 
 from ..core.errors import ExportError, UsageError
 from ..core.io import atomic_path
-from . import runtime
 
 INPUT, OUTPUT = "input", "output"
 TORCHSCRIPT_MAX_OPSET = 20  # torch.onnx's TorchScript exporter stops here; later opsets go through dynamo
@@ -38,8 +37,10 @@ def opset_range() -> tuple[int, int]:
         from torch.onnx._constants import ONNX_MIN_OPSET as lo
     except ImportError:  # a private module: its value in every torch since 1.13
         lo = 7
+    from .onnxruntime import accepts_opset
+
     hi = onnx.defs.onnx_opset_version()
-    while hi > lo and not runtime.accepts_opset(hi):
+    while hi > lo and not accepts_opset(hi):
         hi -= 1
     return int(lo), int(hi)
 
@@ -47,8 +48,8 @@ def opset_range() -> tuple[int, int]:
 def check_opset(opset: Any) -> None:
     lo, hi = opset_range()
     if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi):
-        raise UsageError(f"opset must be an integer in {lo}..{hi} (what torch.onnx exports and ONNX Runtime "
-                         f"{runtime.version()} runs), got {opset!r}", hint="leave it out for the default (17)")
+        raise UsageError(f"opset must be an integer in {lo}..{hi} (what torch.onnx exports and "
+                         f"{_ort_version()} runs), got {opset!r}", hint="leave it out for the default (17)")
 
 
 def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch.Tensor | None = None, *,
@@ -206,7 +207,9 @@ def _opset(path: Path) -> int | None:
 def compare(model: nn.Module, onnx_path: str | os.PathLike, example_inputs: torch.Tensor, *, loader: Any = None,
             atol: float = 1e-4, batches: int = 2, threads: int = 2, raise_on_fail: bool = True) -> dict[str, Any]:
     """Run torch and ONNX Runtime on fresh random inputs (and real batches when a loader is given)."""
-    sess = runtime.session(onnx_path, threads=threads)
+    from .onnxruntime import OnnxRuntime
+
+    run = OnnxRuntime().load(onnx_path, threads=threads)
     g = torch.Generator().manual_seed(1234)
     shape = list(example_inputs.shape)
     shape[0] = max(shape[0], 4)
@@ -219,7 +222,7 @@ def compare(model: nn.Module, onnx_path: str | os.PathLike, example_inputs: torc
     max_diff, agree, total = 0.0, 0, 0
     for x in inputs:
         ref = model(x)
-        got = runtime.run(sess, x.numpy())
+        got = run(x.numpy())
         ref = ref.numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)
         max_diff = max(max_diff, float(np.abs(ref - got).max()))
         if ref.ndim == 2:
@@ -230,3 +233,9 @@ def compare(model: nn.Module, onnx_path: str | os.PathLike, example_inputs: torc
         raise ExportError(f"ONNX Runtime output differs from PyTorch: max abs diff {max_diff:.3g} > {atol:g}",
                           hint="an operator may be exported differently; file an issue with the model")
     return out
+
+
+def _ort_version() -> str:
+    from .onnxruntime import OnnxRuntime
+
+    return OnnxRuntime().version()

@@ -1,0 +1,82 @@
+"""Runtimes: where models are deployed, timed and sized (the Runtime seam, see base.py).
+
+    rt = edgeslim.runtimes.get()                 # ONNX Runtime, the default
+    rt.export(model, "m.onnx", example)          # deployable file (int8 QDQ for a quantized model)
+    run = rt.load("m.onnx", threads=2)           # numpy batch -> first output
+    ms = rt.time(run, x, warmup=10, runs=50)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..core.errors import UsageError
+from .base import Runner, Runtime, file_size, timed_runs
+
+_FACTORIES: dict[str, Callable[[], Runtime]] = {}
+_INSTANCES: dict[str, Runtime] = {}
+
+
+def register(name: str, factory: Callable[[], Runtime]) -> None:
+    """Make ``get(name)`` return ``factory()`` (called once, on first use)."""
+    _FACTORIES[name] = factory
+    _INSTANCES.pop(name, None)
+
+
+def names() -> list[str]:
+    """The registered runtime names, sorted."""
+    return sorted(_FACTORIES)
+
+
+def get(name: str = "onnxruntime") -> Runtime:
+    """The runtime registered as ``name``; a UsageError naming the valid names otherwise."""
+    if name not in _FACTORIES:
+        raise UsageError(f"no runtime named {name!r}; the runtimes are: {', '.join(names())}")
+    if name not in _INSTANCES:
+        _INSTANCES[name] = _FACTORIES[name]()
+    return _INSTANCES[name]
+
+
+def for_artifact(path) -> Runtime | None:
+    """The registered runtime whose artifacts have ``path``'s suffix (None when none has)."""
+    from pathlib import Path
+
+    suffix = Path(path).suffix
+    return next((get(n) for n in names() if suffix and get(n).suffix == suffix), None)
+
+
+def _onnxruntime() -> Runtime:
+    from .onnxruntime import OnnxRuntime
+
+    return OnnxRuntime()
+
+
+def _torch() -> Runtime:
+    from .torch_eager import TorchEager
+
+    return TorchEager()
+
+
+def export_onnx(model, path, example_inputs=None, **options) -> dict:
+    """torch -> ONNX, checked and verified in ONNX Runtime (see ``onnx_export.onnx_export``)."""
+    from .onnx_export import onnx_export
+
+    return onnx_export(model, path, example_inputs, **options)
+
+
+def export(model, path, *, runtime: str = "onnxruntime", example=None, input_shape=None, loader=None) -> dict:
+    """The verb ``edgeslim.export``: ``model``'s deployable artifact for ``runtime`` at ``path`` (a
+    quantized model through the runtime's own int8 path); ``example`` or ``input_shape`` (N,C,H,W)."""
+    import torch
+
+    if example is None:
+        if input_shape is None:
+            raise UsageError("export needs example= or input_shape=")
+        example = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))
+    return get(runtime).export(model, path, example, loader=loader)
+
+
+register("onnxruntime", _onnxruntime)
+register("torch", _torch)
+
+__all__ = ["Runner", "Runtime", "export", "export_onnx", "file_size", "for_artifact", "get", "names", "register",
+           "timed_runs"]

@@ -1,0 +1,76 @@
+"""The Runtime seam: where a model is deployed, timed and sized.
+
+A Runtime turns a PyTorch model into its deployable artifact, loads an artifact into a Runner
+(one batch in, the first output out), times a Runner and sizes an artifact. Every latency, size
+and deployed-accuracy figure of edgeslim comes through one (see ``edgeslim.runtimes.get``).
+"""
+from __future__ import annotations
+
+import os
+import time as _time
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """A loaded artifact."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """One batch in (float32 NCHW), its first output out."""
+        ...
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """Export, load, time and size in one deployment runtime."""
+
+    name: str  # the registry name, e.g. "onnxruntime"
+    suffix: str  # the artifact's file suffix, e.g. ".onnx" ("" when the artifact is no file)
+
+    def version(self) -> str:
+        """What the figures were measured in, e.g. "onnxruntime 1.20.1"."""
+        ...
+
+    def export(self, model: nn.Module, path: str | os.PathLike, example: torch.Tensor, *,
+               loader: Any = None) -> dict:
+        """Write the deployable artifact of ``model`` at ``path`` (a quantization simulation through the
+        runtime's own integer path); returns {"path", "size_bytes", ...}."""
+        ...
+
+    def load(self, artifact: Any, *, threads: int = 2) -> Runner:
+        """A Runner of ``artifact`` using ``threads`` threads."""
+        ...
+
+    def time(self, runner: Runner, x: np.ndarray, *, warmup: int, runs: int) -> list[float]:
+        """Milliseconds of each of ``runs`` timed runs on ``x``, after ``warmup`` untimed ones."""
+        ...
+
+    def size(self, artifact: Any) -> int:
+        """Bytes on disk of the real artifact (external data included)."""
+        ...
+
+
+def timed_runs(fn: Callable[[], Any], *, warmup: int, runs: int) -> list[float]:
+    """Call ``fn`` ``warmup`` times, then ``runs`` times timed; per-run milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = _time.perf_counter()
+        fn()
+        times.append((_time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Bytes on disk of a file, or of every file under a directory."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size

@@ -1,0 +1,137 @@
+"""ONNX Runtime (CPU) as a Runtime: sessions with explicit, reproducible threading.
+
+Besides the Runtime (``OnnxRuntime``), the ONNX-Runtime-only tools live here: ``session`` (with
+graph-optimization level, optimized-model output and the profiler), ``input_spec``, ``input_shape``,
+``accepts_opset`` and ``loads``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ..core.errors import ExportError
+from .base import Runner, file_size, timed_runs
+
+_LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+
+def session(path: str | os.PathLike, threads: int = 2, *, optimized_model_path: str | None = None,
+            level: str = "all", profile_prefix: str | None = None) -> ort.InferenceSession:
+    """A CPU InferenceSession using ``threads`` intra-op threads and one inter-op thread
+    (``profile_prefix``: ONNX Runtime's profiler on, its trace written under that prefix)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = _LEVELS[level]
+    opts.log_severity_level = 3
+    if optimized_model_path:
+        opts.optimized_model_filepath = str(optimized_model_path)
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(profile_prefix)
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises several unrelated types
+        raise ExportError(f"ONNX Runtime cannot load {path}: {str(e).splitlines()[0]}") from None
+
+
+def input_spec(sess: ort.InferenceSession) -> tuple[str, list]:
+    """(name, shape) of the session's first input; symbolic dimensions are strings."""
+    inp = sess.get_inputs()[0]
+    return inp.name, inp.shape
+
+
+def input_shape(path: str | os.PathLike) -> tuple[int, ...]:
+    """The first input's shape of an .onnx file, each symbolic or unknown dimension as 1."""
+    _, dims = input_spec(session(path, threads=1))
+    return tuple(d if isinstance(d, int) and d > 0 else 1 for d in dims)
+
+
+def loads(model: Any) -> bool:
+    """Whether ONNX Runtime loads ``model`` (an onnx.ModelProto)."""
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - onnxruntime raises several unrelated types; any of them means "no"
+        return False
+    return True
+
+
+def accepts_opset(opset: int) -> bool:
+    """Whether ONNX Runtime loads a model stamped with this ai.onnx opset (a one-node probe)."""
+    from onnx import TensorProto, helper
+
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", io_[:1], io_[1:])
+    ops = [helper.make_opsetid("", opset)]
+    try:
+        ir = helper.find_min_ir_version_for(ops)
+        model = helper.make_model(graph, opset_imports=ops, ir_version=ir)
+    except Exception:  # noqa: BLE001 - an opset the onnx package does not know
+        return False
+    return loads(model)
+
+
+class OrtRunner:
+    """An InferenceSession as a Runner: one batch in, the first output out."""
+
+    def __init__(self, sess: ort.InferenceSession):
+        self.session = sess
+        self.input_name = sess.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class OnnxRuntime:
+    """ONNX Runtime's CPU execution provider; artifacts are .onnx files."""
+
+    name = "onnxruntime"
+    suffix = ".onnx"
+
+    def version(self) -> str:
+        return f"onnxruntime {ort.__version__}"
+
+    def export(self, model, path: str | os.PathLike, example, *, loader: Any = None) -> dict:
+        """The deployable file: a model made by a deployable-format config (a quantization) is written
+        by that config's registered exporter (int8 QDQ for PTQ/QAT), any other by the verified float
+        export."""
+        from ..core.registry import export_for
+        from .onnx_export import onnx_export
+
+        cfg = getattr(model, "edgeslim_config", None)
+        if getattr(cfg, "final", False):
+            return export_for(cfg)(model, path, example, cfg, loader=loader)
+        return onnx_export(model, path, input_shape=tuple(example.shape), loader=loader)
+
+    def load(self, artifact: str | os.PathLike, *, threads: int = 2) -> OrtRunner:
+        return OrtRunner(session(artifact, threads=threads))  # an ExportError when it cannot
+
+    def time(self, runner: Runner, x: np.ndarray, *, warmup: int, runs: int) -> list[float]:
+        if isinstance(runner, OrtRunner):  # the bare session call: nothing of ours inside the timing
+            sess, feed = runner.session, {runner.input_name: x}
+            return timed_runs(lambda: sess.run(None, feed), warmup=warmup, runs=runs)
+        return timed_runs(lambda: runner(x), warmup=warmup, runs=runs)
+
+    def size(self, artifact: str | os.PathLike) -> int:
+        """The file plus the external-data files it names (a directory: every file in it)."""
+        p = Path(artifact)
+        size = file_size(p)
+        if p.is_file() and p.suffix == self.suffix:
+            import onnx
+
+            m = onnx.load(str(p), load_external_data=False)
+            ext = {e.value for t in m.graph.initializer for e in t.external_data if e.key == "location"}
+            size += sum((p.parent / loc).stat().st_size for loc in ext if (p.parent / loc).is_file())
+        return size

@@ -1,0 +1,150 @@
+"""What a candidate must satisfy. Feasibility, Optuna's constraint values, the greedy pass, the
+closest miss and the final notes all iterate over one list of these, so another limit (size,
+memory) is one more class here and nothing else.
+
+    excess(m)      how far a measurement is from satisfying it (<= 0: satisfied), None: not measured
+    precheck(arch) a Precheck of the UNTRAINED architecture (``arch()`` measures it, once), when
+                   that can tell (latency can: it does not depend on the weights), else None
+    figures(m)     what the trial table shows about it
+    final(...)     its verdict on the final side-by-side comparison: (details key, ok, note)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from .config import latency_spec
+from .confidence import rule_text
+from .evaluator import Measurement
+
+LATENCY_PRUNE_SLACK = 1.1  # a trial whose architecture runs slower than this times the limit stops before training
+
+
+@dataclasses.dataclass(frozen=True)
+class Precheck:
+    excess: float
+    stop: str | None  # why the trial stops before training, or None when it goes on
+    figures: dict
+
+
+@runtime_checkable
+class Constraint(Protocol):
+    name: str  # its key among Optuna's constraint values
+
+    def excess(self, m: Measurement) -> float | None: ...
+
+    def precheck(self, arch: Callable[[], Measurement]) -> Precheck | None: ...
+
+    def figures(self, m: Measurement) -> dict: ...
+
+    def text(self) -> str: ...
+
+    def final(self, result: dict, baseline: dict) -> tuple[str, bool, str] | None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracySLA:
+    """The candidate's validation score, less its confidence margin, at or above ``sla``."""
+
+    sla: float
+    confidence: float = 0.0
+    max_drop: float | None = None  # a drop SLA (the bound is paired with the baseline)
+    name: str = "accuracy_sla"
+
+    def excess(self, m: Measurement) -> float | None:
+        return None if m.bound is None else self.sla - m.bound
+
+    def precheck(self, arch: Callable[[], Measurement]) -> Precheck | None:
+        return None  # an untrained architecture says nothing about the trained score
+
+    def figures(self, m: Measurement) -> dict:
+        return {}
+
+    def rule(self) -> str:
+        return rule_text(self.confidence, self.max_drop is not None)
+
+    def text(self) -> str:
+        rule = self.rule()
+        return f"validation accuracy >= {self.sla:.2f}%" + (f", {rule}" if rule else "")
+
+    def final(self, result: dict, baseline: dict) -> tuple[str, bool, str] | None:
+        test, base = result.get("accuracy"), baseline.get("accuracy")
+        if test is None or base is None:
+            return None
+        ok = test >= base - self.max_drop if self.max_drop is not None else test >= self.sla
+        return ("test_within_sla", bool(ok), f"test split (never seen by the search): {test:.2f}% vs baseline "
+                f"{base:.2f}% -> " + ("within" if ok else "OUTSIDE") + " the SLA")
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyLimit:
+    """The runtime latency in ms, or a speed-up over the fp32 baseline ('3x'). A speed-up is checked
+    against the baseline timed alongside each candidate (the evaluator's reference), not against one
+    figure from the start: on a shared machine both drift, their ratio much less."""
+
+    spec: str
+    name: str = "max_latency"
+
+    @property
+    def ms(self) -> float | None:
+        return latency_spec(self.spec)[0]
+
+    @property
+    def speedup(self) -> float | None:
+        return latency_spec(self.spec)[1]
+
+    def limit(self, m: Measurement) -> float:
+        if self.ms is not None:
+            return self.ms
+        return m.reference_latency_ms / self.speedup
+
+    def excess(self, m: Measurement) -> float | None:
+        return round(m.latency_ms - self.limit(m), 5)
+
+    def precheck(self, arch: Callable[[], Measurement]) -> Precheck | None:
+        a = arch()
+        lat, lim = a.latency_ms, self.limit(a)
+        stop = (f"its architecture runs in {lat:.3f} ms untrained, over the latency limit {lim:.3f} ms "
+                f"(x{LATENCY_PRUNE_SLACK:g})") if lat > LATENCY_PRUNE_SLACK * lim else None
+        return Precheck(round(lat - lim, 5), stop, {"latency_probe_ms": round(lat, 5), "latency_limit_ms": round(lim, 5)})
+
+    def figures(self, m: Measurement) -> dict:
+        return {"latency_limit_ms": round(self.limit(m), 5)}
+
+    def text(self) -> str:
+        return f"latency limit {self.spec}"
+
+    def explain(self) -> str:
+        return (f"latency <= {self.ms:.3f} ms" if self.ms is not None else
+                f"at least {self.speedup:g}x faster than the fp32 baseline, timed alongside each candidate")
+
+    def final(self, result: dict, baseline: dict) -> tuple[str, bool, str] | None:
+        lat, base = result.get("latency_ms"), baseline.get("latency_ms")
+        if not lat or not base:
+            return None
+        ok = lat <= self.ms if self.ms is not None else base / lat >= self.speedup
+        return ("latency_within_limit", bool(ok),
+                f"latency limit {self.spec} (checked on each trial's own measurement): the final side-by-side "
+                f"comparison measured {lat:.3f} ms against the baseline's {base:.3f} ms ({base / lat:.2f}x) -> "
+                + ("within" if ok else "OUTSIDE") + " the limit")
+
+
+def constraints_of(state: Any) -> list[Constraint]:
+    """The study's constraints, from its StudyState (the SLA first: the closest miss ranks by it)."""
+    out: list[Constraint] = [AccuracySLA(state.sla, state.confidence, state.max_drop)]
+    if state.max_latency is not None:
+        out.append(LatencyLimit(state.max_latency))
+    return out
+
+
+def excesses(constraints: list[Constraint], m: Measurement) -> dict[str, float]:
+    return {c.name: v for c in constraints if (v := c.excess(m)) is not None}
+
+
+def feasible(constraints: list[Constraint], m: Measurement) -> bool:
+    return all((v := c.excess(m)) is not None and v <= 0 for c in constraints)
+
+
+def verdict_text(constraints: list[Constraint]) -> str:
+    """'validation accuracy >= 88.10%, a lower bound ...; latency <= 0.2 ms' for notes and logs."""
+    return "; ".join(c.text() for c in constraints)

@@ -1,0 +1,195 @@
+"""Setting a fresh study up (the baseline measured, the SLA set, the scans that steer the search run
+once and stored) or reading the state of one that exists (resume, worker)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..core.errors import EdgeslimError, UsageError
+from .config import AutoConfig
+from .confidence import pack, rule_text
+from .evaluator import Evaluator
+from .space import SearchSpace, blocks_removed, load_space
+from .store import Store, StudyState, redact
+from .strategies import make_sampler
+from .trial import constraint_values
+
+
+def sampler_and_pruner(pareto: bool, sla: float, seed: int | None, names: list[str], margin: float):
+    import optuna
+
+    values = constraint_values(names)
+    if pareto:  # multi-objective: no intermediate values, infeasible trials are stopped by the trial runner
+        return make_sampler("nsga2", seed=seed, constraints=values), optuna.pruners.NopPruner()
+    return make_sampler("tpe", seed=seed, constraints=values), optuna.pruners.ThresholdPruner(lower=sla - margin)
+
+
+def constraint_names(max_latency) -> list[str]:
+    return ["accuracy_sla"] + (["max_latency"] if max_latency is not None else [])
+
+
+def fresh(model, data, cfg: AutoConfig, store: Store, ev: Evaluator, work: Path, end: float,
+          log: Callable[[str], None]) -> StudyState:
+    """Measure the baseline, set the SLA, scan depth and sensitivity, create the study with its state."""
+    space, order = depth_scan(model, data, load_space(cfg.space), ev.xshape, log)
+    base, per_sample, timing = ev.baseline(model, work / "baseline.onnx")
+    t_eval = sum(timing.values())
+    timing["render_s"] = time_render(work)
+    if end - time.monotonic() < 1.2 * t_eval:  # not even one export + validation fits
+        raise UsageError(f"the budget ({cfg.budget}) is too short for one trial: measuring one artifact takes "
+                         f"about {t_eval:.0f}s here", hint=f"give --budget {max(2, math.ceil(10 * t_eval / 60))}m or more")
+    drop = cfg.drop
+    if drop is not None and drop >= base.score:
+        raise UsageError(f"--max-drop {drop:g} is at or above the baseline's validation accuracy ({base.score:.2f}%): "
+                         "every model, even one that guesses, would meet it",
+                         hint=f"give a drop below {base.score:.2f} points (e.g. 0.5)")
+    sla = base.score - drop if drop is not None else float(cfg.min_accuracy)
+    rule = rule_text(cfg.confidence, drop is not None)
+    log(f"baseline (fp32 {ev.runtime}): val {base.score:.2f}% | {base.size_bytes / 1e3:.1f} kB | {base.latency_ms:.3f} ms"
+        f" -> SLA: val accuracy >= {sla:.2f}%" + (f" (baseline - {drop:g} points)" if drop is not None else "")
+        + (f", {rule}, over {len(per_sample)} validation images" if rule else ""))
+    curves = sensitivity_scan(model, data, space, ev.xshape, log)
+    state = StudyState(sla=sla, baseline={"val_accuracy": base.score, "size_bytes": base.size_bytes,
+                                          "latency_ms": base.latency_ms},
+                       baseline_correct=pack(per_sample), objective=cfg.objective, pareto=cfg.pareto,
+                       space=space.to_dict(), block_order=tuple(order), sensitivity=curves, max_drop=drop,
+                       min_accuracy=cfg.min_accuracy, max_latency=cfg.limit_text, confidence=cfg.confidence,
+                       val_batches=cfg.val_batches, seed=cfg.seed, timing=timing, metric=cfg.metric,
+                       runtime=cfg.runtime, prune_margin=cfg.prune_margin, epoch_prune_margin=cfg.epoch_prune_margin,
+                       trial_estimate_s=round(trial_estimate(model, data, space, t_eval, cfg.seed), 1))
+    store.create(state, *sampler_and_pruner(cfg.pareto, sla, cfg.seed, constraint_names(state.max_latency),
+                                           cfg.prune_margin))
+    return state
+
+
+def existing(cfg: AutoConfig, store: Store, log: Callable[[str], None]) -> StudyState:
+    """The state of the study in the storage; where this run's options differ, the study's win."""
+    state = store.load(wait=cfg.worker)
+    if cfg.max_latency is not None and cfg.limit_text != state.max_latency:
+        log(f"latency limit: the study's ({state.max_latency or 'none'}), not {cfg.max_latency}")
+    if state.val_batches != cfg.val_batches:
+        log(f"validation cap: the study's ({state.val_batches or 'whole split'}), not {cfg.val_batches or 'whole split'},"
+            f" so that every trial is scored on the images the SLA was set on")
+    study = store.study
+    # the sampler and pruner are not stored with the study: set them up as the first run did (a worker
+    # draws from its own random stream, or it would propose what the first run proposes)
+    study.sampler, study.pruner = sampler_and_pruner(state.pareto, state.sla, None if cfg.worker else
+                                                     state.seed + len(study.trials), constraint_names(state.max_latency),
+                                                     state.prune_margin)
+    log(f"{'joining' if cfg.worker else 'resuming'} the search in {redact(store.url)}: SLA val >= {state.sla:.2f}%, "
+        f"objective {'pareto' if state.pareto else state.objective}, {len(study.trials)} trial(s) so far")
+    return state
+
+
+def trial_estimate(model, data, space: SearchSpace, t_eval: float, seed: int) -> float:
+    """The cheapest trial: export, validate and time one artifact, plus fine-tuning when every policy does
+    (one fine-tuning step timed here)."""
+    from ..train import fit
+
+    probe = copy.deepcopy(model)
+    t = time.monotonic()
+    fit(probe, data, epochs=1, max_batches=2, progress=False, seed=seed)
+    t_step = (time.monotonic() - t) / 2
+    return t_eval * 1.2 + min(space.finetune_epochs) * (space.finetune_batches or len(data.train)) * t_step
+
+
+def sensitivity_scan(model, data, space: SearchSpace, xshape, log) -> dict | None:
+    """Per-group pruning sensitivity, coarse on purpose (3 ratios, 2 batches): it ranks groups for the
+    sensitivity allocation, the trials measure the result."""
+    if "sensitivity" not in space.allocation or not any(r > 0 for r in space.prune_ratio):
+        return None
+    from ..pruning.sensitivity import analyze
+
+    t = time.monotonic()
+    try:
+        c = analyze(model, data, example_shape=xshape, importance=space.importance, ratios=(0.25, 0.5, 0.75),
+                    max_batches=2)
+    except EdgeslimError as e:
+        log(f"sensitivity scan unavailable ({e.message}); the sensitivity allocation falls back to uniform")
+        return None
+    log(f"sensitivity scan of {len(c['layers'])} channel groups: {time.monotonic() - t:.0f}s")
+    return {"layers": c["layers"], "ratios": c["ratios"], "rows": c["rows"], "baseline": c["baseline"]}
+
+
+def depth_scan(model, data, space: SearchSpace, xshape, log) -> tuple[SearchSpace, list[str]]:
+    """The order in which depth pruning removes residual blocks (least loss increase first, on a
+    few training batches), once per study; a model without removable blocks drops the dimension."""
+    if not any(r > 0 for r in space.block_ratio):
+        return space, []
+    from ..pruning.depth import removal_order, residual_blocks
+    from ..pruning.importance import calibration_batches
+
+    t = time.monotonic()
+    example = torch.randn(xshape, generator=torch.Generator().manual_seed(0))
+    cands = residual_blocks(model, example)  # before reading any data: no blocks, no batches drawn
+    order = [o["block"] for o in removal_order(model, example, calibration_batches(data, 8), candidates=cands)] \
+        if cands else []
+    if not order:
+        log("depth: no removable residual block in this model; block_ratio is fixed at 0")
+        return dataclasses.replace(space, block_ratio=(0.0,)), []
+    log(f"depth scan: {len(order)} removable residual blocks, removal order {', '.join(order)} "
+        f"({time.monotonic() - t:.0f}s)")
+    # ratios that remove the same blocks are one policy: keep the first of each count, so that neither
+    # TPE nor the greedy latency walk meets one architecture twice (eighths of 7 blocks: 0.5 and 0.625)
+    by_count: dict[int, float] = {}
+    for r in space.block_ratio:
+        by_count.setdefault(len(blocks_removed(r, order)), r)
+    return dataclasses.replace(space, block_ratio=tuple(by_count.values())), order
+
+
+def time_render(work: Path) -> float:
+    """Seconds an (empty) Pareto plot takes, drawn once after matplotlib is loaded: it loads now
+    (seconds on a busy machine), not in the time kept for the end."""
+    from ..report import pareto_plot
+
+    p = work / "render-probe.png"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        t = time.monotonic()
+        pareto_plot([], p, sla=0.0)
+    except Exception:  # noqa: BLE001 - a plot must not stop the search; the final one reports its error
+        return 0.0
+    finally:
+        p.unlink(missing_ok=True)
+    return round(time.monotonic() - t, 3)
+
+
+def check_data(model, data, xshape) -> None:
+    from ..core.errors import DataError
+    from ..measure import check_fits_data
+
+    if data is None or getattr(data, "meta", None) is None:
+        raise DataError("auto needs data (a DataBundle with train and validation splits)", hint="pass --data D")
+    if not data.meta.labelled:
+        raise DataError(f"auto needs labelled data to check the accuracy SLA; {data.meta.name} has no labels",
+                        hint="use a labelled dataset (fashion-mnist, imagefolder:PATH)")
+    if data.val is None:
+        raise DataError("auto needs a validation split: the search is steered by validation accuracy and the "
+                        "test split is kept for the final figure", hint="use a val fraction > 0 (--val-fraction 0.1)")
+    check_fits_data(model, xshape[1:], data)
+
+
+def reference_for(state: StudyState, model, ev: Evaluator, work: Path) -> Path | None:
+    """A speed-up limit times the baseline alongside each candidate: its artifact (a worker with its
+    own --out exports it)."""
+    from .config import latency_spec
+
+    if state.max_latency is None or latency_spec(state.max_latency)[1] is None:
+        return None
+    path = work / "baseline.onnx"
+    if not path.is_file():
+        from ..core.io import atomic_path
+
+        with atomic_path(path) as tmp:
+            ev.export(model, Path(tmp))
+    return path
+
