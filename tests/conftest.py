@@ -24,7 +24,21 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def cli(tmp_path):
-    """Run the real console script; returns CompletedProcess (text)."""
+    """Run the `edgeslim` command in this process, in ``tmp_path`` (edgeslim.testing.run_cli);
+    ``cli_process`` runs the real console script in a fresh interpreter."""
+    from edgeslim.testing import run_cli
+
+    def run(*args, check_rc=None, env=None, timeout=None):
+        p = run_cli(*args, cwd=tmp_path, env=env)
+        if check_rc is not None:
+            assert p.returncode == check_rc, f"rc={p.returncode}\nstdout:{p.stdout}\nstderr:{p.stderr}"
+        return p
+    return run
+
+
+@pytest.fixture
+def cli_process(tmp_path):
+    """Run the real console script in a fresh interpreter; returns CompletedProcess (text)."""
     def run(*args, check_rc=None, env=None, timeout=600):
         e = dict(os.environ, **(env or {}))
         p = subprocess.run(cli_command() + [str(a) for a in args], capture_output=True, text=True, cwd=tmp_path,

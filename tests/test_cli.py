@@ -48,8 +48,8 @@ def test_checkpoint_dir_is_a_model_argument(cli, tmp_path):
     assert json.loads(p.stdout)["runtime"].startswith("torch")
 
 
-def test_usage_errors_exit_2_with_one_line_and_hint(cli, tmp_path):
-    p = cli("profile", "resnet2", check_rc=2)
+def test_usage_errors_exit_2_with_one_line_and_hint(cli, cli_process, tmp_path):
+    p = cli_process("profile", "resnet2", check_rc=2)  # the real console script, in its own process
     assert p.stderr.startswith("error: unknown model 'resnet2'") and "hint:" in p.stderr and "resnet20" in p.stderr
     assert "Traceback" not in p.stderr
     p = cli("profile", "lenet5", "--input-shape", "1,x", check_rc=2)

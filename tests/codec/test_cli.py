@@ -1,15 +1,12 @@
 import json
-import subprocess
 
 import pytest
 import torch
-from edgeslim.testing import cli_command
-
-CMD = cli_command()
+from edgeslim.testing import run_cli
 
 
-def _run(*args, timeout=240):
-    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout)
+def _run(*args):
+    return run_cli(*args)
 
 
 @pytest.fixture(scope="module")

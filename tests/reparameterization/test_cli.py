@@ -1,17 +1,14 @@
-"""`edgeslim reparam` through the real console script."""
+"""`edgeslim reparam` as the console script runs it (in process)."""
 import json
-import subprocess
 
 import torch
-from edgeslim.testing import cli_command
-
-EDGESLIM_CMD = cli_command()
+from edgeslim.testing import run_cli
 
 
 def test_reparam_cli(tmp_path):
     out = tmp_path / "rp"
-    p = subprocess.run([*EDGESLIM_CMD, "reparam", "edgeslim.testing.models:TinyResNet", "--input-shape", "1,1,8,8",
-                        "--runs", "3", "--warmup", "1", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    p = run_cli("reparam", "edgeslim.testing.models:TinyResNet", "--input-shape", "1,1,8,8",
+                "--runs", "3", "--warmup", "1", "--out", str(out))
     assert p.returncode == 0, p.stderr
     assert "folded 0 RepVGG block(s), 0 switch_to_deploy module(s), 5 Conv+BN pair(s)" in p.stdout
     rep = json.loads((out / "report.json").read_text())
