@@ -42,6 +42,7 @@ class DeepCompress(Config):
     """Deep Compression: pruning -> trained weight sharing -> Huffman coding (.esz)."""
 
     kind = "deep_compress"
+    final = True  # produces the deployable format (.esz), so it is a recipe's last step
     prune: float | dict = 0.9  # fraction of each layer's weights removed, in [0, 1); or {pattern: rate}
     bits: int | dict = dataclasses.field(default_factory=lambda: {"conv": 8, "fc": 5})  # codebook = 2**bits
     index_bits: int | dict = 5  # relative-index width before Huffman coding
