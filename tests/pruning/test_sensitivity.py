@@ -45,3 +45,22 @@ def test_allocation_reaches_target(curves_and_model):
     assert macs_of(m, x) <= 0.5 * macs_of(model, x)
     with pytest.raises(UsageError):
         allocate(model, curves, 1.5, example=x)
+
+
+def test_sensitive_groups_keep_more_channels():
+    """Behaviour, not shape: of two groups with the same MACs, the one whose accuracy falls faster
+    keeps more of its channels, and swapping the curves swaps the allocation."""
+    model = TinyResNet().eval()
+    x = torch.randn(1, 1, 8, 8)
+    layers = ["block2.conv1", "block1.conv1"]
+
+    def curves(fragile: str):
+        rows = [{"layer": l, "ratio": r, "drop": (40.0 if l == fragile else 1.0) * r, "accuracy": 90.0}
+                for l in layers for r in (0.25, 0.5, 0.75)]
+        return {"layers": layers, "ratios": [0.25, 0.5, 0.75], "rows": rows, "baseline": 90.0}
+
+    a = allocate(model, curves("block1.conv1"), 0.8, example=x)
+    b = allocate(model, curves("block2.conv1"), 0.8, example=x)
+    assert a.get("block1.conv1", 0.0) < a["block2.conv1"]  # the fragile group is pruned less
+    assert b.get("block2.conv1", 0.0) < b["block1.conv1"]
+    assert a.get("block1.conv1", 0.0) == pytest.approx(b.get("block2.conv1", 0.0), abs=0.05)  # symmetric
