@@ -24,9 +24,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def cli(tmp_path):
-    """Run the `edgeslim` command in this process, in ``tmp_path`` (edgeslim.testing.run_cli);
+    """Run the `edgeslim` command in this process, in ``tmp_path`` (edgeslim.cli.run_captured);
     ``cli_process`` runs the real console script in a fresh interpreter."""
-    from edgeslim.testing import run_cli
+    from edgeslim.cli import run_captured as run_cli
 
     def run(*args, check_rc=None, env=None, timeout=None):
         p = run_cli(*args, cwd=tmp_path, env=env)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from edgeslim.testing import run_cli
+from edgeslim.cli import run_captured as run_cli
 
 
 def _run(*args):
