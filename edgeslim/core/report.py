@@ -32,8 +32,16 @@ def figures(**values: Any) -> dict[str, Any]:
 
 def machine_info(threads: int | None = None, runtime: str | None = None) -> dict[str, Any]:
     """The machine figures were measured on; ``runtime``: the name and version of the runtime that
-    measured them (the figures' own ``runtime``)."""
+    measured them (the figures' own ``runtime``; ONNX Runtime's installed version by default)."""
+    import importlib.metadata
+
     import torch
+
+    if runtime is None:
+        try:
+            runtime = f"onnxruntime {importlib.metadata.version('onnxruntime')}"
+        except importlib.metadata.PackageNotFoundError:
+            runtime = None
 
     cpu = platform.processor() or platform.machine()
     try:
