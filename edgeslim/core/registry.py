@@ -22,7 +22,8 @@ from .errors import UsageError
 Handler = Callable[[nn.Module, Config, "Context"], nn.Module]
 Exporter = Callable[..., dict]  # (model, path, example, config, *, loader=None) -> {"path", "size_bytes", ...}
 _HANDLERS: dict[type, Handler] = {}
-_EXPORTERS: dict[type, Exporter] = {}
+_EXPORTERS: dict[type, Exporter] = {}  # ONNX Runtime's: config type -> exporter
+_RUNTIME_EXPORTERS: dict[str, dict[type, Exporter]] = {"onnxruntime": _EXPORTERS}  # runtime -> its table
 
 
 @dataclasses.dataclass
@@ -96,18 +97,21 @@ def run(model: nn.Module, config: Config, ctx: Context | None = None, *, inplace
 
 
 # -- exporters of final formats -----------------------------------------------------------------
-def register_export(config_type: type[Config]) -> Callable[[Exporter], Exporter]:
-    """Register the function that writes the deployable file of models made by ``config_type``."""
+def register_export(config_type: type[Config], runtime: str = "onnxruntime") -> Callable[[Exporter], Exporter]:
+    """Register the function that writes ``runtime``'s deployable file of models made by ``config_type``
+    (``fn(model, path, example, config, *, loader=None) -> dict``)."""
     def deco(fn: Exporter) -> Exporter:
-        _EXPORTERS[config_type] = fn
+        _RUNTIME_EXPORTERS.setdefault(runtime, {})[config_type] = fn
         return fn
 
     return deco
 
 
-def export_for(config: Config) -> Exporter:
-    fn = _lookup(_EXPORTERS, config)
+def export_for(config: Config, runtime: str = "onnxruntime") -> Exporter:
+    table = _RUNTIME_EXPORTERS.get(runtime, {})
+    fn = _lookup(table, config)
     if fn is None:
-        known = ", ".join(sorted(t.kind or t.__name__ for t in _EXPORTERS)) or "none registered"
-        raise UsageError(f"no exporter registered for {type(config).__name__}", hint=f"exporters exist for: {known}")
+        known = ", ".join(sorted(t.kind or t.__name__ for t in table)) or "none registered"
+        raise UsageError(f"no {runtime} exporter registered for {type(config).__name__}",
+                         hint=f"{runtime} exporters exist for: {known}")
     return fn

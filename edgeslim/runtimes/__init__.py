@@ -14,11 +14,14 @@ from .base import Runner, Runtime, file_size, timed_runs
 
 _FACTORIES: dict[str, Callable[[], Runtime]] = {}
 _INSTANCES: dict[str, Runtime] = {}
+_SUFFIXES: dict[str, str] = {}
 
 
-def register(name: str, factory: Callable[[], Runtime]) -> None:
-    """Make ``get(name)`` return ``factory()`` (called once, on first use)."""
+def register(name: str, factory: Callable[[], Runtime], suffix: str = "") -> None:
+    """Make ``get(name)`` return ``factory()`` (called once, on first use: a runtime's package is
+    imported only when it is used); ``suffix``: its artifacts' file suffix."""
     _FACTORIES[name] = factory
+    _SUFFIXES[name] = suffix
     _INSTANCES.pop(name, None)
 
 
@@ -41,7 +44,7 @@ def for_artifact(path) -> Runtime | None:
     from pathlib import Path
 
     suffix = Path(path).suffix
-    return next((get(n) for n in names() if suffix and get(n).suffix == suffix), None)
+    return next((get(n) for n in names() if suffix and _SUFFIXES.get(n) == suffix), None)
 
 
 def _onnxruntime() -> Runtime:
@@ -75,8 +78,29 @@ def export(model, path, *, runtime: str = "onnxruntime", example=None, input_sha
     return get(runtime).export(model, path, example, loader=loader)
 
 
-register("onnxruntime", _onnxruntime)
+def _openvino() -> Runtime:
+    from .openvino import OpenVINO
+
+    return OpenVINO()
+
+
+def _litert() -> Runtime:
+    from .litert import LiteRT
+
+    return LiteRT()
+
+
+def _executorch() -> Runtime:
+    from .executorch import ExecuTorch
+
+    return ExecuTorch()
+
+
+register("onnxruntime", _onnxruntime, ".onnx")
 register("torch", _torch)
+register("openvino", _openvino, ".xml")
+register("litert", _litert, ".tflite")
+register("executorch", _executorch, ".pte")
 
 __all__ = ["Runner", "Runtime", "export", "export_onnx", "file_size", "for_artifact", "get", "names", "register",
            "timed_runs"]
