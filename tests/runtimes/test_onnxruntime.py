@@ -91,7 +91,7 @@ def test_a_registered_runtime_is_found_by_name_and_suffix(tmp_path):
     class Fake:
         name, suffix = "fake", ".fake"
 
-    runtimes.register("fake", Fake)
+    runtimes.register("fake", Fake, ".fake")
     try:
         assert isinstance(runtimes.get("fake"), Fake) and "fake" in runtimes.names()
         assert isinstance(runtimes.for_artifact(tmp_path / "m.fake"), Fake)
@@ -100,6 +100,7 @@ def test_a_registered_runtime_is_found_by_name_and_suffix(tmp_path):
     finally:
         runtimes._FACTORIES.pop("fake")
         runtimes._INSTANCES.pop("fake", None)
+        runtimes._SUFFIXES.pop("fake", None)
 
 
 def test_torch_eager_times_a_module_and_writes_no_artifact(tmp_path):
