@@ -144,7 +144,7 @@ class Search:
         st = self.state
         paired = unpack(st.baseline_correct) if st.max_drop is not None and st.baseline_correct else None
         ev = dataclasses.replace(ev, val_batches=st.val_batches, confidence=st.confidence, paired=paired,
-                                 runtime=st.runtime, metric=st.metric)
+                                 runtime=st.runtime, metric=st.metric, memory=st.max_memory is not None)
         return dataclasses.replace(ev, reference=setup.reference_for(st, self.model, ev, self.work))
 
     def make_clock(self) -> Clock:
@@ -224,7 +224,8 @@ class Search:
             "split": "test", "search_split": "val",
             "sla": {"min_val_accuracy": st.sla, "baseline_val_accuracy": st.baseline["val_accuracy"],
                     "max_drop": st.max_drop, "min_accuracy": st.min_accuracy, "confidence": st.confidence,
-                    "max_latency": st.max_latency, "rule": sla.rule(), "metric": st.metric},
+                    "max_latency": st.max_latency, "max_memory": st.max_memory, "rule": sla.rule(),
+                    "metric": st.metric},
             "constraints": [c.text() for c in self.constraints],
             "objective": "pareto (accuracy, size, latency)" if st.pareto else st.objective,
             "strategy": ("greedy + " if any(r["origin"] == "greedy" for r in rows) else "")

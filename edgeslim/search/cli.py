@@ -44,6 +44,9 @@ def register(sub) -> None:
     a.add_argument("--max-latency", type=_latency, metavar="MS|Nx",
                    help="also require ONNX Runtime latency <= this: milliseconds (0.12) or a speed-up over the fp32 "
                         "baseline (3x)")
+    a.add_argument("--max-memory", type=_memory, metavar="BYTES",
+                   help="also require the peak memory of running the artifact <= this (8MB, 512kB; measured in a "
+                        "fresh process per candidate)")
     a.add_argument("--pareto", action="store_true", help="NSGA-II over accuracy, size and latency (default TPE)")
     a.add_argument("--budget", type=_budget, default="30m", help="wall time for this run: 30m, 90s, 1h (default 30m)")
     a.add_argument("--trials", type=positive_int, help="stop when the study has this many finished trials")
@@ -73,17 +76,32 @@ def _budget(text: str) -> str:
     return text
 
 
-def _latency(text: str) -> str:
-    import argparse
+def _spec_type(check):
+    """An argparse type that keeps the text when ``check`` reads it (a latency or memory limit)."""
+    def parse(text: str) -> str:
+        import argparse
 
-    from ..core.errors import UsageError
+        from ..core.errors import UsageError
+
+        try:
+            check(text)
+        except UsageError as e:
+            raise argparse.ArgumentTypeError(f"{e.message} ({e.hint})" if e.hint else e.message) from None
+        return text
+
+    return parse
+
+
+def _latency(text: str) -> str:
     from .config import latency_spec
 
-    try:
-        latency_spec(text)
-    except UsageError as e:
-        raise argparse.ArgumentTypeError(f"{e.message} ({e.hint})" if e.hint else e.message) from None
-    return text
+    return _spec_type(latency_spec)(text)
+
+
+def _memory(text: str) -> str:
+    from .config import memory_spec
+
+    return _spec_type(memory_spec)(text)
 
 
 def _check_study(args) -> None:
@@ -154,7 +172,8 @@ def run_auto(args) -> int:
                out=out_dir(args), space=args.space, pareto=args.pareto, greedy=not args.no_greedy, seed=args.seed,
                spec=info.get("spec"), build=info.get("build"), model_name=args.model,
                input_shape=tuple(info["input_shape"]), threads=args.threads, val_batches=args.val_batches,
-               final_runs=args.runs, confidence=args.confidence, max_latency=args.max_latency, log=_log)
+               final_runs=args.runs, confidence=args.confidence, max_latency=args.max_latency,
+               max_memory=args.max_memory, log=_log)
     obj = {**res.report.to_dict(), "feasible": res.feasible, "best_trial": res.best_trial}
     closest = res.report.details.get("closest")
     head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n"

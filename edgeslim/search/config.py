@@ -34,6 +34,19 @@ def parse_budget(budget: Any) -> float:
     return secs
 
 
+_UNITS = {"b": 1, "kb": 1e3, "k": 1e3, "mb": 1e6, "m": 1e6, "gb": 1e9, "g": 1e9, "kib": 1024, "mib": 1024 ** 2,
+          "gib": 1024 ** 3}
+
+
+def memory_spec(spec: Any) -> int:
+    """Bytes of a memory limit: '8MB', '512kB', '1.5GiB', or a number of bytes."""
+    text = str(spec).strip().lower().replace(" ", "")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([a-z]*)", text)
+    if not m or m[2] not in _UNITS and m[2] != "" or float(m[1]) <= 0:
+        raise UsageError(f"cannot read the memory limit {spec!r}", hint="give bytes with a unit: 8MB, 512kB, 1GiB")
+    return int(float(m[1]) * (_UNITS.get(m[2], 1)))
+
+
 def latency_spec(spec: Any) -> tuple[float | None, float | None]:
     """(milliseconds, None) for '0.2' / '0.2ms', (None, N) for 'Nx' (a speed-up over the baseline)."""
     text = str(spec).strip().lower()
@@ -59,6 +72,7 @@ class AutoConfig(Config):
     objective: str = "size"
     pareto: bool = False
     max_latency: Any = None
+    max_memory: Any = None  # peak memory of running the artifact: '8MB' (measured in a fresh process)
     confidence: float = DEFAULT_CONFIDENCE
     budget: Any = "30m"
     trials: int | None = None
@@ -104,6 +118,8 @@ class AutoConfig(Config):
         rule_text(self.confidence, True)  # validates it
         if self.max_latency is not None:
             latency_spec(self.max_latency)
+        if self.max_memory is not None:
+            memory_spec(self.max_memory)
         if isinstance(self.input_shape, list):
             object.__setattr__(self, "input_shape", tuple(self.input_shape))
         if self.space is not None and not isinstance(self.space, (str, dict, Config)):

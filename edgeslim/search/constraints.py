@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from .config import latency_spec
+from .config import latency_spec, memory_spec
 from .confidence import rule_text
 from .evaluator import Measurement
 
@@ -129,11 +129,48 @@ class LatencyLimit:
                 + ("within" if ok else "OUTSIDE") + " the limit")
 
 
+@dataclasses.dataclass(frozen=True)
+class MemoryLimit:
+    """The peak memory of running the artifact in its runtime ('8MB'), measured in a fresh process
+    (edgeslim.measure.memory). It hardly depends on the weights' values, so an untrained
+    architecture already tells."""
+
+    spec: str
+    name: str = "max_memory"
+
+    @property
+    def bytes(self) -> int:
+        return memory_spec(self.spec)
+
+    def excess(self, m: Measurement) -> float | None:
+        return None if m.peak_memory_bytes is None else float(m.peak_memory_bytes - self.bytes)
+
+    def precheck(self, arch: Callable[[], Measurement]) -> Precheck | None:
+        a = arch()
+        if a.peak_memory_bytes is None:
+            return None
+        stop = (f"its architecture takes {a.peak_memory_bytes:,} bytes of memory untrained, over the limit "
+                f"{self.bytes:,} (x{LATENCY_PRUNE_SLACK:g})") if a.peak_memory_bytes > LATENCY_PRUNE_SLACK * self.bytes \
+            else None
+        return Precheck(float(a.peak_memory_bytes - self.bytes), stop, {"memory_probe_bytes": a.peak_memory_bytes})
+
+    def figures(self, m: Measurement) -> dict:
+        return {"peak_memory_bytes": m.peak_memory_bytes, "memory_limit_bytes": self.bytes}
+
+    def text(self) -> str:
+        return f"memory limit {self.spec}"
+
+    def final(self, result: dict, baseline: dict) -> tuple[str, bool, str] | None:
+        return None  # checked on each trial's own measurement (the final comparison does not re-measure it)
+
+
 def constraints_of(state: Any) -> list[Constraint]:
     """The study's constraints, from its StudyState (the SLA first: the closest miss ranks by it)."""
     out: list[Constraint] = [AccuracySLA(state.sla, state.confidence, state.max_drop)]
     if state.max_latency is not None:
         out.append(LatencyLimit(state.max_latency))
+    if getattr(state, "max_memory", None) is not None:
+        out.append(MemoryLimit(str(state.max_memory)))
     return out
 
 

@@ -22,6 +22,7 @@ class Measurement:
     macs: int | None = None
     params: int | None = None
     reference_latency_ms: float | None = None  # the baseline, timed alongside (a speed-up limit)
+    peak_memory_bytes: int | None = None  # running the artifact (measured when a memory limit asks)
 
     @property
     def bound(self) -> float | None:
@@ -51,6 +52,7 @@ class Evaluator:
     metric: str = "top1"
     paired: Any = None
     reference: Path | None = None
+    memory: bool = False  # also measure the peak memory of running each artifact (a fresh process each)
 
     @property
     def xshape(self) -> tuple[int, ...]:
@@ -100,13 +102,20 @@ class Evaluator:
         if float_model is not None:
             macs = count_macs(float_model, self.xshape)[0]
             params = sum(p.numel() for p in float_model.parameters())
-        return Measurement(value, round(margin, 4), self.size(path), lat, macs, params, ref)
+        return Measurement(value, round(margin, 4), self.size(path), lat, macs, params, ref, self.peak(path))
 
     def architecture(self, path: Path) -> Measurement:
         """An untrained architecture: latency only (it depends on the architecture and the format, not
         on the weights)."""
         lat, ref = self.time(path)
-        return Measurement(None, 0.0, self.size(path), lat, reference_latency_ms=ref)
+        return Measurement(None, 0.0, self.size(path), lat, reference_latency_ms=ref, peak_memory_bytes=self.peak(path))
+
+    def peak(self, path: Path) -> int | None:
+        if not self.memory:
+            return None
+        from ..measure.memory import peak_memory
+
+        return peak_memory(path, self.xshape, runtime=self.runtime, threads=self.threads)["peak_memory_bytes"]
 
     def baseline(self, model: nn.Module, path: Path) -> tuple[Measurement, Any, dict]:
         """The baseline's measurement, its per-sample results and how long each part took (the

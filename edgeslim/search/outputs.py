@@ -105,6 +105,8 @@ def trial_rows(study) -> list[dict]:
                      "float_val_sample": r.figures.get("float_val_sample"), "size_bytes": m.get("size_bytes"),
                      "latency_ms": m.get("latency_ms"), "latency_probe_ms": r.figures.get("latency_probe_ms"),
                      "latency_limit_ms": r.figures.get("latency_limit_ms"), "macs": m.get("macs"),
+                     "peak_memory_bytes": m.get("peak_memory_bytes"),
+                     "memory_limit_bytes": r.figures.get("memory_limit_bytes"),
                      "feasible": r.feasible, "seconds": r.seconds, "error": r.error, "reason": r.reason,
                      "diverged": r.diverged, "unfinished": r.unfinished, "worker": r.worker,
                      "excess": r.excess, "cached_from": r.cached_from})

@@ -30,8 +30,11 @@ def sampler_and_pruner(pareto: bool, sla: float, seed: int | None, names: list[s
     return make_sampler("tpe", seed=seed, constraints=values), optuna.pruners.ThresholdPruner(lower=sla - margin)
 
 
-def constraint_names(max_latency) -> list[str]:
-    return ["accuracy_sla"] + (["max_latency"] if max_latency is not None else [])
+def constraint_names(state_or_cfg) -> list[str]:
+    """The names of the study's constraints, in constraints_of's order (Optuna's constraint values)."""
+    from .constraints import constraints_of
+
+    return [c.name for c in constraints_of(state_or_cfg)]
 
 
 def fresh(model, data, cfg: AutoConfig, store: Store, ev: Evaluator, work: Path, end: float,
@@ -59,12 +62,12 @@ def fresh(model, data, cfg: AutoConfig, store: Store, ev: Evaluator, work: Path,
                                           "latency_ms": base.latency_ms},
                        baseline_correct=pack(per_sample), objective=cfg.objective, pareto=cfg.pareto,
                        space=space.to_dict(), block_order=tuple(order), sensitivity=curves, max_drop=drop,
-                       min_accuracy=cfg.min_accuracy, max_latency=cfg.limit_text, confidence=cfg.confidence,
+                       min_accuracy=cfg.min_accuracy, max_latency=cfg.limit_text,
+                       max_memory=None if cfg.max_memory is None else str(cfg.max_memory), confidence=cfg.confidence,
                        val_batches=cfg.val_batches, seed=cfg.seed, timing=timing, metric=cfg.metric,
                        runtime=cfg.runtime, prune_margin=cfg.prune_margin, epoch_prune_margin=cfg.epoch_prune_margin,
                        trial_estimate_s=round(trial_estimate(model, data, space, t_eval, cfg.seed), 1))
-    store.create(state, *sampler_and_pruner(cfg.pareto, sla, cfg.seed, constraint_names(state.max_latency),
-                                           cfg.prune_margin))
+    store.create(state, *sampler_and_pruner(cfg.pareto, sla, cfg.seed, constraint_names(state), cfg.prune_margin))
     return state
 
 
@@ -80,8 +83,7 @@ def existing(cfg: AutoConfig, store: Store, log: Callable[[str], None]) -> Study
     # the sampler and pruner are not stored with the study: set them up as the first run did (a worker
     # draws from its own random stream, or it would propose what the first run proposes)
     study.sampler, study.pruner = sampler_and_pruner(state.pareto, state.sla, None if cfg.worker else
-                                                     state.seed + len(study.trials), constraint_names(state.max_latency),
-                                                     state.prune_margin)
+                                                     state.seed + len(study.trials), constraint_names(state), state.prune_margin)
     log(f"{'joining' if cfg.worker else 'resuming'} the search in {redact(store.url)}: SLA val >= {state.sla:.2f}%, "
         f"objective {'pareto' if state.pareto else state.objective}, {len(study.trials)} trial(s) so far")
     return state

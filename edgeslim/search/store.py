@@ -33,6 +33,7 @@ class StudyState:
     max_drop: float | None = None
     min_accuracy: float | None = None
     max_latency: str | None = None
+    max_memory: str | None = None
     confidence: float = 0.0
     val_batches: int | None = None
     seed: int = 0

@@ -321,3 +321,18 @@ def test_an_sla_every_model_meets_is_refused_once_the_baseline_is_known(toy_mode
     with pytest.raises(UsageError, match="at or above the baseline's validation accuracy"):
         edgeslim.auto(toy_model, toy_data, max_drop=100.0, budget="2m", out=tmp_path / "a", log=lambda s: None)
     assert not (tmp_path / "a" / "model.onnx").exists()
+
+
+def test_a_memory_limit_is_measured_for_each_trial(toy_model, toy_data, tmp_path):
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("peak memory is read from Linux's VmHWM")
+    out = tmp_path / "mem"
+    space = {**SPACE, "prune_ratio": [0.0], "bits": [8], "finetune_epochs": [0]}
+    res = edgeslim.auto(toy_model, toy_data, max_drop=50.0, budget="5m", trials=1, out=out, greedy=False, space=space,
+                        max_memory="2GB", final_runs=5, latency_runs=5, log=lambda s: None)
+    d = json.loads((out / "report.json").read_text())["details"]
+    (t,) = d["trials"]
+    assert res.feasible and t["feasible"] and 0 < t["peak_memory_bytes"] < 2e9 and t["memory_limit_bytes"] == 2e9
+    assert "memory limit 2GB" in d["constraints"]

@@ -112,3 +112,39 @@ def test_the_closest_miss_ranks_by_the_sla_among_trials_within_the_other_limits(
     assert c["trial"] == 2 and c["points_under_sla"] == pytest.approx(2.0)  # trial 0 is nearer, but too slow
     assert c["recipe"] == {"steps": [2]}
     assert dataclasses.replace(cons[0], sla=80.0).excess(m(85.0, 0.0)) < 0
+
+
+def test_a_memory_limit_is_one_more_constraint():
+    from edgeslim.search.config import memory_spec
+    from edgeslim.search.constraints import MemoryLimit
+
+    assert memory_spec("8MB") == 8_000_000 and memory_spec("1KiB") == 1024 and memory_spec(512) == 512
+    with pytest.raises(UsageError, match="memory limit"):
+        memory_spec("lots")
+    state = StudyState(sla=80.0, baseline={}, baseline_correct=None, objective="size", pareto=False, space={},
+                       max_memory="1MB")
+    cons = constraints_of(state)
+    assert [c.name for c in cons] == ["accuracy_sla", "max_memory"]
+    small, big = (dataclasses.replace(m(90.0, 1.0), peak_memory_bytes=b) for b in (900_000, 1_200_000))
+    assert feasible(cons, small) and not feasible(cons, big)
+    assert not feasible(cons, m(90.0, 1.0))  # memory not measured: no verdict, not feasible
+    check = MemoryLimit("1MB").precheck(lambda: big)
+    assert check.stop and check.excess == 200_000  # 1.2 MB > 1.1 x the limit: stopped before training
+    with pytest.raises(UsageError, match="memory limit"):
+        AutoConfig(max_memory="lots")
+
+
+def test_peak_memory_is_measured_in_a_fresh_process(tmp_path):
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+    from edgeslim.measure.memory import peak_memory
+    from edgeslim.runtimes import export_onnx
+    from edgeslim.testing.models import TinyConvNet
+
+    export_onnx(TinyConvNet(), tmp_path / "m.onnx", input_shape=(1, 1, 8, 8))
+    one = peak_memory(tmp_path / "m.onnx", (1, 1, 8, 8))
+    many = peak_memory(tmp_path / "m.onnx", (256, 1, 8, 8))
+    assert 0 < one["peak_memory_bytes"] < many["peak_memory_bytes"]  # a larger batch needs more activations
+    assert one["runtime"].startswith("onnxruntime") and "VmHWM" in one["method"]
