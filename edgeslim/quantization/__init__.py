@@ -24,6 +24,8 @@ METHODS = ("ptq", "qat", "dynamic", "fp16", "bf16", "kmeans", "pow2", "ternary",
 
 def _register_all() -> None:
     from . import dynamic, nonuniform, qat  # noqa: F401  (register their handlers and exporters)
+    from . import litert_int8  # noqa: F401  (PTQ's int8 path for the litert runtime)
+    from . import executorch_int8  # noqa: F401  (PTQ's int8 path for the executorch runtime)
 
 
 def quantize(model: nn.Module, config: Config | None = None, *, data: Any = None, inplace: bool = False,
@@ -54,3 +56,5 @@ def export(model: nn.Module, path, example, **kw) -> dict:
 
 __all__ = ["METHODS", "OBSERVERS", "PTQ", "calibrate", "check_bits", "compute_qparams", "dequantize", "export",
            "fake_quant", "is_quantized", "make_observer", "ptq", "qrange", "quantize", "quantize_tensor", "sqnr_db"]
+
+_register_all()  # every method registers its handler and per-runtime exporters when the package loads

@@ -74,3 +74,11 @@ def file_size(path: str | os.PathLike) -> int:
     if p.is_dir():
         return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
     return p.stat().st_size
+
+
+def deploy_config(model: nn.Module):
+    """The config that made ``model`` a deployable format (a quantization), whose registered exporter
+    writes each runtime's file; None for a float model."""
+    cfg = getattr(model, "edgeslim_config", None)
+    return cfg if getattr(cfg, "final", False) else None
+

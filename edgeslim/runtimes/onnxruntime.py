@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..core.errors import ExportError
-from .base import Runner, file_size, timed_runs
+from .base import deploy_config, Runner, file_size, timed_runs
 
 _LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -110,8 +110,8 @@ class OnnxRuntime:
         from ..core.registry import export_for
         from .onnx_export import onnx_export
 
-        cfg = getattr(model, "edgeslim_config", None)
-        if getattr(cfg, "final", False):
+        cfg = deploy_config(model)
+        if cfg is not None:
             return export_for(cfg)(model, path, example, cfg, loader=loader)
         return onnx_export(model, path, input_shape=tuple(example.shape), loader=loader)
 

@@ -66,10 +66,12 @@ def test_exporters_are_registered_by_config_type():
     class _Format(_Zero):
         pass
 
-    with pytest.raises(UsageError, match="no exporter registered for _Format"):
+    with pytest.raises(UsageError, match="no onnxruntime exporter registered for _Format"):
         export_for(_Format())
     register_export(_Format)(lambda model, path, example, config, *, loader=None: {"path": str(path)})
     assert export_for(_Format())(None, "x.onnx", None, _Format()) == {"path": "x.onnx"}
+    with pytest.raises(UsageError, match="no litert exporter registered for _Format"):  # per runtime
+        export_for(_Format(), runtime="litert")
 
 
 def test_what_configs_declare():

@@ -323,6 +323,7 @@ def test_an_sla_every_model_meets_is_refused_once_the_baseline_is_known(toy_mode
     assert not (tmp_path / "a" / "model.onnx").exists()
 
 
+@pytest.mark.slow  # a fresh process per measurement; the constraint's logic is tested in test_parts.py
 def test_a_memory_limit_is_measured_for_each_trial(toy_model, toy_data, tmp_path):
     import sys
 
