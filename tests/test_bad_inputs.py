@@ -132,7 +132,7 @@ CASES = [
       id="opset-3"),
     C(["export", "lenet5", "--opset", "99", "--out", "{ws}/o.onnx"], 2, "got 99", id="opset-99"),
     C(["export", "lenet5", "--atol", "-1", "--out", "{ws}/o.onnx"], 2, "--atol: must be a number > 0", id="atol"),
-    C(["export", "lenet5", "--out", "{ws}/o.txt"], 2, "must name an .onnx file", id="export-not-onnx"),
+    C(["export", "lenet5", "--out", "{ws}/o.txt"], 2, "must name a .onnx file for --runtime onnxruntime", id="export-not-onnx"),
     C(["reparam", "lenet5", "--atol", "nan"], 2, "--atol: must be a number > 0, got nan", id="atol-nan"),
     C(["auto", "lenet5", "--data", SYN, "--max-drop", "200", "--out", "{ws}/a"], 2,
       "--max-drop: must be a number in [0, 100), got 200", id="max-drop-200"),

@@ -56,7 +56,7 @@ def test_usage_errors_exit_2_with_one_line_and_hint(cli, cli_process, tmp_path):
     assert "bad shape" in p.stderr
     p = cli("nosuchcommand", check_rc=2)
     p = cli("export", "lenet5", "--out", tmp_path / "m.txt", check_rc=2)
-    assert "must name an .onnx file" in p.stderr
+    assert "must name a .onnx file for --runtime onnxruntime" in p.stderr
     p = cli("train", "--model", "lenet5", "--data", "synthetic:1,28,28:16", "--out", tmp_path / "t", check_rc=2)
     assert "no labels" in p.stderr
 
