@@ -19,24 +19,28 @@ from .profile import artifact_accuracy, deploy_runtime, example_input, onnx_para
 from ..core.shapes import batched
 
 
-def _artifact(target: nn.Module | str | os.PathLike, path: Path, shape, loader) -> tuple[Path, dict]:
+def _artifact(target: nn.Module | str | os.PathLike, path: Path, shape, loader, runtime: str) -> tuple[Path, dict]:
     if isinstance(target, nn.Module):
-        info = deploy_runtime().export(target, path, example_input(shape), loader=loader)
+        info = deploy_runtime(runtime).export(target, path, example_input(shape), loader=loader)
         return path, {"params": count_params(target), "macs": count_macs(target, shape)[0], "export": info}
-    return Path(target), {"params": onnx_params(target), "macs": None}
+    return Path(target), {"params": onnx_params(target) if Path(target).suffix == ".onnx" else None, "macs": None}
 
 
 def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | os.PathLike, input_shape, *,
             workdir: str | os.PathLike, loader: Any = None, threads: int = 2, warmup: int = 10, runs: int = 50,
-            max_batches: int | None = None, result_name: str = "model.onnx",
-            baseline_name: str = "baseline.onnx") -> tuple[dict, dict]:
-    """(baseline FIGURES, result FIGURES). Modules are exported into ``workdir`` (the result as
-    ``result_name``, which is the deployable file of an out DIR)."""
+            max_batches: int | None = None, result_name: str = "model", baseline_name: str = "baseline",
+            runtime: str = "onnxruntime") -> tuple[dict, dict]:
+    """(baseline FIGURES, result FIGURES), both in ``runtime``. Modules are exported into ``workdir``
+    (the result as ``result_name`` + the runtime's suffix, the deployable file of an out DIR)."""
+    from ..runtimes import suffix_of
+
+    suffix = suffix_of(runtime)
+    result_name, baseline_name = (n if n.endswith(suffix) else n + suffix for n in (result_name, baseline_name))
     shape = batched(input_shape)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    b_path, b_info = _artifact(baseline, workdir / baseline_name, shape, loader)
-    r_path, r_info = _artifact(result, workdir / result_name, shape, loader)
+    b_path, b_info = _artifact(baseline, workdir / baseline_name, shape, loader, runtime)
+    r_path, r_info = _artifact(result, workdir / result_name, shape, loader, runtime)
     b_lat, r_lat = bench([b_path, r_path], shape, threads=threads, warmup=warmup, runs=runs)
     out = []
     for path, info, lat in ((b_path, b_info, b_lat), (r_path, r_info, r_lat)):

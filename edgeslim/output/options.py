@@ -33,6 +33,14 @@ class OutputOptions:
     max_batches: int | None = None
     keep_baseline: bool = False
     layer_table: bool = True
+    runtime: str = "onnxruntime"  # the runtime that deploys, measures and scores the result
+
+    @property
+    def artifact(self) -> str:
+        """The deployable file's name in the out DIR: model.onnx, model.xml, model.tflite, model.pte."""
+        from ..runtimes import suffix_of
+
+        return "model" + suffix_of(self.runtime)
 
     def __post_init__(self) -> None:
         if not isinstance(self.command, str) or not self.command:

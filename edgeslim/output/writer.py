@@ -64,7 +64,7 @@ def write_result(stage: str | os.PathLike, original: nn.Module, result: Compress
     split, loader = eval_split(data)
     labelled = loader is not None and _labelled(data)
     extras = {_extra_name(name): content for name, content in (extras or {}).items()}  # refused before any work
-    exported = _write_artifact(result, stage / "model.onnx", shape, loader, artifact)
+    exported = _write_artifact(result, stage / opts.artifact, shape, loader, artifact, opts.runtime)
     _write_extras(stage, extras)
     base, res = _measure(original, stage, shape, opts, loader if labelled else None)
     notes = _write_checkpoint(stage / "checkpoint", result, opts, data, shape, res.get("accuracy"), checkpoint)
@@ -83,16 +83,16 @@ def write_result(stage: str | os.PathLike, original: nn.Module, result: Compress
     return report
 
 
-def _write_artifact(result: Compressed, path: Path, shape, loader, artifact) -> dict | None:
-    """model.onnx: exported (its verification figures returned), or ``artifact`` copied in."""
+def _write_artifact(result: Compressed, path: Path, shape, loader, artifact, runtime: str) -> dict | None:
+    """model.onnx (or the runtime's file): exported (its verification figures returned), or
+    ``artifact`` copied in with its companion files."""
     if artifact is None:
-        info = export_artifact(result, path, shape, loader=loader)
+        info = export_artifact(result, path, shape, loader=loader, runtime=runtime)
         return {k: info[k] for k in _EXPORT_KEYS if k in info}
     if Path(artifact).resolve() != path.resolve():
-        from ..core.io import atomic_path
+        from ..runtimes import copy_artifact
 
-        with atomic_path(path) as tmp:
-            shutil.copyfile(artifact, tmp)
+        copy_artifact(artifact, path)
     return None
 
 
@@ -122,7 +122,8 @@ def _measure(original: nn.Module, stage: Path, shape, opts: OutputOptions, loade
 
     with contextlib.ExitStack() as stack:
         work = stage if opts.keep_baseline else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        return compare(original, stage / "model.onnx", shape, workdir=work, loader=loader, threads=opts.threads,
+        return compare(original, stage / opts.artifact, shape, workdir=work, loader=loader, threads=opts.threads,
+                       runtime=opts.runtime,
                        runs=opts.runs, warmup=opts.warmup, max_batches=opts.max_batches)
 
 

@@ -15,6 +15,7 @@ from .base import Runner, Runtime, file_size, timed_runs
 _FACTORIES: dict[str, Callable[[], Runtime]] = {}
 _INSTANCES: dict[str, Runtime] = {}
 _SUFFIXES: dict[str, str] = {}
+_COMPANIONS = {".xml": (".bin",)}  # files an artifact needs beside it (OpenVINO IR's weights)
 
 
 def register(name: str, factory: Callable[[], Runtime], suffix: str = "") -> None:
@@ -57,6 +58,34 @@ def _torch() -> Runtime:
     from .torch_eager import TorchEager
 
     return TorchEager()
+
+
+def suffix_of(name: str) -> str:
+    """The artifact suffix of runtime ``name`` ('.onnx'; '' for one that runs no file); a UsageError
+    naming the valid names for an unknown one."""
+    if name not in _FACTORIES:
+        raise UsageError(f"no runtime named {name!r}; the runtimes are: {', '.join(names())}")
+    return _SUFFIXES[name] or ".onnx"  # torch eager times the module; its artifact is the ONNX file
+
+
+def artifact_files(path) -> list:
+    """The artifact's files: ``path`` and the companions its format needs beside it."""
+    from pathlib import Path
+
+    p = Path(path)
+    return [p] + [p.with_suffix(s) for s in _COMPANIONS.get(p.suffix, ())]
+
+
+def copy_artifact(src, dst) -> None:
+    """Copy an artifact with its companion files, each atomically (companions first, the file that
+    names them last)."""
+    import shutil
+
+    from ..core.io import atomic_path
+
+    for s, d in reversed(list(zip(artifact_files(src), artifact_files(dst)))):
+        with atomic_path(d) as tmp:
+            shutil.copyfile(s, tmp)
 
 
 def export_onnx(model, path, example_inputs=None, **options) -> dict:

@@ -163,8 +163,8 @@ class Search:
         st, cfg = self.state, self.cfg
         space = load_space(st.space)
         planner = Planner(self.model, space, st.sensitivity, list(st.block_order), batched(self.shape))
-        tracker = BestTracker(self.out, st.objective,
-                              checkpoint_writer(cfg.spec, cfg.build, self.data, self.shape))
+        tracker = BestTracker(self.out, st.objective, checkpoint_writer(cfg.spec, cfg.build, self.data, self.shape),
+                              artifact=self.ev.artifact(Path("."), "model").name)
         return TrialRunner(self.model, planner, self.data, self.ev, self.constraints, self.clock, tracker, self.store,
                            self.work, seed=cfg.seed, objective=st.objective, pareto=st.pareto, log=self.log,
                            batches=first_batches(self.data.val, 4), margins=(st.prune_margin, st.epoch_prune_margin))
@@ -245,7 +245,7 @@ class Search:
         best = min(ok, key=lambda r: (r[primary], -r["val_accuracy"])) if ok else None
         details = self.details(rows, len(ok))
         opts = OutputOptions(command="auto", spec=cfg.spec, build=cfg.build, model_name=cfg.model_name,
-                             threads=cfg.threads, runs=cfg.final_runs)
+                             threads=cfg.threads, runs=cfg.final_runs, runtime=self.state.runtime)
 
         def write(original, res, stage, **kw):
             return write_result(stage, original, res, opts, data=self.data, input_shape=self.shape, **kw)
@@ -260,8 +260,8 @@ class Search:
             res = self.winner(runner, number, rec)
             details.update({"best_trial": number, "policy": study.trials[number].params, "policy_text": rec.policy,
                             "recipe": rec.recipe, "val_accuracy": rec.measurement["score"]})
-            report = final.winner(stage, res, runner.tracker.dir, rows, number, details)
-        self.log(f"winner: trial {number} {rec.policy} -> {self.out}/model.onnx")
+            report = final.winner(stage, res, runner.tracker.artifact, rows, number, details)
+        self.log(f"winner: trial {number} {rec.policy} -> {self.out}/{opts.artifact}")
         return AutoResult(res.model, report, True, self.out, number, rec.recipe)
 
     def winner(self, runner: TrialRunner, number: int, rec):
@@ -275,7 +275,7 @@ class Search:
         self.log(f"rebuilding the winner (trial {number}) from its recipe")
         steps, _ = load_recipe(rec.recipe)
         res = run_steps(self.model, steps, data=self.data, input_shape=self.shape, seed=self.cfg.seed)
-        path = self.ev.export(res.model, self.work / f"trial-{number}.onnx")
+        path = self.ev.export(res.model, self.ev.artifact(self.work, f"trial-{number}"))
         tracker.best, tracker.best_trial = None, None
         tracker.offer(number, rec, res, steps, path, self.cfg.seed)
         return res

@@ -44,6 +44,9 @@ def register(sub) -> None:
     a.add_argument("--max-latency", type=_latency, metavar="MS|Nx",
                    help="also require ONNX Runtime latency <= this: milliseconds (0.12) or a speed-up over the fp32 "
                         "baseline (3x)")
+    a.add_argument("--runtime", choices=_deploy_runtimes(), default="onnxruntime",
+                   help="the runtime every candidate is exported to, timed and scored in; the winner is its file "
+                        "(default onnxruntime)")
     a.add_argument("--max-memory", type=_memory, metavar="BYTES",
                    help="also require the peak memory of running the artifact <= this (8MB, 512kB; measured in a "
                         "fresh process per candidate)")
@@ -74,6 +77,12 @@ def _budget(text: str) -> str:
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"must be a positive wall time such as 30m, 90s or 1h30m, got {text!r}")
     return text
+
+
+def _deploy_runtimes() -> list[str]:
+    from .. import runtimes
+
+    return [n for n in runtimes.names() if n != "torch"]
 
 
 def _spec_type(check):
@@ -173,11 +182,11 @@ def run_auto(args) -> int:
                spec=info.get("spec"), build=info.get("build"), model_name=args.model,
                input_shape=tuple(info["input_shape"]), threads=args.threads, val_batches=args.val_batches,
                final_runs=args.runs, confidence=args.confidence, max_latency=args.max_latency,
-               max_memory=args.max_memory, log=_log)
+               max_memory=args.max_memory, runtime=args.runtime, log=_log)
     obj = {**res.report.to_dict(), "feasible": res.feasible, "best_trial": res.best_trial}
     closest = res.report.details.get("closest")
     head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n"
             + (f"{closest_text(closest)}\n  recipe: {res.out}/closest.yaml\n" if closest else "") + "\n")
-    emit(args, obj, head + res.report.table() + f"\n\nreport: {res.out}/report.html  model: {res.out}/model.onnx"
+    emit(args, obj, head + res.report.table() + f"\n\nreport: {res.out}/report.html  model: {res.out}/{res.report.result.get('artifact')}"
          + (f"  recipe: {res.out}/winner.yaml" if res.feasible else ""))
     return 0 if res.feasible else 1

@@ -58,6 +58,12 @@ class Evaluator:
     def xshape(self) -> tuple[int, ...]:
         return (1, *self.input_shape)
 
+    def artifact(self, folder: Path, stem: str) -> Path:
+        """Where an artifact named ``stem`` goes: the runtime's suffix (trial-3.onnx, trial-3.xml, ...)."""
+        from ..runtimes import suffix_of
+
+        return folder / f"{stem}{suffix_of(self.runtime)}"
+
     def export(self, model: nn.Module, path: Path) -> Path:
         """The deployable artifact of ``model`` (a quantization simulation through the runtime's int8 path)."""
         import torch

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core.io import atomic_path, atomic_write_text, write_json
+from ..core.io import atomic_write_text, write_json
 from ..output import Compressed
 from .recipe import recipe_dict, recipe_yaml
 from .trial import TrialRecord, read_record
@@ -25,8 +25,10 @@ class BestTracker:
     """Keeps the best feasible trial of this process on disk at every moment, in DIR/.work/best (search
     state, not the result: DIR itself changes only when the search finishes, all at once)."""
 
-    def __init__(self, out: Path, objective: str, checkpoint: Callable[[Path, Compressed], None]):
+    def __init__(self, out: Path, objective: str, checkpoint: Callable[[Path, Compressed], None],
+                 artifact: str = "model.onnx"):
         self.dir = out / ".work" / "best"
+        self.artifact = self.dir / artifact  # the best trial's deployable file (the runtime's format)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.objective, self.checkpoint = objective, checkpoint
         self.best_trial: int | None = None
@@ -57,8 +59,9 @@ class BestTracker:
         if not rec.feasible or (self.best is not None and self.key(m) >= self.key(self.best)):
             return
         self.best_trial, self.best, self.result = number, dict(m), res
-        with atomic_path(self.dir / "model.onnx") as tmp:
-            shutil.copyfile(artifact, tmp)
+        from ..runtimes import copy_artifact
+
+        copy_artifact(artifact, self.artifact)
         atomic_write_text(self.dir / "winner.yaml", winner_yaml(steps, seed, number, m, rec.policy))
         self.checkpoint(self.dir, res)
         write_json(self.dir / "best.json", {"trial": number, "policy": rec.policy, "measurement": m,
@@ -188,14 +191,14 @@ class Final:
             details["notes"].insert(1, closest_text(closest) + f"; its recipe: {out}/closest.yaml")
         report = self.write(self.model, C(self.model, self.model, False, [], []), stage, extra_details=details)
         render(report, rows, sla, stage, None, self.log)
-        self.log(f"no policy met the SLA ({_verdict(self.constraints)}): kept the baseline in {out}/model.onnx")
+        self.log(f"no policy met the SLA ({_verdict(self.constraints)}): kept the baseline in {out}")
         if closest is not None:
             self.log(closest_text(closest) + f"; replay it with: edgeslim compress MODEL --recipe {out}/closest.yaml")
         return report
 
-    def winner(self, stage: Path, res: Compressed, best_dir: Path, rows, number: int, details: dict):
-        shutil.copyfile(best_dir / "winner.yaml", stage / "winner.yaml")
-        report = self.write(self.model, res, stage, extra_details=details, artifact=best_dir / "model.onnx")
+    def winner(self, stage: Path, res: Compressed, best_artifact: Path, rows, number: int, details: dict):
+        shutil.copyfile(best_artifact.parent / "winner.yaml", stage / "winner.yaml")
+        report = self.write(self.model, res, stage, extra_details=details, artifact=best_artifact)
         for c in self.constraints:
             verdict = c.final(report.result, report.baseline or {})
             if verdict is not None:

@@ -41,7 +41,7 @@ def fresh(model, data, cfg: AutoConfig, store: Store, ev: Evaluator, work: Path,
           log: Callable[[str], None]) -> StudyState:
     """Measure the baseline, set the SLA, scan depth and sensitivity, create the study with its state."""
     space, order = depth_scan(model, data, load_space(cfg.space), ev.xshape, log)
-    base, per_sample, timing = ev.baseline(model, work / "baseline.onnx")
+    base, per_sample, timing = ev.baseline(model, ev.artifact(work, "baseline"))
     t_eval = sum(timing.values())
     timing["render_s"] = time_render(work)
     if end - time.monotonic() < 1.2 * t_eval:  # not even one export + validation fits
@@ -187,11 +187,8 @@ def reference_for(state: StudyState, model, ev: Evaluator, work: Path) -> Path |
 
     if state.max_latency is None or latency_spec(state.max_latency)[1] is None:
         return None
-    path = work / "baseline.onnx"
-    if not path.is_file():
-        from ..core.io import atomic_path
-
-        with atomic_path(path) as tmp:
-            ev.export(model, Path(tmp))
+    path = ev.artifact(work, "baseline")
+    if not path.is_file():  # the runtime's export writes atomically
+        ev.export(model, path)
     return path
 

@@ -222,7 +222,7 @@ class TrialRunner:
             return reused
         self.precheck(trial, rec, steps)
         res = self.build(trial, rec, steps)
-        path = self.evaluator.export(res.model, self.work / f"trial-{trial.number}.onnx")
+        path = self.evaluator.export(res.model, self.evaluator.artifact(self.work, f"trial-{trial.number}"))
         m = self.evaluator.measure(path, res.float_model)
         from ..output import layer_policy
 
@@ -236,8 +236,8 @@ class TrialRunner:
         self.tracker.offer(trial.number, rec, res, steps, path, self.seed)
         self.log(f"{head(rec, trial)} | {measured_text(rec, self.constraints)} | {rec.seconds:.0f}s | "
                  f"best: {self.tracker.summary()}")
-        if path.exists() and self.tracker.best_trial != trial.number:
-            path.unlink()
+        if self.tracker.best_trial != trial.number:
+            _remove(path)
         return self.values(m)
 
     def reuse(self, trial, rec: TrialRecord):
@@ -277,11 +277,11 @@ class TrialRunner:
         """The measurement of the policy's architecture built without training."""
         res = run_steps(self.model, untrained(steps), data=self.data, input_shape=self.evaluator.input_shape,
                         seed=self.seed)
-        path = self.work / f"latency-probe-{name}.onnx"
+        path = self.evaluator.artifact(self.work, f"latency-probe-{name}")
         try:
             return self.evaluator.architecture(self.evaluator.export(res.model, path))
         finally:
-            path.unlink(missing_ok=True)
+            _remove(path)
 
     def build(self, trial, rec: TrialRecord, steps) -> Compressed:
         """Run the recipe, float steps first. Between fine-tuning epochs and after the float steps, the
@@ -344,6 +344,13 @@ class EarlyStop:
         acc = self.score(model)
         self.rec.figures["float_val_sample"] = acc
         self.report(acc, self.runner.margins[0], "before quantization", use_pruner=True)
+
+
+def _remove(path: Path) -> None:
+    from ..runtimes import artifact_files
+
+    for f in artifact_files(path):
+        f.unlink(missing_ok=True)
 
 
 def head(rec: TrialRecord, trial) -> str:

@@ -337,3 +337,20 @@ def test_a_memory_limit_is_measured_for_each_trial(toy_model, toy_data, tmp_path
     (t,) = d["trials"]
     assert res.feasible and t["feasible"] and 0 < t["peak_memory_bytes"] < 2e9 and t["memory_limit_bytes"] == 2e9
     assert "memory limit 2GB" in d["constraints"]
+
+
+def test_the_search_measures_on_the_chosen_runtime(toy_model, toy_data, tmp_path):
+    """--runtime openvino: every candidate is OpenVINO IR, timed and scored in OpenVINO, and so is the winner."""
+    pytest.importorskip("openvino")
+    out = tmp_path / "ov"
+    space = {**SPACE, "prune_ratio": [0.0], "bits": [8], "finetune_epochs": [0]}
+    res = edgeslim.auto(toy_model, toy_data, max_drop=50.0, budget="5m", trials=1, out=out, greedy=False, space=space,
+                        runtime="openvino", threads=1, final_runs=5, latency_runs=5, log=lambda s: None)
+    assert res.feasible
+    d = json.loads((out / "report.json").read_text())
+    assert (out / "model.xml").is_file() and (out / "model.bin").is_file() and not (out / "model.onnx").exists()
+    for fig in (d["baseline"], d["result"]):
+        assert fig["runtime"].startswith("openvino") and fig["accuracy"] is not None
+    assert d["result"]["artifact"] == "model.xml"
+    assert d["result"]["size_bytes"] == (out / "model.xml").stat().st_size + (out / "model.bin").stat().st_size
+    assert d["details"]["runtime"] == "openvino"
