@@ -30,6 +30,7 @@ class Runtime(Protocol):
 
     name: str  # the registry name, e.g. "onnxruntime"
     suffix: str  # the artifact's file suffix, e.g. ".onnx" ("" when the artifact is no file)
+    weight_bits: tuple[int, ...]  # the integer weight widths its quantized export deploys (the search's formats)
 
     def version(self) -> str:
         """What the figures were measured in, e.g. "onnxruntime 1.20.1"."""

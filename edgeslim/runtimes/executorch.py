@@ -239,6 +239,7 @@ class ExecuTorch:
 
     name = NAME
     suffix = ".pte"
+    weight_bits = (8,)  # integer weight widths its int8 path deploys (XNNPACK: int8)
 
     def __init__(self) -> None:
         require()

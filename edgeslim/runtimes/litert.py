@@ -256,6 +256,7 @@ class LiteRT:
 
     name = "litert"
     suffix = ".tflite"
+    weight_bits = (8,)  # integer weight widths its int8 path deploys (full-integer int8)
 
     def __init__(self) -> None:
         _require()

@@ -99,6 +99,7 @@ class OnnxRuntime:
 
     name = "onnxruntime"
     suffix = ".onnx"
+    weight_bits = (8, 4)  # integer weight widths it deploys (int8 QDQ; 4-bit weights packed as INT4)
 
     def version(self) -> str:
         return f"onnxruntime {ort.__version__}"

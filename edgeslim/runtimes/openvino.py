@@ -234,6 +234,7 @@ class OpenVINO:
 
     name = NAME
     suffix = SUFFIX
+    weight_bits = (8, 4)  # it runs edgeslim's int8 / INT4-packed QDQ files
 
     def __init__(self):
         self._ov = require()

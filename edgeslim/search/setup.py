@@ -40,7 +40,7 @@ def constraint_names(state_or_cfg) -> list[str]:
 def fresh(model, data, cfg: AutoConfig, store: Store, ev: Evaluator, work: Path, end: float,
           log: Callable[[str], None]) -> StudyState:
     """Measure the baseline, set the SLA, scan depth and sensitivity, create the study with its state."""
-    space, order = depth_scan(model, data, load_space(cfg.space), ev.xshape, log)
+    space, order = depth_scan(model, data, runtime_formats(load_space(cfg.space), cfg.runtime, log), ev.xshape, log)
     base, per_sample, timing = ev.baseline(model, ev.artifact(work, "baseline"))
     t_eval = sum(timing.values())
     timing["render_s"] = time_render(work)
@@ -87,6 +87,21 @@ def existing(cfg: AutoConfig, store: Store, log: Callable[[str], None]) -> Study
     log(f"{'joining' if cfg.worker else 'resuming'} the search in {redact(store.url)}: SLA val >= {state.sla:.2f}%, "
         f"objective {'pareto' if state.pareto else state.objective}, {len(study.trials)} trial(s) so far")
     return state
+
+
+def runtime_formats(space: SearchSpace, runtime: str, log) -> SearchSpace:
+    """The space's formats that the runtime deploys (``Runtime.weight_bits``): a 4-bit choice on a
+    runtime whose int8 path takes 8-bit weights only is dropped, with a line saying so."""
+    from .. import runtimes
+
+    allowed = getattr(runtimes.get(runtime), "weight_bits", None)
+    if allowed is None:
+        return space
+    bits = tuple(b for b in space.bits if b == "float" or int(b) in allowed)
+    if bits != tuple(space.bits):
+        log(f"formats: {runtime} deploys integer weights of {', '.join(map(str, allowed))} bits: "
+            f"the space's {', '.join(str(b) for b in space.bits if b not in bits)}-bit choice is dropped")
+    return dataclasses.replace(space, bits=bits or ("float",))
 
 
 def trial_estimate(model, data, space: SearchSpace, t_eval: float, seed: int) -> float:

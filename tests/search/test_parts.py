@@ -148,3 +148,14 @@ def test_peak_memory_is_measured_in_a_fresh_process(tmp_path):
     many = peak_memory(tmp_path / "m.onnx", (256, 1, 8, 8))
     assert 0 < one["peak_memory_bytes"] < many["peak_memory_bytes"]  # a larger batch needs more activations
     assert one["runtime"].startswith("onnxruntime") and "VmHWM" in one["method"]
+
+
+def test_the_space_keeps_the_formats_the_runtime_deploys():
+    from edgeslim.search.setup import runtime_formats
+    from edgeslim.search.space import SearchSpace
+
+    said = []
+    space = SearchSpace(bits=("float", 8, 4))
+    assert runtime_formats(space, "onnxruntime", said.append).bits == ("float", 8, 4) and not said
+    assert runtime_formats(space, "litert", said.append).bits == ("float", 8)
+    assert said and "4-bit choice is dropped" in said[0]
