@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .core.errors import DataError, UsageError
+from .core.errors import UsageError
 from .core.io import _json_default
 from .core.shapes import batched
 

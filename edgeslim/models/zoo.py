@@ -11,7 +11,6 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Sequence
 
-import torch
 from torch import nn
 
 from ..core.errors import UsageError

@@ -13,7 +13,6 @@ and with --target-macs DIR/recipe.yaml (a ChannelPrune config with the per-layer
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
                           input_shape, load_data, load_model, nonneg_float, nonneg_int, out_dir, output_options,

@@ -24,7 +24,6 @@ import copy
 import dataclasses
 import math
 import operator
-from typing import Any
 
 import torch
 from torch import nn

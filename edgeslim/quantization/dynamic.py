@@ -26,7 +26,7 @@ from ..core.errors import ExportError, ModelError, UsageError
 from ..core.registry import Context, register, register_export
 from .deploy import record_config
 from ..core.select import select_layers
-from .primitives import compute_qparams, fake_quant, qrange
+from .primitives import compute_qparams, fake_quant
 from .qmodules import FakeQuant, QLinear
 
 

@@ -17,7 +17,6 @@ counts the real bits (codes + codebooks / scales).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import torch
 from torch import nn

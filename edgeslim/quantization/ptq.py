@@ -12,7 +12,6 @@ Data-free mode quantizes weights only, after cross-layer equalization and bias c
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from typing import Any, Iterable
