@@ -41,6 +41,19 @@ def add_output_args(p: argparse.ArgumentParser, *, out_required: bool = False, o
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
+def deploy_runtimes() -> list[str]:
+    """The runtimes a result can be deployed to (those that run a file)."""
+    from . import runtimes
+
+    return [n for n in runtimes.names() if n != "torch"]
+
+
+def add_runtime_arg(p: argparse.ArgumentParser, *, help: str | None = None) -> None:
+    p.add_argument("--runtime", choices=deploy_runtimes(), default="onnxruntime",
+                   help=help or "the runtime the result is exported to, timed and scored in; DIR/model.* is its "
+                                "file (.onnx, OpenVINO .xml+.bin, .tflite, .pte; default onnxruntime)")
+
+
 def add_measure_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W", help="e.g. 1,3,224,224 (default: the model's)")
     p.add_argument("--threads", type=thread_count, default=2, help="intra-op threads (default 2)")
@@ -276,11 +289,13 @@ def output_options(args: argparse.Namespace, info: dict, *, command: str | None 
     values = dict(command=command or args.command, spec=info.get("spec"), build=info.get("build") or {},
                   classes=info.get("classes"), model_name=getattr(args, "model", None), data_name=getattr(args, "data", None),
                   threads=args.threads, runs=args.runs, warmup=args.warmup, max_batches=getattr(args, "max_batches", None),
-                  keep_baseline=True)
+                  keep_baseline=True, runtime=getattr(args, "runtime", None) or "onnxruntime")
     return OutputOptions(**{**values, **fields})
 
 
-def wrote_line(out: Path | None, info: dict) -> list[str]:
+def wrote_line(out: Path | None, info: dict, report=None) -> list[str]:
+    """'wrote DIR/model.onnx, DIR/report.json[, DIR/checkpoint]': the deployable file as the report names it."""
     if out is None:
         return []
-    return [f"wrote {out}/model.onnx, {out}/report.json" + (f", {out}/checkpoint" if info.get("spec") else "")]
+    name = ((report.result or {}).get("artifact") if report is not None else None) or "model.onnx"
+    return [f"wrote {out}/{name}, {out}/report.json" + (f", {out}/checkpoint" if (out / "checkpoint").is_dir() else "")]

@@ -2,7 +2,7 @@
 
     {"command", "edgeslim_version", "model", "data",
      "baseline": FIGURES, "result": FIGURES,
-     "ratios": {"size", "latency", "macs"},          # baseline / result
+     "ratios": {"size", "latency", "macs", "memory"},   # baseline / result
      "accuracy_drop": baseline.accuracy - result.accuracy,   # points
      "details": {...}, "machine": {"cpu", "threads", "runtime"}}
 """
@@ -18,7 +18,7 @@ from .io import atomic_write_text, write_json
 
 FIGURE_KEYS = (
     "params", "macs", "size_bytes", "latency_ms", "latency_p90_ms", "accuracy",
-    "runtime", "threads", "batch", "input_shape", "artifact",
+    "runtime", "threads", "batch", "input_shape", "artifact", "peak_memory_bytes",
 )
 
 
@@ -84,6 +84,7 @@ class Report:
             "size": _ratio(b.get("size_bytes"), r.get("size_bytes")),
             "latency": _ratio(b.get("latency_ms"), r.get("latency_ms")),
             "macs": _ratio(b.get("macs"), r.get("macs")),
+            "memory": _ratio(b.get("peak_memory_bytes"), r.get("peak_memory_bytes")),
         }
 
     @property
@@ -126,13 +127,14 @@ class Report:
             ("size (bytes)", "size_bytes", _fmt_int),
             ("latency median (ms)", "latency_ms", _fmt_float),
             ("latency p90 (ms)", "latency_p90_ms", _fmt_float),
+            ("peak memory (bytes)", "peak_memory_bytes", _fmt_int),
             ("accuracy (top-1 %)", "accuracy", _fmt_float),
         ]
         b, r = self.baseline, self.result or {}
         head = "| figure | baseline | result | ratio |\n|---|---:|---:|---:|" if b else "| figure | value |\n|---|---:|"
         lines = [head]
         ratios = self.ratios
-        ratio_key = {"size_bytes": "size", "latency_ms": "latency", "macs": "macs"}
+        ratio_key = {"size_bytes": "size", "latency_ms": "latency", "macs": "macs", "peak_memory_bytes": "memory"}
         for label, key, fmt in rows:
             if b:
                 rk = ratio_key.get(key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import (add_data_args, add_measure_args, add_output_args, emit, input_paths, load_data,
+from ..cli_common import (add_runtime_arg, add_data_args, add_measure_args, add_output_args, emit, input_paths, load_data,
                           nonneg_float, out_dir, output_options, positive_float, positive_int, unit, wrote_line)
 
 
@@ -24,6 +24,7 @@ def register(sub) -> None:
     add_data_args(p, required=True)
     add_output_args(p)
     add_measure_args(p)
+    add_runtime_arg(p)
     p.add_argument("--epochs", type=positive_float, default=1, help="training epochs, > 0 (default 1)")
     p.add_argument("--temperature", type=positive_float, default=4.0)
     p.add_argument("--alpha", type=unit, default=0.9, help="weight of the soft-target loss (default 0.9)")
@@ -81,11 +82,11 @@ def run(args) -> int:
     base, result = report.baseline, report.result
     d = report.to_dict()
     lines = [details["notes"][-1],
-             f"teacher params {base['params']:,}, student {result['params']:,}; ONNX Runtime latency "
+             f"teacher params {base['params']:,}, student {result['params']:,}; latency "
              f"{base['latency_ms']:.3f} -> {result['latency_ms']:.3f} ms"]
     if d["accuracy_drop"] is not None:
         lines.append(f"accuracy teacher {base['accuracy']:.2f}% -> student {result['accuracy']:.2f}% "
                      f"(drop {d['accuracy_drop']:.2f})")
-    lines += wrote_line(out, s_info)
+    lines += wrote_line(out, s_info, report)
     emit(args, d, "\n".join(lines))
     return 0

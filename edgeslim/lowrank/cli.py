@@ -6,7 +6,7 @@ latency before/after, and which layers stayed original and why).
 """
 from __future__ import annotations
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+from ..cli_common import (add_runtime_arg, add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
                           input_shape, load_data, load_model, nonneg_float, nonneg_int, out_dir, output_options,
                           positive_float, positive_int, wrote_line)
 
@@ -19,6 +19,7 @@ def register(sub) -> None:
     add_data_args(p)
     add_output_args(p)
     add_measure_args(p)
+    add_runtime_arg(p)
     p.add_argument("--method", choices=["svd", "tucker", "cp"], default="tucker", help="default tucker")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--rank", type=positive_int, help="fixed rank for every selected layer")
@@ -35,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--include", action="append", default=[], metavar="REGEX", help="only these layers (repeatable)")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="keep these layers (repeatable)")
     p.add_argument("--no-latency-check", action="store_true",
-                   help="keep every factorized layer, even where ONNX Runtime runs it slower")
+                   help="keep every factorized layer, even where the runtime runs it slower")
     p.add_argument("--min-speedup", type=positive_float, default=1.0,
                    help="per-layer speed-up needed to keep it (default 1.0)")
     p.add_argument("--finetune-epochs", type=nonneg_float, default=0.0, help="fine-tuning epochs after factorizing")
@@ -50,7 +51,7 @@ def build_config(args):
     kw = dict(rank=args.rank, energy=args.energy, target_macs=args.target_macs, target_params=args.target_params,
               vbmf=args.vbmf, allocation=args.allocation, bn_batches=args.bn_batches,
               include=tuple(args.include), exclude=tuple(args.exclude),
-              check_latency=not args.no_latency_check, min_speedup=args.min_speedup, threads=args.threads,
+              check_latency=not args.no_latency_check, min_speedup=args.min_speedup, threads=args.threads, runtime=args.runtime,
               finetune_epochs=args.finetune_epochs, lr=args.lr, finetune_distill=args.distill)
     return config_type(args.method)(**kw)
 
@@ -81,12 +82,12 @@ def run(args) -> int:
     d = report.to_dict()
     r = d["ratios"]
     lines = [details["notes"][0],
-             f"ONNX Runtime latency {base['latency_ms']:.3f} -> {result['latency_ms']:.3f} ms "
+             f"latency {base['latency_ms']:.3f} -> {result['latency_ms']:.3f} ms "
              f"({r['latency']:.2f}x), params {base['params']:,} -> {result['params']:,}"]
     lines += [n for n in details["notes"][1:]]
     if d["accuracy_drop"] is not None:
         lines.append(f"accuracy {base['accuracy']:.2f}% -> {result['accuracy']:.2f}% (drop {d['accuracy_drop']:.2f})")
-    lines += wrote_line(out, info)
+    lines += wrote_line(out, info, report)
     if out is not None:
         lines.append(f"per-layer table: {out}/report.md")
     emit(args, d, "\n".join(lines))

@@ -30,9 +30,10 @@ class _LowRank(Config):
     min_channels: int = 8  # skip layers with fewer input channels (the stem conv: nothing to gain)
     min_layer_ratio: float = 0.1  # with a target ratio, no layer keeps less than this fraction of its cost
     allocation: str = "energy"  # with a target ratio: "energy" (one kept-energy fraction for all layers) or "uniform"
-    check_latency: bool = True  # keep a factorized layer only if it is faster in ONNX Runtime
+    check_latency: bool = True  # keep a factorized layer only if it is faster in the runtime
     min_speedup: float = 1.0  # ... by at least this factor
     threads: int = 2
+    runtime: str = "onnxruntime"  # where each layer is timed (the runtime that deploys the result)
     latency_runs: int = 20
     bn_batches: int = 50  # with data: re-estimate BatchNorm statistics on this many batches after factorizing
     finetune_epochs: float = 0
@@ -62,6 +63,9 @@ class _LowRank(Config):
             raise UsageError(f"min_layer_ratio must be in (0, 1], got {self.min_layer_ratio!r}")
         if self.min_speedup <= 0 or self.threads < 1 or self.latency_runs < 1:
             raise UsageError("min_speedup must be > 0, threads and latency_runs >= 1")
+        from ..runtimes import suffix_of
+
+        suffix_of(self.runtime)  # a UsageError naming the runtimes for an unknown one
         if isinstance(self.bn_batches, bool) or not isinstance(self.bn_batches, int) or self.bn_batches < 0:
             raise UsageError(f"bn_batches must be an integer >= 0, got {self.bn_batches!r}")
         if self.finetune_epochs < 0:

@@ -232,15 +232,22 @@ def _fmt_ranks(r) -> str | None:
 # ---------------------------------------------------------------------------- rounds: rank, decompose, time
 def _layer_latency(orig: nn.Module, fact: nn.Module, geo: Geometry, config: _LowRank, tmp: Path,
                    tag: str) -> tuple[float, float]:
-    """Median ms of the original and the factorized layer, each as its own ONNX file, side by side."""
-    from ..runtimes import export_onnx
+    """Median ms of the original and the factorized layer, each as its own file of the deploying
+    runtime (ONNX: exported without a check, the layer is timed only), side by side."""
+    import torch
+
+    from .. import runtimes
     from ..measure import bench
 
     shape = (1, *geo.in_shape[1:])
+    rt = runtimes.get(config.runtime)
     paths = []
     for kind, mod in (("orig", orig), ("fact", fact)):
-        p = tmp / f"{tag}_{kind}.onnx"
-        export_onnx(mod, p, input_shape=shape, dynamic_batch=False, verify=False)
+        p = tmp / f"{tag}_{kind}{runtimes.suffix_of(config.runtime)}"
+        if rt.name == "onnxruntime":
+            runtimes.export_onnx(mod, p, input_shape=shape, dynamic_batch=False, verify=False)
+        else:
+            rt.export(mod, p, torch.randn(shape, generator=torch.Generator().manual_seed(0)))
         paths.append(p)
     a, b = bench(paths, shape, threads=config.threads, warmup=3, runs=config.latency_runs)
     return a["median_ms"], b["median_ms"]
@@ -259,7 +266,7 @@ def _try_layer(job: _Job, out: _Outcome, name: str, ranks: Ranks, seed: int, tmp
         t0, t1 = _layer_latency(job.originals[name], out.decomposed[key], job.geo[name], job.config, tmp, tag)
         out.timings[name] = (t0, t1)
         if t0 / t1 < job.config.min_speedup:
-            out.reverted[name] = f"not faster in ONNX Runtime ({t1:.3f} ms vs {t0:.3f} ms)"
+            out.reverted[name] = f"not faster in {job.config.runtime} ({t1:.3f} ms vs {t0:.3f} ms)"
 
 
 def _rounds(job: _Job, seed: int) -> _Outcome:

@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 from .. import runtimes
+from ..agent.cli import add_agent_args, agent_from_args
 from ..cli_common import (add_data_args, add_measure_args, add_model_args, emit, input_shape, load_data,
                           load_model, positive_int)
 from ..core.shapes import batched
@@ -17,6 +18,7 @@ def register(sub) -> None:
     add_measure_args(p)
     p.add_argument("--runtime", choices=runtimes.names(), default="onnxruntime")
     p.add_argument("--json", action="store_true")
+    add_agent_args(p)
     p.set_defaults(func=run_profile)
 
     b = sub.add_parser("bench", help="time several models/.onnx files side by side in one process")
@@ -30,6 +32,7 @@ def register(sub) -> None:
     b.add_argument("--rounds", type=positive_int, default=3,
                    help="rounds of fresh sessions in shuffled order; the figure is the median over rounds (default 3)")
     b.add_argument("--json", action="store_true")
+    add_agent_args(b)
     b.set_defaults(func=run_bench)
 
 
@@ -55,6 +58,7 @@ def run_profile(args) -> int:
     from ..core.errors import UsageError
     from . import profile
 
+    agent = agent_from_args(args)  # a usage error before any loading
     is_onnx = args.model.endswith(".onnx")
     data = load_data(args)
     if is_onnx:
@@ -66,7 +70,7 @@ def run_profile(args) -> int:
         shape, layers = input_shape(args, info, target), None
     loader = data.test if data is not None else None
     fig = profile(target, shape, runtime=args.runtime, threads=args.threads, runs=args.runs, warmup=args.warmup,
-                  loader=loader, max_batches=args.max_batches)
+                  loader=loader, max_batches=args.max_batches, agent=agent)
     layers = fig.get("layers") or layers or []
     fig["layers"] = layers
     emit(args, fig, _profile_text(args.model, fig, layers))
@@ -79,6 +83,8 @@ def _profile_text(name: str, fig: dict, layers: list[dict]) -> str:
              + f", {fig['size_bytes']:,} bytes (ONNX)",
              f"latency: median {fig['latency_ms']:.3f} ms, p90 {fig['latency_p90_ms']:.3f} ms "
              f"({fig['runtime']}, {fig['threads']} threads, batch {fig['batch']}, input {fig['input_shape']})"]
+    if fig.get("timed_on"):
+        lines.append(f"timed on: {_where(fig['timed_on'])}")
     if fig.get("accuracy") is not None:
         lines.append(f"accuracy: {fig['accuracy']:.2f}% top-1 (test split)")
     if fig.get("memory_access"):
@@ -99,6 +105,13 @@ def run_bench(args) -> int:
     from . import bench, check_input
     from .profile import example_input
 
+    agent = agent_from_args(args)  # a usage error before any loading
+    if agent is not None and not runtimes.get(args.runtime).suffix and not all(m.endswith(".onnx")
+                                                                            for m in args.models):
+        from ..core.errors import UsageError
+
+        raise UsageError(f"the device agent times artifact files; --runtime {args.runtime} runs PyTorch models here",
+                         hint="use a runtime that writes files (--runtime onnxruntime) with --agent")
     targets, names, shape = [], [], None
     with tempfile.TemporaryDirectory() as tmp:
         for i, spec in enumerate(args.models):
@@ -119,16 +132,25 @@ def run_bench(args) -> int:
                     targets.append(model)
             names.append(spec)
         res = bench(targets, shape, threads=args.threads, warmup=args.warmup, runs=args.runs,
-                    rounds=args.rounds)
+                    rounds=args.rounds, agent=agent)
     base = res[0]["median_ms"]
     rows = [{"model": n, "median_ms": r["median_ms"], "p90_ms": r["p90_ms"], "ratio_to_first": r["median_ms"] / base,
              "runtime": r["runtime"]} for n, r in zip(names, res)]
     out = {"input_shape": list(shape), "threads": args.threads, "runs": args.runs, "results": rows}
+    if agent is not None:
+        out["timed_on"] = res[0]["timed_on"]
     w = max(len(n) for n in names)
     text = [f"{'model':<{w}}  {'median ms':>10}  {'p90 ms':>10}  {'x first':>8}  runtime"]
     text += [f"{r['model']:<{w}}  {r['median_ms']:>10.3f}  {r['p90_ms']:>10.3f}  {r['ratio_to_first']:>8.2f}  {r['runtime']}"
              for r in rows]
     text.append(f"(one session at a time, median over {args.rounds} rounds in shuffled order, {args.runs} "
                 f"runs each, {args.threads} threads, input {list(shape)})")
+    if agent is not None:
+        text.append(f"timed on: {_where(out['timed_on'])}")
     emit(args, out, "\n".join(text))
     return 0
+
+
+def _where(timed_on: dict) -> str:
+    m = timed_on.get("machine") or {}
+    return f"agent {timed_on['agent']} ({m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores)"

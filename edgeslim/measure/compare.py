@@ -2,7 +2,8 @@
 
 Both models are exported by the deploying runtime (ONNX Runtime; a quantization simulation as its int8
 file) unless given as .onnx files, timed side by side with ``bench``, sized on disk, and scored by
-running the exported artifacts in that runtime.
+running the exported artifacts in that runtime; the peak memory of running each is measured in a fresh
+process (``memory.peak_memories``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import nn
 from ..core.report import figures
 from .counts import count_macs, count_params
 from .latency import artifact_size, bench
+from .memory import peak_memories
 from .profile import artifact_accuracy, deploy_runtime, example_input, onnx_params
 from ..core.shapes import batched
 
@@ -29,9 +31,11 @@ def _artifact(target: nn.Module | str | os.PathLike, path: Path, shape, loader, 
 def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | os.PathLike, input_shape, *,
             workdir: str | os.PathLike, loader: Any = None, threads: int = 2, warmup: int = 10, runs: int = 50,
             max_batches: int | None = None, result_name: str = "model", baseline_name: str = "baseline",
-            runtime: str = "onnxruntime") -> tuple[dict, dict]:
+            runtime: str = "onnxruntime", agent: Any = None) -> tuple[dict, dict]:
     """(baseline FIGURES, result FIGURES), both in ``runtime``. Modules are exported into ``workdir``
-    (the result as ``result_name`` + the runtime's suffix, the deployable file of an out DIR)."""
+    (the result as ``result_name`` + the runtime's suffix, the deployable file of an out DIR).
+    ``agent`` (an edgeslim.agent.Agent): latency and peak memory are measured on that device, the
+    accuracy here (the same file, the same runtime)."""
     from ..runtimes import suffix_of
 
     suffix = suffix_of(runtime)
@@ -41,12 +45,16 @@ def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | o
     workdir.mkdir(parents=True, exist_ok=True)
     b_path, b_info = _artifact(baseline, workdir / baseline_name, shape, loader, runtime)
     r_path, r_info = _artifact(result, workdir / result_name, shape, loader, runtime)
-    b_lat, r_lat = bench([b_path, r_path], shape, threads=threads, warmup=warmup, runs=runs)
+    b_lat, r_lat = bench([b_path, r_path], shape, threads=threads, warmup=warmup, runs=runs, agent=agent)
+    if agent is None:
+        b_mem, r_mem = peak_memories([b_path, r_path], shape, threads=threads)  # each in its suffix's runtime
+    else:
+        b_mem, r_mem = (agent.time(p, shape, threads=threads, warmup=0, runs=1, memory=True) for p in (b_path, r_path))
     out = []
-    for path, info, lat in ((b_path, b_info, b_lat), (r_path, r_info, r_lat)):
+    for path, info, lat, mem in ((b_path, b_info, b_lat, b_mem), (r_path, r_info, r_lat, r_mem)):
         acc = artifact_accuracy(path, loader, max_batches=max_batches, threads=threads) if loader is not None else None
         out.append(figures(params=info["params"], macs=info["macs"], size_bytes=artifact_size(path),
                            latency_ms=lat["median_ms"], latency_p90_ms=lat["p90_ms"], accuracy=acc,
                            runtime=lat["runtime"], threads=threads, batch=shape[0], input_shape=list(shape),
-                           artifact=path.name))
+                           artifact=path.name, peak_memory_bytes=mem["peak_memory_bytes"]))
     return out[0], out[1]

@@ -53,7 +53,7 @@ def check_timing(*, threads: int = 1, warmup: int = 0, runs: int = 1, rounds: in
 
 
 def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50,
-          seed: int = 0, rounds: int = 1) -> list[dict[str, Any]]:
+          seed: int = 0, rounds: int = 1, agent: Any = None) -> list[dict[str, Any]]:
     """Median/p90 latency of each target (nn.Module -> torch eager, .onnx path -> ONNX Runtime),
     measured in one process on the same input, one target at a time in shuffled order (a block of
     warm-up and timed runs each, its session alone alive).
@@ -61,10 +61,17 @@ def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10
     ``rounds`` > 1 repeats that with fresh ONNX Runtime sessions and a new order each time and
     reports the median over rounds of the per-round figures (with ``per_round_ms``): rounds
     alternate the targets, so the noise of a shared machine hits them alike, and a session's speed
-    drifts more between sessions than between runs."""
+    drifts more between sessions than between runs.
+
+    ``agent`` (an ``edgeslim.agent.Agent``): each file is timed on that device agent instead of here,
+    in the same order and rounds; the figures' ``runtime`` says so and ``timed_on`` names the agent
+    and its machine. The agent times files: an nn.Module target is a UsageError."""
     check_timing(threads=threads, warmup=warmup, runs=runs, rounds=rounds)
+    if agent is not None:
+        for t in targets:
+            _remote_artifact(t)  # every target checked before the first is sent
     if rounds > 1:
-        per = [bench(targets, input_shape, threads=threads, warmup=warmup, runs=runs, seed=seed + k)
+        per = [bench(targets, input_shape, threads=threads, warmup=warmup, runs=runs, seed=seed + k, agent=agent)
                for k in range(rounds)]
         out = []
         for i in range(len(targets)):
@@ -84,6 +91,9 @@ def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10
     random.Random(seed).shuffle(order)
     results: list[dict[str, Any] | None] = [None] * len(targets)
     for i in order:
+        if agent is not None:
+            results[i] = _remote(agent, targets[i], shape, threads=threads, warmup=warmup, runs=runs, seed=seed)
+            continue
         rt, artifact = _runtime_of(targets[i])
         runner = rt.load(artifact, threads=threads)
         times = rt.time(runner, x, warmup=warmup, runs=runs)
@@ -92,8 +102,27 @@ def bench(targets: list[Any], input_shape, *, threads: int = 2, warmup: int = 10
     return results
 
 
-def latency(target: Any, input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50) -> dict[str, Any]:
-    return bench([target], input_shape, threads=threads, warmup=warmup, runs=runs)[0]
+def _remote_artifact(target: Any) -> Path:
+    if isinstance(target, nn.Module):
+        raise UsageError("the device agent times artifact files, not a PyTorch module",
+                         hint="export the model first (a runtime that writes files, e.g. --runtime onnxruntime)")
+    path = Path(target)
+    if not path.is_file():
+        raise UsageError(f"cannot time {target!r} on the agent: no such file")
+    return path
+
+
+def _remote(agent: Any, target: Any, shape, *, threads: int, warmup: int, runs: int, seed: int) -> dict[str, Any]:
+    """One target timed on the device agent, summarized like a local timing."""
+    res = agent.time(_remote_artifact(target), shape, threads=threads, warmup=warmup, runs=runs, seed=seed)
+    out = _summary(res["times_ms"], f"{res['runtime']} on agent {agent.url}", threads, shape)
+    out["timed_on"] = {"agent": agent.url, "machine": res.get("host")}
+    return out
+
+
+def latency(target: Any, input_shape, *, threads: int = 2, warmup: int = 10, runs: int = 50,
+            agent: Any = None) -> dict[str, Any]:
+    return bench([target], input_shape, threads=threads, warmup=warmup, runs=runs, agent=agent)[0]
 
 
 def artifact_size(path: str | os.PathLike) -> int:

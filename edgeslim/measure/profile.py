@@ -42,15 +42,22 @@ def deploy_runtime(runtime: str = "onnxruntime") -> runtimes.Runtime:
 
 def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str = "onnxruntime", threads: int = 2,
             warmup: int = 10, runs: int = 50, loader: Any = None, max_batches: int | None = None,
-            onnx_path: str | os.PathLike | None = None) -> dict[str, Any]:
+            onnx_path: str | os.PathLike | None = None, agent: Any = None) -> dict[str, Any]:
     """FIGURES (+ "layers" and "memory_access") for a PyTorch model or an .onnx file.
 
     For a model and a runtime that writes files ("onnxruntime"), the model is exported (to ``onnx_path``
     or a temp file) and the artifact is what gets timed and sized; accuracy comes from that artifact.
     With runtime "torch" the module is timed and scored, the exported file still sized.
+    ``agent`` (an ``edgeslim.agent.Agent``): the artifact is timed on that device agent (``timed_on``
+    says so); everything else is measured here.
     """
     shape = batched(input_shape)
     check_timing(threads=threads, warmup=warmup, runs=runs)  # before the export, not after it
+    if agent is not None and isinstance(target, nn.Module) and not runtimes.get(runtime).suffix:
+        from ..core.errors import UsageError
+
+        raise UsageError(f"the device agent times artifact files; runtime {runtime} runs the PyTorch module here",
+                         hint="use a runtime that writes files (--runtime onnxruntime) with --agent")
     deploy = deploy_runtime(runtime)
     is_file = not isinstance(target, nn.Module)
     extra: dict[str, Any] = {}
@@ -67,7 +74,7 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
             artifact = Path(onnx_path or Path(tmp) / f"model{deploy.suffix}")
             extra["export"] = deploy.export(target, artifact, example_input(shape), loader=loader)
         timed = artifact if (is_file or runtimes.get(runtime).suffix) else target
-        lat = bench([timed], shape, threads=threads, warmup=warmup, runs=runs)[0]
+        lat = bench([timed], shape, threads=threads, warmup=warmup, runs=runs, agent=agent)[0]
         acc = None
         if loader is not None:
             if timed is target:
@@ -82,6 +89,8 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
                   batch=shape[0], input_shape=list(shape),
                   artifact=str(artifact) if (is_file or onnx_path) else f"{artifact.name} (temporary export)")
     out.update(extra)
+    if "timed_on" in lat:
+        out["timed_on"] = lat["timed_on"]
     return out
 
 

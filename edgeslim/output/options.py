@@ -34,6 +34,7 @@ class OutputOptions:
     keep_baseline: bool = False
     layer_table: bool = True
     runtime: str = "onnxruntime"  # the runtime that deploys, measures and scores the result
+    agent: Any = None  # an edgeslim.agent.Agent: the side-by-side latency and memory are measured on that device
 
     @property
     def artifact(self) -> str:

@@ -1,8 +1,10 @@
 """The one writer of a result's out DIR, used by every command and API verb that writes one:
 
-    DIR/model.onnx      the deployable result (exported here, or a given artifact copied in)
+    DIR/model.onnx      the deployable result (exported here, or a given artifact copied in; the
+                        runtime's file: model.xml+.bin, model.tflite, model.pte)
     DIR/checkpoint/     safetensors + sidecar (float results whose spec is known); loads with models.load(DIR)
-    DIR/report.json|md  baseline and result measured side by side on the test split (else val)
+    DIR/report.json|md  baseline and result measured side by side on the test split (else val), with
+                        the peak memory of running each and what the runtime compiled the result to
     DIR/<extras>        what the technique adds (model.esz, plots)
 
 ``write_result`` writes into the directory it is given as it is: callers pass the staging directory
@@ -27,7 +29,7 @@ from .result import Compressed, export_artifact, layer_policy
 
 # files the writer itself owns: an extra may not replace them
 RESERVED = ("model.onnx", "report.json", "report.md", "checkpoint", "baseline.onnx")
-QUANTIZED_NOTE = "the result is quantized: deploy model.onnx (int8 QDQ); no float checkpoint is written"
+QUANTIZED_NOTE = "the result is quantized: deploy {artifact} (its int8 file); no float checkpoint is written"
 NO_SPEC_NOTE = "no checkpoint written: the architecture spec of the input model is unknown"
 _EXPORT_KEYS = ("size_bytes", "max_abs_diff", "top1_agreement", "opset")
 
@@ -70,13 +72,15 @@ def write_result(stage: str | os.PathLike, original: nn.Module, result: Compress
     notes = _write_checkpoint(stage / "checkpoint", result, opts, data, shape, res.get("accuracy"), checkpoint)
     details = _details(original, result, opts, split, loader if labelled else None, res, exported,
                        extra_details or {})
-    details["notes"] = list(details.get("notes", [])) + notes
+    details["kernels"] = _kernels(opts, stage / opts.artifact, result.quantized)
+    details["notes"] = list(details.get("notes", [])) + notes + ([details["kernels"]["note"]]
+                                                                 if "note" in details["kernels"] else [])
     from ..train import record_bn
 
     meta = getattr(data, "meta", None)
     report = Report(command=opts.command, model=opts.model_name or opts.spec or type(original).__name__,
                     data=opts.data_name or getattr(meta, "name", None), baseline=base, result=res,
-                    details=record_bn(details))
+                    details=record_bn(details), machine=_agent_machine(opts, res))
     if finish is not None:
         finish(report)
     report.write(stage)
@@ -123,7 +127,7 @@ def _measure(original: nn.Module, stage: Path, shape, opts: OutputOptions, loade
     with contextlib.ExitStack() as stack:
         work = stage if opts.keep_baseline else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         return compare(original, stage / opts.artifact, shape, workdir=work, loader=loader, threads=opts.threads,
-                       runtime=opts.runtime,
+                       runtime=opts.runtime, agent=opts.agent,
                        runs=opts.runs, warmup=opts.warmup, max_batches=opts.max_batches)
 
 
@@ -133,7 +137,7 @@ def _write_checkpoint(ckpt: Path, result: Compressed, opts: OutputOptions, data,
     if hook is not None:
         return list(hook(ckpt) or [])
     if result.quantized:
-        return [QUANTIZED_NOTE]
+        return [QUANTIZED_NOTE.format(artifact=opts.artifact)]
     if not opts.spec:
         return [NO_SPEC_NOTE]
     from .. import models
@@ -170,6 +174,27 @@ def _details(original, result: Compressed, opts: OutputOptions, split, loader, r
                 details["simulated_vs_deployed"] = round(torch_acc - res["accuracy"], 4)
     details.update(extra)
     return details
+
+
+def _agent_machine(opts: OutputOptions, res: dict) -> dict | None:
+    """The device agent's machine, which the latency and memory were measured on (None: this one)."""
+    if opts.agent is None:
+        return None
+    return {**(opts.agent.info().get("machine") or {}), "agent": opts.agent.url, "threads": res.get("threads"),
+            "runtime": res.get("runtime")}
+
+
+def _kernels(opts: OutputOptions, path: Path, quantized: bool) -> dict:
+    """What the deployed file runs as in its runtime (integer / float compute operators), and a note
+    where a quantized result still computes in float."""
+    from ..runtimes import get
+
+    k = get(opts.runtime).kernels(path, threads=opts.threads)
+    if quantized and k.get("float"):
+        k["note"] = (f"after {k['runtime']}'s compilation these compute operators still run in float: "
+                     + ", ".join(f"{op} x{n}" for op, n in k["float"].items())
+                     + (f" ({', '.join(k['float_nodes'])})" if k.get("float_nodes") else ""))
+    return k
 
 
 def _macs(model: nn.Module, shape) -> int | None:

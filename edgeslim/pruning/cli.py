@@ -14,7 +14,7 @@ and with --target-macs DIR/recipe.yaml (a ChannelPrune config with the per-layer
 from __future__ import annotations
 
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+from ..cli_common import (add_runtime_arg, add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
                           input_shape, load_data, load_model, nonneg_float, nonneg_int, out_dir, output_options,
                           parse_shape, positive_float, positive_int, thread_count, wrote_line)
 from ..output import single_step, staged, write_result
@@ -31,6 +31,7 @@ def register(sub) -> None:
     add_data_args(p)
     add_output_args(p)
     add_measure_args(p)
+    add_runtime_arg(p)
     p.add_argument("--granularity", choices=GRANULARITIES, default="channel", help="default channel")
     p.add_argument("--ratio", type=float, default=0.5,
                    help="fraction removed, in [0, 1) (default 0.5); block: of the removable residual blocks, in [0, 1]")
@@ -135,14 +136,14 @@ def run(args) -> int:
     d = report.to_dict()
     r = d["ratios"]
     lines = [f"{cfg.kind}: params {base['params']:,} -> {result['params']:,}, MACs {base['macs']:,} -> "
-             f"{result['macs']:,} ({_x(r['macs'])} fewer), ONNX latency {base['latency_ms']:.3f} -> "
+             f"{result['macs']:,} ({_x(r['macs'])} fewer), latency {base['latency_ms']:.3f} -> "
              f"{result['latency_ms']:.3f} ms ({_x(r['latency'])})"]
     if cfg.kind == "sparse_prune":
         lines.append(f"sparsity {details['sparsity']:.3f}; sparse encoding {details['sparse_size_bytes']:,} bytes vs "
                      f"dense {details['dense_size_bytes']:,} (the ONNX file stays dense: {result['size_bytes']:,} bytes)")
     if d["accuracy_drop"] is not None:
         lines.append(f"accuracy {base['accuracy']:.2f}% -> {result['accuracy']:.2f}% (drop {d['accuracy_drop']:.2f})")
-    lines += wrote_line(out, info)
+    lines += wrote_line(out, info, report)
     emit(args, d, "\n".join(lines))
     return 0
 

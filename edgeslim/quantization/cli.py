@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli_common import (add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+from ..cli_common import (add_data_args, add_runtime_arg, add_measure_args, add_model_args, add_output_args, emit, input_paths,
                           input_shape, load_data, load_model, nonneg_float, out_dir, output_options, positive_float,
                           positive_int, text_file)
 
@@ -22,6 +22,7 @@ def register(sub) -> None:
     add_data_args(p)
     add_output_args(p)
     add_measure_args(p)
+    add_runtime_arg(p)
     p.add_argument("--method", choices=METHODS, default="ptq", help="default ptq")
     p.add_argument("--bits", type=int, default=None, help="weights and activations (default 8; low-bit formats "
                                                           "have their own defaults)")
@@ -95,6 +96,9 @@ def run(args) -> int:
     from ..core.registry import Context, run as run_config
 
     cfg = build_config(args)  # options and the layer map are checked before anything is loaded
+    from ..runtimes import check_exportable
+
+    check_exportable(cfg, args.runtime)  # the runtime has a path for this format, before any work
     if not args.data and args.method in ("ptq", "qat") and not args.data_free:
         raise DataError(f"--method {args.method} needs calibration data", hint="pass --data, or use --data-free")
     data = load_data(args)
@@ -105,12 +109,12 @@ def run(args) -> int:
     # quantize keeps its own per-layer table (bits per layer) where the method makes one
     opts = output_options(args, info, layer_table=False)
     with staged(out_dir(args), input_paths(args)) as (out, stage):
-        _export_and_check(args, model, q, data, cfg, details, shape, stage)
+        _export_and_check(args, model, q, data, cfg, details, shape, stage / opts.artifact)
         saver = None  # the writer's rule: a quantized result has no float checkpoint
         if args.method in _FLOAT_CHECKPOINT and info.get("spec"):
             saver = lambda ckpt: _save_checkpoint(q, ckpt, info, details)  # noqa: E731
         report = write_result(stage, model, single_step(q, cfg, float_model=model, quantized=True), opts, data=data,
-                              input_shape=shape, extra_details=details, artifact=stage / "model.onnx",
+                              input_shape=shape, extra_details=details, artifact=stage / opts.artifact,
                               checkpoint=saver)
     emit(args, report.to_dict(), _text(report.to_dict(), out))
     return 0
@@ -120,29 +124,22 @@ def run(args) -> int:
 _FLOAT_CHECKPOINT = ("qat", "kmeans", "pow2", "ternary", "binary", "fp16", "bf16")
 
 
-def _export_and_check(args, model, q, data, cfg, details, shape, stage) -> None:
-    """Export the quantized model as ``stage``/model.onnx (its deployable file, int8 where the method
-    is), check parity with the simulation and which kernels ONNX Runtime runs in integer arithmetic;
-    rank layers by sensitivity when asked."""
+def _export_and_check(args, model, q, data, cfg, details, shape, path) -> None:
+    """Export the quantized model as ``path`` (the runtime's deployable file, int8 where the method
+    is) and check its parity with the simulation (what the runtime compiled it to, integer or float,
+    the writer reports); rank layers by sensitivity when asked."""
     import torch
 
-    from .deploy import export, method_of
-    from .onnx_qdq import integer_ops, parity
+    from .. import runtimes
+    from .onnx_qdq import parity
     from .ptq import calibration_batches
 
     test = (data.test or data.val) if data is not None else None
     example = calibration_batches(data, 1)[0][:2] if data is not None else torch.randn(2, *shape[1:])
-    export(q, stage / "model.onnx", example, loader=test)
+    rt = runtimes.get(args.runtime)
+    rt.export(q, path, example, loader=test)
     checks = [example] + ([x for x, _ in [next(iter(test))]] if test is not None else [])
-    details["export_parity"] = parity(q, stage / "model.onnx", checks, threads=args.threads)
-    if method_of(q) in ("ptq", "qat"):
-        iops = integer_ops(stage / "model.onnx", threads=args.threads)
-        details["ort_ops"] = iops["ops"]
-        details["ort_integer_ops"] = iops["integer_ops"]
-        if iops["float_compute"]:
-            details.setdefault("notes", []).append(
-                "after ONNX Runtime's optimisation these compute nodes still run in float: "
-                + ", ".join(f"{f['op']}({f['weight'] or f['node']})" for f in iops["float_compute"]))
+    details["export_parity"] = parity(q, rt.load(path, threads=args.threads), checks)
     for f in details.get("float_layers", []):
         details.setdefault("notes", []).append(f"{f['layer']} ({f['type']}) stays float: {f['why']}")
     labelled = bool(data is not None and data.meta.labelled and test is not None)
@@ -186,7 +183,7 @@ def _text(d: dict, out) -> str:
         what = det.get("format") or det.get("dtype") or "dynamic int8"
     lines = [f"quantized {d['model']} ({what})"]
     if out is not None:
-        lines.append(f"wrote {out}/model.onnx, {out}/report.json")
+        lines.append(f"wrote {out}/{r['artifact']}, {out}/report.json")
     lines.append(f"size {b['size_bytes']:,} -> {r['size_bytes']:,} bytes ({rt['size']:.2f}x smaller)")
     lines.append(f"latency {b['latency_ms']:.3f} -> {r['latency_ms']:.3f} ms ({rt['latency']:.2f}x faster, "
                  f"{r['threads']} threads, batch {r['batch']})")
@@ -196,8 +193,10 @@ def _text(d: dict, out) -> str:
     if det.get("estimated_size_bytes"):
         lines.append(f"size at the format's real bit cost (estimate): {det['estimated_size_bytes']:,} bytes "
                      f"({b['size_bytes'] / det['estimated_size_bytes']:.1f}x smaller than the fp32 file)")
-    if det.get("ort_integer_ops"):
-        lines.append("ONNX Runtime integer ops: " + ", ".join(f"{k} x{v}" for k, v in det["ort_integer_ops"].items()))
+    kernels = det.get("kernels") or {}
+    if kernels.get("integer"):
+        lines.append(f"integer kernels in {kernels['runtime']}: "
+                     + ", ".join(f"{k} x{v}" for k, v in kernels["integer"].items()))
     for n in det.get("notes", []):
         lines.append(f"note: {n}")
     return "\n".join(lines)

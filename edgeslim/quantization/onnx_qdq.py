@@ -8,12 +8,10 @@ optimiser fuses ``DQ -> Conv -> Q`` into QLinearConv (and Gemm / MatMul / Add li
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,13 +23,9 @@ from torch import nn
 
 from ..core.errors import ExportError
 from ..core.io import atomic_path
+from ..runtimes.onnxruntime import integer_ops  # noqa: F401 (re-exported: which kernels run in integer)
 from .qmodules import exporting, register_torchscript_symbolics, translation_table
 
-INTEGER_OPS = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd",
-               "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearGlobalAveragePool",
-               "QLinearAveragePool", "QLinearMul", "QLinearConcat", "QLinearLeakyRelu", "QLinearSigmoid",
-               "NhwcQLinearConv", "QLinearSoftmax"}
-FLOAT_COMPUTE_OPS = {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "NchwcConv", "ConvTranspose"}
 
 
 def export_qdq(model: nn.Module, path: str | os.PathLike, example: torch.Tensor, *, opset: int = 18,
@@ -286,35 +280,14 @@ def _fits_int4(a: np.ndarray) -> bool:
     return a.size > 0 and int(a.min()) >= -8 and int(a.max()) <= 7
 
 
-def integer_ops(path: str | os.PathLike, threads: int = 2) -> dict[str, Any]:
-    """Op counts of the graph ONNX Runtime actually runs (after its optimisation), which compute
-    ops are integer, and which stayed float."""
-    from ..runtimes.onnxruntime import session
-
-    with tempfile.TemporaryDirectory() as d:
-        opt = Path(d) / "optimized.onnx"
-        try:
-            session(path, threads=threads, optimized_model_path=str(opt), level="all")
-            g = onnx.load(str(opt)).graph
-        except Exception:  # noqa: BLE001 - some layouts cannot be saved; the extended level can
-            session(path, threads=threads, optimized_model_path=str(opt), level="extended")
-            g = onnx.load(str(opt)).graph
-    counts = collections.Counter(n.op_type for n in g.node)
-    integer = {k: v for k, v in counts.items() if k in INTEGER_OPS}
-    floats = []
-    for n in g.node:
-        if n.op_type in FLOAT_COMPUTE_OPS:
-            weight = next((i for i in n.input[1:2]), "")
-            floats.append({"op": n.op_type, "node": n.name, "weight": weight})
-    return {"ops": dict(counts), "integer_ops": integer, "float_compute": floats}
-
-
 @torch.no_grad()
-def parity(model: nn.Module, path: str | os.PathLike, batches: list[torch.Tensor], threads: int = 2) -> dict:
-    """Simulation vs. ONNX Runtime on the same inputs: max abs diff and top-1 agreement."""
-    from ..runtimes import get
+def parity(model: nn.Module, run: Any, batches: list[torch.Tensor]) -> dict:
+    """Simulation vs. a runtime's Runner of its deployed file (or the file, run in the runtime its
+    suffix names) on the same inputs: max abs diff and top-1 agreement."""
+    if isinstance(run, (str, os.PathLike)):
+        from .. import runtimes
 
-    run = get("onnxruntime").load(path, threads=threads)
+        run = runtimes.for_artifact(run).load(run, threads=2)
     model.eval()
     diff, agree, total = 0.0, 0, 0
     for x in batches:

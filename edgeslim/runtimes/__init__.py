@@ -107,6 +107,20 @@ def export(model, path, *, runtime: str = "onnxruntime", example=None, input_sha
     return get(runtime).export(model, path, example, loader=loader)
 
 
+_EXPORTS_THROUGH = {"openvino": "onnxruntime"}  # a runtime whose file is converted from another's export
+
+
+def check_exportable(config, runtime: str) -> None:
+    """A UsageError, before any work, when ``runtime`` has no path for the deployable format
+    ``config`` makes (litert's and executorch's int8 path is PTQ's; OpenVINO reads every ONNX
+    format). A float config needs none."""
+    from ..core.registry import export_for
+
+    suffix_of(runtime)  # the runtime exists
+    if config is not None and getattr(config, "final", False) and runtime != "torch":
+        export_for(config, _EXPORTS_THROUGH.get(runtime, runtime))
+
+
 def _openvino() -> Runtime:
     from .openvino import OpenVINO
 
@@ -131,5 +145,5 @@ register("openvino", _openvino, ".xml")
 register("litert", _litert, ".tflite")
 register("executorch", _executorch, ".pte")
 
-__all__ = ["Runner", "Runtime", "export", "export_onnx", "file_size", "for_artifact", "get", "names", "register",
+__all__ = ["Runner", "Runtime", "check_exportable", "export", "export_onnx", "file_size", "for_artifact", "get", "names", "register",
            "timed_runs"]

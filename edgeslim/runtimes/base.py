@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import time as _time
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
-import numpy as np
-import torch
-from torch import nn
+if TYPE_CHECKING:  # the seam itself imports no framework: a memory probe loads artifacts without torch
+    import numpy as np
+    import torch
+    from torch import nn
 
 
 @runtime_checkable
@@ -52,6 +53,12 @@ class Runtime(Protocol):
 
     def size(self, artifact: Any) -> int:
         """Bytes on disk of the real artifact (external data included)."""
+        ...
+
+    def kernels(self, artifact: Any, *, threads: int = 1) -> dict:
+        """What the artifact runs as in this runtime: {"runtime", "integer": {op: count}, "float": {op:
+        count}} over its compute operators, as the runtime compiled it (plus what else it tells, such
+        as a delegate); empty counts where it runs no file."""
         ...
 
 

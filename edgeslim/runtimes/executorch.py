@@ -275,6 +275,19 @@ class ExecuTorch:
             return timed_runs(lambda: method.execute(inputs), warmup=warmup, runs=runs)
         return timed_runs(lambda: runner(x), warmup=warmup, runs=runs)
 
+    def kernels(self, artifact: str | os.PathLike, *, threads: int = 1) -> dict:
+        """The program's delegates (XNNPACK) and the operators left outside them; inside a delegate the
+        program does not tell integer from float, so those counts stay empty."""
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        prog = deserialize_pte_binary(Path(artifact).read_bytes())
+        plan = getattr(prog, "program", prog).execution_plan[0]
+        delegated: dict[str, int] = {}
+        for d in plan.delegates:
+            delegated[d.id] = delegated.get(d.id, 0) + 1
+        return {"runtime": self.version(), "integer": {}, "float": {}, "delegated": delegated,
+                "outside_delegates": sorted({o.name for o in plan.operators})}
+
     def size(self, artifact: str | os.PathLike) -> int:
         return file_size(artifact)
 

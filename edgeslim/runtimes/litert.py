@@ -149,6 +149,10 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32, copy=False)
 
 
+_COMPUTE = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV", "ADD", "MUL",
+            "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN", "SOFTMAX", "CONV_3D"}  # TFLite builtin compute operators
+
+
 class LiteRTRunner:
     """An ai-edge-litert Interpreter as a Runner: a float32 NCHW batch in, the first output (float32) out;
     integer inputs and outputs (a full-integer model) quantized / dequantized with their scale and zero point."""
@@ -291,6 +295,21 @@ class LiteRT:
             runner.set_input(x)
             return timed_runs(runner.interpreter.invoke, warmup=warmup, runs=runs)
         return timed_runs(lambda: runner(x), warmup=warmup, runs=runs)
+
+    def kernels(self, artifact: str | os.PathLike, *, threads: int = 1) -> dict:
+        """The model's operators, integer where their first input is an integer tensor, and how many
+        nodes the XNNPACK delegate took over."""
+        interp = interpreter(artifact, threads=threads)
+        dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interp.get_tensor_details()}
+        out: dict[str, Any] = {"runtime": self.version(), "integer": {}, "float": {}}
+        for op in interp._get_ops_details():  # noqa: SLF001 - the interpreter's only operator listing
+            name, inputs = op["op_name"], [i for i in op["inputs"] if i >= 0]
+            if name == "DELEGATE":
+                out["delegated"] = out.get("delegated", 0) + 1
+            elif name in _COMPUTE:
+                side = out["integer" if inputs and dtypes[inputs[0]].kind in "iu" else "float"]
+                side[name] = side.get(name, 0) + 1
+        return out
 
     def size(self, artifact: str | os.PathLike) -> int:
         return file_size(artifact)

@@ -6,7 +6,9 @@ graph-optimization level, optimized-model output and the profiler), ``input_spec
 """
 from __future__ import annotations
 
+import collections
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,41 @@ def accepts_opset(opset: int) -> bool:
     return loads(model)
 
 
+INTEGER_OPS = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearAdd",
+               "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearGlobalAveragePool",
+               "QLinearAveragePool", "QLinearMul", "QLinearConcat", "QLinearLeakyRelu", "QLinearSigmoid",
+               "NhwcQLinearConv", "QLinearSoftmax"}
+FLOAT_COMPUTE_OPS = {"Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm", "FusedMatMul", "NchwcConv", "ConvTranspose"}
+
+
+def _onnx():
+    import onnx
+
+    return onnx
+
+
+def integer_ops(path: str | os.PathLike, threads: int = 2) -> dict[str, Any]:
+    """Op counts of the graph ONNX Runtime actually runs (after its optimisation), which compute
+    ops are integer, and which stayed float."""
+    with tempfile.TemporaryDirectory() as d:
+        opt = Path(d) / "optimized.onnx"
+        try:
+            session(path, threads=threads, optimized_model_path=str(opt), level="all")
+            g = _onnx().load(str(opt)).graph
+        except Exception:  # noqa: BLE001 - some layouts cannot be saved; the extended level can
+            session(path, threads=threads, optimized_model_path=str(opt), level="extended")
+            g = _onnx().load(str(opt)).graph
+    counts = collections.Counter(n.op_type for n in g.node)
+    integer = {k: v for k, v in counts.items() if k in INTEGER_OPS}
+    floats = []
+    for n in g.node:
+        if n.op_type in FLOAT_COMPUTE_OPS:
+            weight = next((i for i in n.input[1:2]), "")
+            floats.append({"op": n.op_type, "node": n.name, "weight": weight})
+    return {"ops": dict(counts), "integer_ops": integer, "float_compute": floats}
+
+
+
 class OrtRunner:
     """An InferenceSession as a Runner: one batch in, the first output out."""
 
@@ -124,6 +161,13 @@ class OnnxRuntime:
             sess, feed = runner.session, {runner.input_name: x}
             return timed_runs(lambda: sess.run(None, feed), warmup=warmup, runs=runs)
         return timed_runs(lambda: runner(x), warmup=warmup, runs=runs)
+
+    def kernels(self, artifact: str | os.PathLike, *, threads: int = 1) -> dict:
+        """What the file runs as: its compute nodes after ONNX Runtime's optimisation, integer or float."""
+        ops = integer_ops(artifact, threads=threads)
+        floats = collections.Counter(f["op"] for f in ops["float_compute"])
+        return {"runtime": self.version(), "integer": ops["integer_ops"], "float": dict(floats),
+                "float_nodes": [f["weight"] or f["node"] for f in ops["float_compute"]]}
 
     def size(self, artifact: str | os.PathLike) -> int:
         """The file plus the external-data files it names (a directory: every file in it)."""

@@ -119,6 +119,22 @@ def load_runner(path: str | os.PathLike, *, threads: int = 2, core: Any = None, 
     return OvRunner(compiled, Path(path), threads)
 
 
+_PLUMBING = {"Const", "Input", "Output", "Parameter", "Result", "Reorder", "Reshape", "Convert", "Transpose"}
+
+
+def precisions(runner: OvRunner) -> dict[str, dict[str, int]]:
+    """{"integer": {layer type: count}, "float": {...}} of the compiled model's runtime layers (their
+    runtime precision: u8/i8/u4/i4 integer, else float), without the data-movement layers."""
+    out: dict[str, dict[str, int]] = {"integer": {}, "float": {}}
+    for op in runner.compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        kind, prec = (info[k].astype(str) if k in info else "" for k in ("layerType", "runtimePrecision"))
+        if kind and kind not in _PLUMBING:
+            side = out["integer" if prec in ("u8", "i8", "u4", "i4") else "float"]
+            side[kind] = side.get(kind, 0) + 1
+    return out
+
+
 def int8_layers(runner: OvRunner) -> list[str]:
     """The layer types that the compiled model runs in u8/i8 (its runtime model's precisions)."""
     out = set()
@@ -262,6 +278,10 @@ class OpenVINO:
             req, feed = runner.request, {0: np.ascontiguousarray(x, dtype=np.float32)}
             return timed_runs(lambda: req.infer(feed, share_inputs=True), warmup=warmup, runs=runs)
         return timed_runs(lambda: runner(x), warmup=warmup, runs=runs)
+
+    def kernels(self, artifact: str | os.PathLike, *, threads: int = 1) -> dict:
+        """The compiled model's layers by their runtime precision (integer or float)."""
+        return {"runtime": self.version(), **precisions(self.load(artifact, threads=threads))}
 
     def size(self, artifact: str | os.PathLike) -> int:
         """An .xml: it plus its .bin; an .onnx: as ONNX Runtime sizes it; a directory: every file in it."""

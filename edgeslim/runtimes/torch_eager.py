@@ -69,3 +69,6 @@ class TorchEager:
     def size(self, artifact: Any) -> int:
         raise EdgeslimError("the torch runtime has no artifact on disk to size",
                             hint="export with the onnxruntime runtime and size that file")
+
+    def kernels(self, artifact: Any, *, threads: int = 1) -> dict:
+        return {"runtime": self.version(), "integer": {}, "float": {}}  # eager PyTorch compiles nothing

@@ -117,7 +117,8 @@ class Search:
         self.store.check_mode(resume=cfg.resume, worker=cfg.worker)
         fresh = not self.store.exists
         ev = Evaluator(self.data, self.shape, threads=cfg.threads, val_batches=cfg.val_batches,
-                       latency_runs=cfg.latency_runs, confidence=cfg.confidence, runtime=cfg.runtime, metric=cfg.metric)
+                       latency_runs=cfg.latency_runs, confidence=cfg.confidence, runtime=cfg.runtime, metric=cfg.metric,
+                       agent=cfg.agent_client())
         self.state = (setup.fresh(self.model, self.data, cfg, self.store, ev, self.work, self.end, self.log) if fresh
                       else setup.existing(cfg, self.store, self.log))
         self.ev = self.evaluator(ev)
@@ -245,7 +246,8 @@ class Search:
         best = min(ok, key=lambda r: (r[primary], -r["val_accuracy"])) if ok else None
         details = self.details(rows, len(ok))
         opts = OutputOptions(command="auto", spec=cfg.spec, build=cfg.build, model_name=cfg.model_name,
-                             threads=cfg.threads, runs=cfg.final_runs, runtime=self.state.runtime)
+                             threads=cfg.threads, runs=cfg.final_runs, runtime=self.state.runtime,
+                             agent=self.ev.agent)
 
         def write(original, res, stage, **kw):
             return write_result(stage, original, res, opts, data=self.data, input_shape=self.shape, **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from .confidence import DEFAULT_CONFIDENCE
+from ..agent.cli import add_agent_args, agent_from_args, check_agent_args
 from ..cli_common import (add_data_args, add_model_args, add_output_args, emit, float_range, fraction, input_paths,
                           input_shape, load_data, load_model, out_dir, percent, positive_int, text_file, thread_count)
 
@@ -61,6 +62,7 @@ def register(sub) -> None:
     a.add_argument("--val-batches", type=positive_int, help="cap validation batches per trial (quick runs)")
     a.add_argument("--threads", type=thread_count, default=2)
     a.add_argument("--runs", type=positive_int, default=50, help="timed runs of the final comparison (default 50)")
+    add_agent_args(a)
     a.set_defaults(func=run_auto)
 
 
@@ -174,6 +176,11 @@ def run_auto(args) -> int:
     from .outputs import closest_text
 
     _check_study(args)  # an unreachable storage, or --resume with nothing to resume, fails before any loading
+    given, agent = check_agent_args(args), agent_from_args(args)
+    if agent is not None:
+        agent.info()  # an unreachable agent, or a wrong token, fails before any loading
+        _log(f"agent {agent.url}: every candidate, the baseline and the final comparison's latency and memory are "
+             f"measured there; accuracy is scored here on the same files")
     data = load_data(args)
     model, info = load_model(args, data)
     res = auto(model, data, max_drop=args.max_drop, min_accuracy=args.min_accuracy, objective=args.objective,
@@ -182,7 +189,8 @@ def run_auto(args) -> int:
                spec=info.get("spec"), build=info.get("build"), model_name=args.model,
                input_shape=tuple(info["input_shape"]), threads=args.threads, val_batches=args.val_batches,
                final_runs=args.runs, confidence=args.confidence, max_latency=args.max_latency,
-               max_memory=args.max_memory, runtime=args.runtime, log=_log)
+               max_memory=args.max_memory, runtime=args.runtime, agent=given and given[0],
+               agent_token_file=given and given[1], log=_log)
     obj = {**res.report.to_dict(), "feasible": res.feasible, "best_trial": res.best_trial}
     closest = res.report.details.get("closest")
     head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n"

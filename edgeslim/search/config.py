@@ -93,6 +93,8 @@ class AutoConfig(Config):
     final_runs: int = 50
     metric: str = "top1"
     runtime: str = "onnxruntime"
+    agent: str | None = None  # an `edgeslim agent` (http://HOST:PORT) every candidate and the reference are timed on
+    agent_token_file: str | None = None  # the file holding its token (the token itself is never stored)
     prune_margin: float = 3.0  # points under the SLA at which a trial's float model stops it before export
     epoch_prune_margin: float = 6.0  # ... and between its fine-tuning epochs
 
@@ -120,10 +122,31 @@ class AutoConfig(Config):
             latency_spec(self.max_latency)
         if self.max_memory is not None:
             memory_spec(self.max_memory)
+        self._validate_agent()
         if isinstance(self.input_shape, list):
             object.__setattr__(self, "input_shape", tuple(self.input_shape))
         if self.space is not None and not isinstance(self.space, (str, dict, Config)):
             raise UsageError(f"space must be a SearchSpace, a mapping or a YAML path, got {type(self.space).__name__}")
+
+    def _validate_agent(self) -> None:
+        if self.agent is None:
+            if self.agent_token_file is not None:
+                raise UsageError("agent_token_file is given without agent", hint="give agent='http://HOST:PORT'")
+            return
+        from ..agent import parse_url
+
+        object.__setattr__(self, "agent", parse_url(self.agent)[0])
+        if not self.agent_token_file:
+            raise UsageError("agent needs agent_token_file, the file holding the agent's token")
+        object.__setattr__(self, "agent_token_file", str(self.agent_token_file))
+
+    def agent_client(self):
+        """The ``edgeslim.agent.Agent`` candidates are timed on (its token read now), or None."""
+        if self.agent is None:
+            return None
+        from ..agent import Agent
+
+        return Agent.from_token_file(self.agent, self.agent_token_file)
 
     @property
     def drop(self) -> float | None:

@@ -161,7 +161,12 @@ class MemoryLimit:
         return f"memory limit {self.spec}"
 
     def final(self, result: dict, baseline: dict) -> tuple[str, bool, str] | None:
-        return None  # checked on each trial's own measurement (the final comparison does not re-measure it)
+        peak = result.get("peak_memory_bytes")
+        if peak is None:
+            return None
+        ok = peak <= self.bytes
+        return ("memory_within_limit", bool(ok), f"memory limit {self.spec}: the final comparison measured a peak of "
+                f"{peak:,} bytes running the result -> " + ("within" if ok else "OUTSIDE") + " the limit")
 
 
 def constraints_of(state: Any) -> list[Constraint]:

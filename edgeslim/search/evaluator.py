@@ -23,6 +23,7 @@ class Measurement:
     params: int | None = None
     reference_latency_ms: float | None = None  # the baseline, timed alongside (a speed-up limit)
     peak_memory_bytes: int | None = None  # running the artifact (measured when a memory limit asks)
+    timed_on: str | None = None  # the device agent's URL when latency and memory were measured there
 
     @property
     def bound(self) -> float | None:
@@ -53,6 +54,11 @@ class Evaluator:
     paired: Any = None
     reference: Path | None = None
     memory: bool = False  # also measure the peak memory of running each artifact (a fresh process each)
+    agent: Any = None  # an edgeslim.agent.Agent: latency (and memory) measured on that device, not here
+
+    @property
+    def timed_on(self) -> str | None:
+        return None if self.agent is None else self.agent.url
 
     @property
     def xshape(self) -> tuple[int, ...]:
@@ -87,9 +93,10 @@ class Evaluator:
         from ..measure import bench, latency
 
         if self.reference is None:
-            return latency(path, self.xshape, threads=self.threads, warmup=5, runs=self.latency_runs)["median_ms"], None
+            return latency(path, self.xshape, threads=self.threads, warmup=5, runs=self.latency_runs,
+                           agent=self.agent)["median_ms"], None
         b, c = bench([self.reference, path], self.xshape, threads=self.threads, warmup=5, runs=self.latency_runs,
-                     rounds=3)
+                     rounds=3, agent=self.agent)
         return c["median_ms"], b["median_ms"]
 
     def size(self, path: Path) -> int:
@@ -108,17 +115,22 @@ class Evaluator:
         if float_model is not None:
             macs = count_macs(float_model, self.xshape)[0]
             params = sum(p.numel() for p in float_model.parameters())
-        return Measurement(value, round(margin, 4), self.size(path), lat, macs, params, ref, self.peak(path))
+        return Measurement(value, round(margin, 4), self.size(path), lat, macs, params, ref, self.peak(path),
+                           self.timed_on)
 
     def architecture(self, path: Path) -> Measurement:
         """An untrained architecture: latency only (it depends on the architecture and the format, not
         on the weights)."""
         lat, ref = self.time(path)
-        return Measurement(None, 0.0, self.size(path), lat, reference_latency_ms=ref, peak_memory_bytes=self.peak(path))
+        return Measurement(None, 0.0, self.size(path), lat, reference_latency_ms=ref, peak_memory_bytes=self.peak(path),
+                           timed_on=self.timed_on)
 
     def peak(self, path: Path) -> int | None:
         if not self.memory:
             return None
+        if self.agent is not None:  # measured on the device, in a fresh process there
+            return self.agent.time(path, self.xshape, runtime=self.runtime, threads=self.threads, warmup=0, runs=1,
+                                   memory=True)["peak_memory_bytes"]
         from ..measure.memory import peak_memory
 
         return peak_memory(path, self.xshape, runtime=self.runtime, threads=self.threads)["peak_memory_bytes"]
@@ -135,4 +147,4 @@ class Evaluator:
         lat, _ = dataclasses.replace(self, reference=None).time(path)
         ts.append(time.monotonic())
         timing = {k: round(b - a, 3) for k, a, b in zip(("export_s", "val_s", "latency_s"), ts, ts[1:])}
-        return Measurement(value, 0.0, size, lat), per_sample, timing
+        return Measurement(value, 0.0, size, lat, timed_on=self.timed_on), per_sample, timing

@@ -97,7 +97,7 @@ def test_quantized_result_writes_no_checkpoint_and_says_so(tmp_path):
                           input_shape=SHAPE)
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "report.json").is_file()
     assert not (tmp_path / "checkpoint").exists()
-    assert QUANTIZED_NOTE in report.details["notes"]
+    assert QUANTIZED_NOTE.format(artifact="model.onnx") in report.details["notes"]
     d = report.details
     assert d["deployed_accuracy"] == report.result["accuracy"] and d["simulated_accuracy"] == d["torch_accuracy"]
     assert report.result["size_bytes"] < report.baseline["size_bytes"]  # the int8 file

@@ -10,7 +10,7 @@ DATA = ["--data", "synthetic:1,8,8:64", "--batch-size", "16", "--runs", "3", "--
 KEYS = {"command", "edgeslim_version", "model", "data", "baseline", "result", "ratios", "accuracy_drop", "details",
         "machine"}
 FIGURES = {"params", "macs", "size_bytes", "latency_ms", "latency_p90_ms", "accuracy", "runtime", "threads", "batch",
-           "input_shape", "artifact"}
+           "input_shape", "artifact", "peak_memory_bytes"}
 
 
 def test_quantize_cli_writes_report(tmp_path, capsys):
@@ -24,8 +24,9 @@ def test_quantize_cli_writes_report(tmp_path, capsys):
     assert set(report["baseline"]) == FIGURES and set(report["result"]) == FIGURES
     assert report["baseline"]["artifact"] == "baseline.onnx" and report["result"]["artifact"] == "model.onnx"
     assert report["ratios"]["size"] and report["ratios"]["latency"]
+    assert report["baseline"]["peak_memory_bytes"] > 0 and report["result"]["peak_memory_bytes"] > 0
     d = report["details"]
-    assert d["ort_integer_ops"].get("QLinearConv")
+    assert d["kernels"]["integer"].get("QLinearConv") and not d["kernels"]["float"]
     assert d["export_parity"]["max_abs_diff"] < 1e-4
     assert (out / "model.onnx").is_file() and (out / "report.md").is_file()
 
