@@ -10,7 +10,7 @@ import sys
 
 from .confidence import DEFAULT_CONFIDENCE
 from ..agent.cli import add_agent_args, agent_from_args, check_agent_args
-from ..cli_common import (add_data_args, add_model_args, add_output_args, emit, float_range, fraction, input_paths,
+from ..cli_common import (add_data_args, add_model_args, add_runtime_arg, deploy_runtimes, add_output_args, emit, float_range, fraction, input_paths,
                           input_shape, load_data, load_model, out_dir, percent, positive_int, text_file, thread_count)
 
 
@@ -26,6 +26,7 @@ def register(sub) -> None:
                    help="recipe file (e.g. an auto run's winner.yaml)")
     c.add_argument("--threads", type=thread_count, default=2)
     c.add_argument("--runs", type=positive_int, default=50, help="timed latency runs (default 50)")
+    add_runtime_arg(c)
     c.set_defaults(func=run_compress)
 
     a = sub.add_parser("auto", help="smallest / fastest model that meets an accuracy SLA (search)",
@@ -45,7 +46,7 @@ def register(sub) -> None:
     a.add_argument("--max-latency", type=_latency, metavar="MS|Nx",
                    help="also require ONNX Runtime latency <= this: milliseconds (0.12) or a speed-up over the fp32 "
                         "baseline (3x)")
-    a.add_argument("--runtime", choices=_deploy_runtimes(), default="onnxruntime",
+    a.add_argument("--runtime", choices=deploy_runtimes(), default="onnxruntime",
                    help="the runtime every candidate is exported to, timed and scored in; the winner is its file "
                         "(default onnxruntime)")
     a.add_argument("--max-memory", type=_memory, metavar="BYTES",
@@ -79,12 +80,6 @@ def _budget(text: str) -> str:
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"must be a positive wall time such as 30m, 90s or 1h30m, got {text!r}")
     return text
-
-
-def _deploy_runtimes() -> list[str]:
-    from .. import runtimes
-
-    return [n for n in runtimes.names() if n != "torch"]
 
 
 def _spec_type(check):
@@ -157,17 +152,21 @@ def run_compress(args) -> int:
     data = load_data(args)
     model, info = load_model(args, data)
     steps, extra = load_recipe(args.recipe)
+    from ..runtimes import check_exportable
+
+    check_exportable(steps[-1] if steps else None, args.runtime)  # the runtime deploys the format, before any step
     shape = input_shape(args, info, model)[1:]
     seed = int(extra.get("seed", args.seed))
     res = run_steps(model, steps, data=data, input_shape=shape, seed=seed, log=_log)
     from .recipe import recipe_dict
 
     opts = OutputOptions(command="compress", spec=info.get("spec"), build=info.get("build"), model_name=args.model,
-                         threads=args.threads, runs=args.runs, max_batches=args.max_batches)
+                         threads=args.threads, runs=args.runs, max_batches=args.max_batches, runtime=args.runtime)
     with staged(out_dir(args), input_paths(args)) as (_, stage):  # model, checkpoint and report replace DIR's together
         report = write_result(stage, model, res, opts, data=data, input_shape=shape,
                               extra_details={"recipe": recipe_dict(steps, seed=seed)})
-    emit(args, report.to_dict(), report.table() + f"\n\nreport: {out_dir(args)}/report.md  model: {out_dir(args)}/model.onnx")
+    emit(args, report.to_dict(),
+         report.table() + f"\n\nreport: {out_dir(args)}/report.md  model: {out_dir(args)}/{report.result['artifact']}")
     return 0
 
 

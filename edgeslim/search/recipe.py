@@ -202,6 +202,10 @@ def compress(model: nn.Module, recipe: Any, *, data: Any = None, out: str | os.P
         raise TypeError(f"compress() got an unexpected keyword argument {unknown[0]!r}")
     opts = OutputOptions(command="compress", **output)  # checked before any step runs
     steps, extra = load_recipe(recipe)
+    if out is not None:
+        from ..runtimes import check_exportable
+
+        check_exportable(steps[-1] if steps else None, opts.runtime)  # before any step runs
     seed = int(extra.get("seed", 0) if seed is None else seed)
     shape = _input_shape(model, data, input_shape)
     result = run_steps(model, steps, data=data, input_shape=shape, teacher=teacher, seed=seed, progress=progress,

@@ -7,6 +7,7 @@ import pytest
 MODEL = "edgeslim.testing.models:TinyResNet"
 DATA = ["--data", "synthetic:1,8,8:64", "--batch-size", "16", "--runs", "3", "--warmup", "1", "--threads", "1"]
 FILES = {"openvino": ("model.xml", "model.bin"), "litert": ("model.tflite",), "executorch": ("model.pte",)}
+COMPRESS = ["--data", "synthetic:1,8,8:64", "--batch-size", "16", "--runs", "3", "--threads", "1"]
 PACKAGES = {"openvino": "openvino", "litert": "litert_torch", "executorch": "executorch"}
 
 
@@ -79,3 +80,21 @@ def test_kernels_say_what_onnxruntime_runs_in_integer(tmp_path):
     f, q = rt.kernels(tmp_path / "f.onnx"), rt.kernels(tmp_path / "q.onnx")
     assert f["float"] and not f["integer"]
     assert q["integer"] and not q["float"]
+
+
+def test_compress_deploys_a_recipe_to_the_runtime(cli, tmp_path):
+    pytest.importorskip("openvino")
+    (tmp_path / "r.yaml").write_text("steps:\n- {type: channel_prune, ratio: 0.5}\n- {type: ptq, bits: 8, calib_batches: 2}\n")
+    out = tmp_path / "c"
+    p = cli("compress", MODEL, *COMPRESS, "--recipe", "r.yaml", "--runtime", "openvino",
+            "--out", out, check_rc=0)
+    r = _report(out)
+    assert (out / "model.xml").is_file() and r["result"]["runtime"].startswith("openvino")
+    assert r["details"]["kernels"]["integer"] and f"model: {out}/model.xml" in p.stdout
+
+
+def test_a_recipe_the_runtime_cannot_deploy_is_refused_before_any_step(cli, tmp_path):
+    (tmp_path / "r.yaml").write_text("steps:\n- {type: channel_prune, ratio: 0.5}\n- {type: half}\n")
+    p = cli("compress", MODEL, *COMPRESS, "--recipe", "r.yaml", "--runtime", "executorch", "--out", tmp_path / "c",
+            check_rc=2)
+    assert p.stderr.startswith("error: no executorch exporter registered for Half") and not (tmp_path / "c").exists()
