@@ -30,16 +30,16 @@ def _artifact(target: nn.Module | str | os.PathLike, path: Path, shape, loader, 
 
 def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | os.PathLike, input_shape, *,
             workdir: str | os.PathLike, loader: Any = None, threads: int = 2, warmup: int = 10, runs: int = 50,
-            max_batches: int | None = None, result_name: str = "model", baseline_name: str = "baseline",
-            runtime: str = "onnxruntime", agent: Any = None) -> tuple[dict, dict]:
+            max_batches: int | None = None, runtime: str = "onnxruntime", agent: Any = None) -> tuple[dict, dict]:
     """(baseline FIGURES, result FIGURES), both in ``runtime``. Modules are exported into ``workdir``
-    (the result as ``result_name`` + the runtime's suffix, the deployable file of an out DIR).
+    (the result as model + the runtime's suffix, the deployable file of an out DIR; the baseline as
+    baseline + the suffix).
     ``agent`` (an edgeslim.agent.Agent): latency and peak memory are measured on that device, the
     accuracy here (the same file, the same runtime)."""
     from ..runtimes import suffix_of
 
     suffix = suffix_of(runtime)
-    result_name, baseline_name = (n if n.endswith(suffix) else n + suffix for n in (result_name, baseline_name))
+    result_name, baseline_name = "model" + suffix, "baseline" + suffix
     shape = batched(input_shape)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
