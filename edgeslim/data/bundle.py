@@ -8,19 +8,28 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.errors import DataError, UsageError
 
-Batch = tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, Any]  # (x, y): y labels, detection targets or masks
+
+
+TASKS = ("classification", "detection", "segmentation")
+IGNORE = 255  # the mask value of pixels no class is scored on (segmentation)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataMeta:
-    """What a model needs to know about the data. Unlabelled data has no classes (num_classes 0)."""
+    """What a model needs to know about the data. Unlabelled data has no classes (num_classes 0).
+
+    task: "classification" (y: int64 (N,) class indices), "detection" (y: a list of N dicts {"boxes":
+    float32 (n, 4) xyxy in input pixels, "labels": int64 (n,) 0-based over ``classes``}) or
+    "segmentation" (y: int64 (N, H, W) class indices, IGNORE where no class is scored).
+    category_ids: for data from a COCO file, the category id of each class index (sorted by id)."""
 
     name: str
     classes: list[str]
@@ -29,9 +38,31 @@ class DataMeta:
     mean: tuple[float, ...]  # per channel, on the 0..1 pixel scale
     std: tuple[float, ...]
     labelled: bool = True
+    task: str = "classification"
+    category_ids: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}; the tasks are: {', '.join(TASKS)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def check_model_classes(self, num_classes: int, model: str = "the model") -> None:
+        """A DataError when the data has classes (categories) that a model with ``num_classes`` outputs
+        cannot predict, naming them."""
+        if not self.labelled or num_classes >= self.num_classes:
+            return
+        missing = [self._class_text(i) for i in range(num_classes, self.num_classes)]
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"{self.name} has {self.num_classes} classes but {model} has {num_classes}: "
+                        f"no model class for {shown}",
+                        hint=f"build the model with num_classes={self.num_classes} (--num-classes), or drop "
+                        "those classes from the data")
+
+    def _class_text(self, i: int) -> str:
+        cid = f" (category id {self.category_ids[i]})" if self.category_ids else ""
+        return f"{self.classes[i]!r}{cid}"
 
 
 @dataclasses.dataclass
@@ -96,18 +127,26 @@ class TensorSplit(Dataset):
 
 
 def check_labels(train: Dataset, meta: DataMeta) -> None:
-    """Labelled data must have at least two classes in its training split: with one, every model scores
-    100% and training learns nothing, a wrong success rather than a result."""
+    """Labelled data must be learnable from its training split: a classifier or a segmenter needs two classes
+    there (with one, every model scores 100% and training learns nothing, a wrong success rather than a
+    result); a detector needs one box."""
     if not meta.labelled:
         return
     present = train.labels_present() if hasattr(train, "labels_present") else None
+    if meta.task == "detection":
+        if meta.num_classes < 1 or present == set():
+            raise DataError(f"{meta.name} has no boxes in its training split: a detector needs at least one",
+                            hint="label some objects in the training images, or use other data")
+        return
     n = len(present) if present is not None else meta.num_classes
     if meta.num_classes < 2 or n < 2:
         names = ", ".join(meta.classes[i] for i in sorted(present or [])[:3]) if present else ""
         where = "has" if meta.num_classes < 2 else "has in its training split"
+        model = "a classifier" if meta.task == "classification" else "a segmentation model"
         raise DataError(f"{meta.name} {where} {n} class{'es' if n != 1 else ''}" + (f" ({names})" if names else "")
-                        + ": a classifier needs at least two",
-                        hint="add images of another class (one subfolder per class), or use other data")
+                        + f": {model} needs at least two",
+                        hint="add images of another class (one subfolder per class), or use other data"
+                        if meta.task == "classification" else "label pixels of another class, or use other data")
 
 
 def carve(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:

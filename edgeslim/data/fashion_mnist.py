@@ -156,8 +156,12 @@ def load_arrays(files: dict[str, Path]):
 
     Cached per process, keyed on the files' paths, sizes and modification times.
     """
-    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (files[b] for b in _BASENAMES))
-    return _load_arrays_cached(key)
+    return _load_arrays_cached(files_key(files))
+
+
+def files_key(files: dict[str, Path]) -> tuple:
+    """The four files' paths, sizes and modification times: what the arrays read from them depend on."""
+    return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (files[b] for b in _BASENAMES))
 
 
 @functools.lru_cache(maxsize=2)

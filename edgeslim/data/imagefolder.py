@@ -14,17 +14,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..core.errors import DataError, UsageError
+from . import images
 from .bundle import Batch, DataMeta, Normalizer, carve
 
 TEST_FRACTION = 0.1
 MAX_SIDE = 224
-STATS_SAMPLES = 100
-_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 LAYOUT_HINT = (
     "lay it out as PATH/<class>/<image>, or PATH/train/<class>/<image> with an optional PATH/test/<class>/<image>"
 )
@@ -51,7 +49,7 @@ def build(spec: str, *, val_fraction: float, seed: int):
     else:
         test_samples = _scan_test(test_root, class_to_idx)
     first = _open(pool[0][0])
-    mode = "L" if first.mode in _GREY_MODES else "RGB"
+    mode = images.mode_of(first)
     hw = (size, size) if size else _fit(first.height, first.width)
     mean, std = _stats(pool, mode, hw)
     normalize = Normalizer(mean, std)
@@ -137,37 +135,18 @@ def _scan_test(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, in
 
 
 def _open(path: str):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, UnidentifiedImageError) as e:
-        raise DataError(f"imagefolder: cannot read image {path}: {e}", hint="delete or replace the file") from None
-    return image
+    return images.open_image(path, "imagefolder")
 
 
 def _pixels(path: str, mode: str, hw: tuple[int, int]) -> torch.Tensor:
     """uint8 (C, H, W)."""
-    from PIL import Image
-
-    image = _open(path).convert(mode)
-    if image.size != (hw[1], hw[0]):
-        image = image.resize((hw[1], hw[0]), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-    return torch.from_numpy(array.copy())  # PIL's buffer is read-only
+    return images.pixels(path, mode, hw, "imagefolder")
 
 
 def _fit(height: int, width: int) -> tuple[int, int]:
-    scale = min(1.0, MAX_SIDE / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    return images.fit(height, width, MAX_SIDE)
 
 
 def _stats(samples: list[tuple[str, int]], mode: str, hw: tuple[int, int]) -> tuple[tuple[float, ...], ...]:
     """Per-channel mean and std (0..1 scale) of up to STATS_SAMPLES evenly spaced images."""
-    picks = np.linspace(0, len(samples) - 1, min(len(samples), STATS_SAMPLES)).round().astype(int)
-    pixels = torch.stack([_pixels(samples[i][0], mode, hw) for i in np.unique(picks)]).to(torch.float64) / 255
-    mean = pixels.mean(dim=(0, 2, 3))
-    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)  # a blank image set must not divide by zero
-    return tuple(round(v, 4) for v in mean.tolist()), tuple(round(v, 4) for v in std.tolist())
+    return images.stats([path for path, _ in samples], mode, hw, "imagefolder")

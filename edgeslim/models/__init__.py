@@ -9,12 +9,12 @@ from torch import nn
 from .checkpoint import find_checkpoint, load, save
 from .spec import create, create_from_file, default_input_shape
 from .structure import register_module_type
-from .zoo import ZOO, register_model, size_kwargs
+from .zoo import TASKS, ZOO, register_model, size_kwargs, task_of
 from . import lightweight  # noqa: F401,E402  (registers shufflenetv2_tiny, repvgg_a0)
+from . import dense  # noqa: F401,E402  (registers tinydet, tinyseg)
 
-__all__ = ["ZOO", "create", "create_from_file", "default_input_shape", "find_checkpoint", "load", "register_loader",
-           "register_model",
-           "register_module_type", "resolve", "save"]
+__all__ = ["TASKS", "ZOO", "create", "create_from_file", "default_input_shape", "find_checkpoint", "load",
+           "register_loader", "register_model", "register_module_type", "resolve", "save", "task_of"]
 
 
 # file suffix -> loader(path, spec=) -> (model, sidecar), registered by the package that owns the format

@@ -1,5 +1,9 @@
 """Model specs: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory``.
 
+``torchvision:NAME`` builds any torchvision classifier, and any detector or segmenter (the builders
+of torchvision.models.detection / .segmentation), the latter wrapped to the interface of edgeslim's
+own (edgeslim.models.torchvision_tasks); never with pretrained weights.
+
 Trust: a spec read from a file (checkpoint sidecar, .esz metadata, recipe, report) goes through
 :func:`create_from_file`, which builds only what edgeslim can build without importing user code
 (zoo, torchvision, timm) from plain-data keyword arguments checked against the factory's
@@ -116,6 +120,8 @@ def _check_signature(spec: str, build: dict, source: str) -> None:
 def default_input_shape(spec: str, in_channels: int | None = None) -> tuple[int, int, int]:
     if spec in ZOO:
         c, h, w = ZOO[spec].input_shape
+    elif spec.startswith("torchvision:") and "320" in spec:  # ssdlite320 / fasterrcnn_*_320: their own size
+        c, h, w = 3, 320, 320
     elif spec.startswith("torchvision:") and "inception" in spec:
         c, h, w = 3, 299, 299
     else:
@@ -128,11 +134,13 @@ def _torchvision(name: str, num_classes, in_channels, kwargs) -> nn.Module:
         import torchvision
     except ImportError:
         raise ModelError("torchvision is not installed", hint="pip install torchvision") from None
-    available = torchvision.models.list_models(module=torchvision.models)
-    if name not in available:
-        close = difflib.get_close_matches(name, available, n=3, cutoff=0.5)
-        raise UsageError(f"unknown torchvision model {name!r}",
-                         hint=f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()")
+    from . import torchvision_tasks
+
+    task = torchvision_tasks.task_of_builder(name)
+    if task is not None:  # a detector or segmenter: wrapped to edgeslim's interface for its task
+        return torchvision_tasks.build(name, task, num_classes, in_channels, kwargs)
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise torchvision_tasks.unknown(name)
     args = dict(kwargs, weights=None)  # weights are never downloaded at run time
     if num_classes is not None:
         args["num_classes"] = num_classes

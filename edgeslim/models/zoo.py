@@ -1,9 +1,12 @@
-"""The model zoo: small reference networks for 28-32 px inputs (Fashion-MNIST, CIFAR).
+"""The model zoo: small reference networks for 28-32 px inputs (Fashion-MNIST, CIFAR), and a small
+detector and segmenter for 64 px canvases (``tinydet``, ``tinyseg``: edgeslim.models.dense).
 
 Each entry is a factory ``fn(num_classes, in_channels, input_size, **kw) -> nn.Module`` registered
-by name with its default input shape. ``input_size`` is (H, W) or one side: the LeNets size their
-first fully connected layer from it; the others pool adaptively and take any size from a minimum
-(``ZooEntry.min_size``), which the factory checks. Models are always built fresh.
+by name with its default input shape and its task (``TASKS``: what its outputs are and which loss
+trains it; see edgeslim.train.task). ``input_size`` is (H, W) or one side: the LeNets size their
+first fully connected layer from it; the others pool adaptively (or are fully convolutional) and
+take any size from a minimum (``ZooEntry.min_size``), which the factory checks. Models are always
+built fresh.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from torch import nn
 from ..core.errors import UsageError
 
 Size = int | Sequence[int]
+TASKS = ("classification", "detection", "segmentation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,18 +29,30 @@ class ZooEntry:
     input_shape: tuple[int, int, int]  # (C, H, W) default
     description: str
     min_size: int = 1  # the smallest side (pixels) the model takes
+    task: str = "classification"  # one of TASKS
 
 
 ZOO: dict[str, ZooEntry] = {}
 
 
-def register_model(name: str, *, input_shape=(1, 28, 28), description: str = "", min_size: int = 1):
+def register_model(name: str, *, input_shape=(1, 28, 28), description: str = "", min_size: int = 1,
+                   task: str = "classification"):
+    if task not in TASKS:
+        raise UsageError(f"zoo model {name!r}: unknown task {task!r}", hint=f"one of: {', '.join(TASKS)}")
+
     def deco(fn):
         ZOO[name] = ZooEntry(name, fn, tuple(input_shape), description or (fn.__doc__ or "").strip().split("\n")[0],
-                             min_size)
+                             min_size, task)
         return fn
 
     return deco
+
+
+def task_of(model: nn.Module) -> str:
+    """The task a built model serves: its ``task`` attribute (edgeslim's detectors and segmenters, the
+    torchvision wrappers set one), else "classification"."""
+    task = getattr(model, "task", None)
+    return task if task in TASKS else "classification"
 
 
 def image_size(name: str, input_size: Size | None, *, minimum: int = 1, default: int = 28) -> tuple[int, int]:

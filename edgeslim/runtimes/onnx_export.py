@@ -66,9 +66,12 @@ def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch
         example_inputs = torch.randn(*(shape if len(shape) == 4 or len(shape) == 2 else (1, *shape)))
     model = copy.deepcopy(model).cpu().eval()
     example_inputs = example_inputs.cpu()
+    names = output_names(model, example_inputs)
+    if len(names) > 1:  # a detector's outputs (boxes, scores, labels) are per image: batch 1, as exported
+        dynamic_batch = False
     path = Path(path)
     with atomic_path(path) as tmp:
-        _torch_export(model, example_inputs, tmp, dynamic_batch, opset)
+        _torch_export(model, example_inputs, tmp, dynamic_batch, opset, names)
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
         except Exception as e:
@@ -83,8 +86,20 @@ def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch
     return result
 
 
-def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, opset: int | None) -> None:
-    axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
+@torch.no_grad()
+def output_names(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The exported file's output names: the model's ``output_names`` (a detector's boxes, scores,
+    labels), else "output" for one tensor, output0.. for several."""
+    declared = getattr(model, "output_names", None)
+    if declared:
+        return list(declared)
+    out = model(x)
+    return [OUTPUT] if isinstance(out, torch.Tensor) or len(out) == 1 else [f"{OUTPUT}{i}" for i in range(len(out))]
+
+
+def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: bool, opset: int | None,
+                  names: list[str]) -> None:
+    axes = {INPUT: {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic_batch else None
     errors: list[tuple[str, BaseException]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -94,7 +109,7 @@ def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: 
             try:
                 with _quiet(fd=True):  # it prints the whole TorchScript graph to stderr when it fails
                     torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=[INPUT],
-                                      output_names=[OUTPUT], dynamic_axes=axes, opset_version=opset or 17,
+                                      output_names=names, dynamic_axes=axes, opset_version=opset or 17,
                                       do_constant_folding=True)
                 return
             except Exception as e:
@@ -103,7 +118,7 @@ def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: 
         try:
             shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
             with _quiet():
-                prog = torch.onnx.export(model, (x,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                prog = torch.onnx.export(model, (x,), dynamo=True, input_names=[INPUT], output_names=names,
                                          dynamic_shapes=shapes, opset_version=opset or 18)
             prog.save(str(path), external_data=False)
             return
@@ -210,9 +225,10 @@ def compare(model: nn.Module, onnx_path: str | os.PathLike, example_inputs: torc
     from .onnxruntime import OnnxRuntime
 
     run = OnnxRuntime().load(onnx_path, threads=threads)
+    several = len(run.session.get_outputs()) > 1  # a detector: every output compared, at the exported batch
     g = torch.Generator().manual_seed(1234)
     shape = list(example_inputs.shape)
-    shape[0] = max(shape[0], 4)
+    shape[0] = shape[0] if several else max(shape[0], 4)
     inputs = [torch.randn(*shape, generator=g) * example_inputs.std().clamp(min=1.0) for _ in range(batches)]
     if loader is not None:
         for i, (x, _) in enumerate(loader):
@@ -221,6 +237,13 @@ def compare(model: nn.Module, onnx_path: str | os.PathLike, example_inputs: torc
             inputs.append(x.cpu())
     max_diff, agree, total = 0.0, 0, 0
     for x in inputs:
+        if several:
+            x = x[: shape[0]]
+            refs = [r.numpy() for r in model(x)]
+            gots = run.session.run(None, {run.input_name: x.numpy()})
+            max_diff = max([max_diff] + [float(np.abs(r.astype(np.float64) - o).max(initial=0.0))
+                                         for r, o in zip(refs, gots)])
+            continue
         ref = model(x)
         got = run(x.numpy())
         ref = ref.numpy() if isinstance(ref, torch.Tensor) else np.asarray(ref)

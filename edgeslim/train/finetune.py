@@ -3,13 +3,14 @@
     finetune(model, ctx, FinetuneOptions(epochs=1, lr=0.01))                   # cross-entropy
     finetune(model, ctx, FinetuneOptions(epochs=1, distill=True))              # KD from ctx.teacher
 
-The loss is cross-entropy unless ``options.distill``; only then is ``ctx.teacher`` used (Hinton
-soft targets mixed with the hard labels, ``alpha * T^2 KL + (1 - alpha) * CE``), and a missing
-teacher is an error rather than a silent fall-back. A teacher in the context is never used by a
-step that did not ask to distil.
+The loss is the task's (cross-entropy for a classifier; on detection or segmentation data the
+detector's or segmenter's own, see edgeslim.train.task) unless ``options.distill``; only then is
+``ctx.teacher`` used (Hinton soft targets mixed with the hard labels, ``alpha * T^2 KL + (1 - alpha)
+* CE``), and a missing teacher is an error rather than a silent fall-back. A teacher in the context
+is never used by a step that did not ask to distil.
 
 The logit losses live here (not in edgeslim.distillation, which builds on them) so that the
-trainer depends on nothing but core.
+trainer does not depend on the distillation package.
 """
 from __future__ import annotations
 
@@ -107,7 +108,7 @@ class FinetuneOptions:
 
 
 def training_loss(ctx: Context, options: FinetuneOptions) -> LossFn | None:
-    """The loss a fine-tune trains with: None (fit's cross-entropy) unless ``options.distill``."""
+    """The loss a fine-tune trains with: None (fit's loss for the task) unless ``options.distill``."""
     if not options.distill:
         return None
     if ctx.teacher is None:

@@ -1,7 +1,8 @@
-"""fit / evaluate: one plain loop with hooks, so distillation, sparsity penalties, pruning masks
-and schedules plug in without their own training code.
+"""fit: one plain loop with hooks, so distillation, sparsity penalties, pruning masks and schedules
+plug in without their own training code (``evaluate`` is in edgeslim.train.evaluation).
 
     fit(model, data, epochs=3)
+    fit(detector, detection_data, epochs=3)            # the loss comes from the task (train.task)
     fit(student, data, loss_fn=kd_loss)                # replaces cross-entropy
     fit(model, data, hooks=[bn_l1(1e-4)])              # extra loss terms, added
     fit(model, data, on_step=[reapply_masks])          # after every optimizer step
@@ -20,16 +21,20 @@ import os
 import random
 import sys
 import time
-import weakref
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..core.errors import EdgeslimError, UsageError
+from .bn import BNTracker, recalibrate_bn
+from .stats import FitStats, bn_report, fit_stats, record_bn, record_fits, recorded_fits, remember
+from .task import loss_for, resolve_task, to_device
+
+__all__ = ["FitConfig", "FitStats", "TrainingDiverged", "TrainingStopped", "bn_report", "default_warmup", "fit",
+           "fit_stats", "on_epoch_end", "pick_device", "recalibrate_bn", "record_bn", "record_fits",
+           "recorded_fits", "seed_everything"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Hook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -60,70 +65,6 @@ class TrainingStopped(EdgeslimError):
         super().__init__(f"training stopped at its deadline after {epochs_completed} of {epochs:g} epoch(s) "
                          f"({steps} steps)", hint="allow more time, or train fewer epochs")
         self.epochs_completed, self.epochs, self.steps = epochs_completed, epochs, steps
-
-
-@dataclasses.dataclass
-class FitStats:
-    """What one ``fit`` did. ``bn_recalibration``: batches averaged and BatchNorm layers re-estimated
-    (0 and 0 when the running statistics had converged by themselves); ``bn_stale_weight``: the largest
-    share the statistics from before training still had in any layer's running average before that."""
-
-    steps: int = 0
-    epochs_completed: int = 0
-    warmup_steps: int = 0
-    clip_grad: float | None = None
-    clipped_steps: int = 0
-    bn_recalibration: dict = dataclasses.field(default_factory=lambda: {"batches": 0, "layers": 0, "times": 0})
-    bn_stale_weight: float = 0.0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-_LAST: "weakref.WeakKeyDictionary[nn.Module, FitStats]" = weakref.WeakKeyDictionary()
-_RECORDERS: contextvars.ContextVar[tuple] = contextvars.ContextVar("edgeslim_fit_recorders", default=())
-
-
-def fit_stats(model: nn.Module) -> FitStats | None:
-    """The FitStats of the last ``fit`` that trained ``model`` (this very object), or None."""
-    return _LAST.get(model)
-
-
-@contextlib.contextmanager
-def record_fits() -> Iterator[list[FitStats]]:
-    """Inside the block, every ``fit`` appends its FitStats to the yielded list (also fits run deep
-    inside a technique: a pruning fine-tune, a QAT pass, a search trial)."""
-    runs: list[FitStats] = []
-    token = _RECORDERS.set(_RECORDERS.get() + (runs,))
-    try:
-        yield runs
-    finally:
-        _RECORDERS.reset(token)
-
-
-def recorded_fits() -> list[FitStats] | None:
-    """The list of the innermost ``record_fits()`` block around this call, or None outside one."""
-    stack = _RECORDERS.get()
-    return stack[-1] if stack else None
-
-
-def record_bn(details: dict) -> dict:
-    """Put ``bn_report`` of the enclosing ``record_fits()`` block into a report's details (the writers
-    of every command call this; outside a block, nothing is added)."""
-    runs = recorded_fits()
-    if runs is not None and "bn_recalibration" not in details:
-        details["bn_recalibration"] = bn_report(runs)
-    return details
-
-
-def bn_report(runs: Iterable[FitStats]) -> dict:
-    """What a command's report records as ``details["bn_recalibration"]`` for the fits it ran (the
-    list of a ``record_fits()`` block): how many fits, how many re-estimated their BatchNorm
-    statistics, on how many training batches in all, and the most layers one of them re-estimated."""
-    runs = list(runs)
-    done = [r.bn_recalibration for r in runs if r.bn_recalibration["layers"]]
-    return {"fits": len(runs), "re_estimated": len(done), "batches": sum(d["batches"] for d in done),
-            "layers": max((d["layers"] for d in done), default=0)}
 
 
 def seed_everything(seed: int) -> None:
@@ -215,6 +156,7 @@ class FitConfig:
     bn_batches: int = BN_BATCHES
     progress: bool = True
     log: Callable[[str], None] | None = None
+    task: str | None = None
 
 
 def _fit_config(config: FitConfig | None, options: dict[str, Any]) -> FitConfig:
@@ -232,6 +174,12 @@ def fit(model: nn.Module, data: Any, config: FitConfig | None = None, **options:
     fields as keywords (``fit(model, data, epochs=3, lr=0.01)``); keywords override ``config``.
 
     ``epochs`` may be fractional (0.5 = half an epoch); ``max_batches`` caps batches per epoch.
+
+    Task: the loss is ``loss_fn(outputs, targets, inputs)`` when given, else the task's
+    (edgeslim.train.task): cross-entropy for classification, the model's ``detection_loss`` for
+    detection (batches of images and a list of target dicts, moved to the device with them),
+    cross-entropy with 255 ignored for segmentation. ``task`` names it; by default the data's
+    (``meta.task``), else the model's ``task`` attribute, else classification.
 
     Recipe: SGD (Nesterov momentum 0.9, lr 0.05) or AdamW (lr 1e-3); the learning rate rises
     linearly over the first ``warmup_steps`` steps (default: 5% of the steps, at most 100; 0 turns it
@@ -277,15 +225,12 @@ def fit(model: nn.Module, data: Any, config: FitConfig | None = None, **options:
     try:
         opt_args = dict(lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
                         schedule=cfg.schedule)
-        stats = _fit(model, data, dev, plan, opt_args, loss_fn=cfg.loss_fn, hooks=list(cfg.hooks),
-                     on_step=list(cfg.on_step), params=cfg.params, seed=cfg.seed, progress=cfg.progress, log=cfg.log)
+        stats = _fit(model, data, dev, plan, opt_args, cfg)
     finally:  # trained on the accelerator, handed back where it came from
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
         if home is not None and home != dev:
             model.to(home)
-    _LAST[model] = stats
-    for runs in _RECORDERS.get():
-        runs.append(stats)
+    remember(model, stats)
     return model
 
 
@@ -356,8 +301,11 @@ def _optimizer(trainable, total_steps: int, warmup: int, *, lr, optimizer, weigh
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _fit(model, data, dev, plan: _Plan, opt_args: dict, *, loss_fn, hooks, on_step, params, seed, progress,
-         log) -> FitStats:
+def _fit(model, data, dev, plan: _Plan, opt_args: dict, cfg: FitConfig) -> FitStats:
+    loss_fn, hooks, on_step, seed, progress, log = (cfg.loss_fn, list(cfg.hooks), list(cfg.on_step), cfg.seed,
+                                                    cfg.progress, cfg.log)
+    params = cfg.params
+    task_loss = loss_for(model, resolve_task(model, data, cfg.task))
     seed_everything(seed)
     loader = _loader(data, "train")
     model.to(dev).train()
@@ -367,8 +315,9 @@ def _fit(model, data, dev, plan: _Plan, opt_args: dict, *, loss_fn, hooks, on_st
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     opt, sched = _optimizer(trainable, total_steps, warmup, **opt_args)
     stats = FitStats(warmup_steps=warmup, clip_grad=plan.clip_grad)
-    bn = _BNTracker(model, loader, dev, mode=plan.bn_mode, batches=min(plan.bn_batches, per_epoch))
-    step_fn = _stepper(model, opt, sched, trainable, plan.clip_grad, loss_fn, hooks, on_step, stats)
+    bn = BNTracker(model, loader, dev, mode=plan.bn_mode, batches=min(plan.bn_batches, per_epoch), stale=BN_STALE)
+    step_fn = _stepper(model, opt, sched, trainable, plan.clip_grad, loss_fn or task_loss, hooks, on_step, stats,
+                       task_loss=loss_fn is None)
     n_epochs = math.ceil(plan.epochs)
     with _seeded_shuffle(loader, seed):
         for epoch in range(n_epochs):
@@ -380,7 +329,7 @@ def _fit(model, data, dev, plan: _Plan, opt_args: dict, *, loss_fn, hooks, on_st
             for i, (x, y) in enumerate(batches):
                 if i >= per_epoch or stats.steps >= total_steps:
                     break
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                x, y = x.to(dev, non_blocking=True), to_device(y, dev)
                 running += step_fn(x, y) * x.shape[0]
                 seen += x.shape[0]
             stats.epochs_completed = epoch + 1
@@ -399,11 +348,12 @@ def _fit(model, data, dev, plan: _Plan, opt_args: dict, *, loss_fn, hooks, on_st
     return stats
 
 
-def _stepper(model, opt, sched, trainable, clip, loss_fn, hooks, on_step, stats: FitStats):
-    """One optimizer step on (x, y); returns the loss value."""
-    def step(x: torch.Tensor, y: torch.Tensor) -> float:
+def _stepper(model, opt, sched, trainable, clip, loss_fn, hooks, on_step, stats: FitStats, *, task_loss: bool):
+    """One optimizer step on (x, y); returns the loss value. ``loss_fn`` is the task's loss(outputs,
+    targets) when ``task_loss``, else the caller's loss(outputs, targets, inputs)."""
+    def step(x: torch.Tensor, y: Any) -> float:
         out = model(x)
-        loss = loss_fn(out, y, x) if loss_fn is not None else F.cross_entropy(out, y)
+        loss = loss_fn(out, y) if task_loss else loss_fn(out, y, x)
         for h in hooks:
             loss = loss + h(model, x, y, out)
         value = loss.item()
@@ -426,128 +376,3 @@ def _stepper(model, opt, sched, trainable, clip, loss_fn, hooks, on_step, stats:
     return step
 
 
-class _BNTracker:
-    """The BatchNorm layers one fit trains, how stale their running statistics are, and their
-    re-estimate when they are too stale (see ``fit``)."""
-
-    def __init__(self, model: nn.Module, loader: Any, dev: torch.device, *, mode: str, batches: int):
-        self.model, self.loader, self.dev, self.mode, self.batches = model, loader, dev, mode, batches
-        self.layers = [m for m in model.modules()
-                       if isinstance(m, _BatchNorm) and m.training and m.track_running_stats and m.momentum != 0]
-        self.times = 0
-        self._mark()
-
-    def _mark(self) -> None:
-        self.start = [int(m.num_batches_tracked) for m in self.layers]
-
-    def stale_weight(self) -> float:
-        """The largest share the statistics from before this fit (or its last re-estimate) still have."""
-        worst = 0.0
-        for m, n0 in zip(self.layers, self.start):
-            updates = int(m.num_batches_tracked) - n0
-            # momentum None is a cumulative average since the last reset: batches of the old weights count fully
-            share = 1.0 if m.momentum is None else (1.0 - m.momentum) ** updates
-            worst = max(worst, share)
-        return worst
-
-    def refresh(self, stats: FitStats) -> None:
-        if not self.layers:
-            return
-        weight = self.stale_weight()
-        stats.bn_stale_weight = round(weight, 6)
-        if self.mode == "off" or (self.mode == "auto" and weight <= BN_STALE):
-            return
-        seen = _reestimate(self.model, self.loader, self.layers, self.batches, self.dev)
-        if seen:
-            self.times += 1
-            stats.bn_recalibration = {"batches": seen, "layers": len(self.layers), "times": self.times}
-            self._mark()
-
-
-def _reestimate(model: nn.Module, loader: Any, layers: list[_BatchNorm], batches: int, dev: torch.device) -> int:
-    """Cumulative-average running statistics of ``layers`` over up to ``batches`` batches of ``loader``;
-    every other module in eval mode, no gradients. Returns the batches seen. A layer the batches never
-    reach (and every layer, when there is no batch) keeps its old statistics."""
-    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()  # dropout, stochastic depth and the like off: the statistics of the deployed forward
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-        m.train()
-    seen = 0
-    try:
-        with torch.no_grad():
-            for i, batch in enumerate(loader):
-                if i >= batches:
-                    break
-                x = batch[0] if isinstance(batch, (tuple, list)) else batch
-                model(x.to(dev))
-                seen += 1
-    finally:
-        for m, (mom, mean, var, nbt) in zip(layers, saved):
-            m.momentum = mom
-            if not seen or int(m.num_batches_tracked) == 0:
-                m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(nbt)
-        for m, training in modes:
-            m.training = training
-    return seen
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, *, max_batches: int | None = None,
-             device: str | torch.device | None = None) -> dict[str, Any]:
-    """Top-1 accuracy (percent) and mean cross-entropy; both None when the data has no labels."""
-    loader = _loader(loader, "test")
-    home, dev = _device_of(model), pick_device(device)
-    was_training = model.training
-    model.to(dev).eval()
-    try:
-        return _evaluate(model, loader, dev, max_batches)
-    finally:
-        model.train(was_training)
-        if home is not None and home != dev:
-            model.to(home)
-
-
-def _evaluate(model, loader, dev, max_batches) -> dict[str, Any]:
-    """Top-1 from the Top1 metric over the model as a runner; the loss from the same outputs."""
-    from ..metrics import get as get_metric, torch_runner
-
-    run, loss = torch_runner(model, dev), {"sum": 0.0, "y": None}
-
-    def batches():  # the labels of the batch being scored, for the loss of its outputs
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                return
-            loss["y"] = y
-            yield x, y
-
-    def run_and_loss(x):
-        out = run(x)
-        y = loss["y"]
-        if y is not None and not (y < 0).any():
-            loss["sum"] += F.cross_entropy(torch.from_numpy(out), y.cpu(), reduction="sum").item()
-        return out
-
-    score = get_metric("top1").evaluate(run_and_loss, batches())
-    if score.value is None:
-        return {"top1": None, "loss": None, "n": score.count}
-    return {"top1": score.value, "loss": loss["sum"] / score.count, "n": score.count}
-
-
-def recalibrate_bn(model: nn.Module, data: Any, batches: int = 50) -> int:
-    """Re-estimate every BatchNorm's running mean/variance (cumulative average over ``batches``
-    training batches, no gradients, weights untouched, every other layer in eval mode); returns how
-    many BN layers it reset.
-
-    After channel pruning or factorizing, a layer's inputs are no longer what the statistics were
-    measured on, and the errors compound from layer to layer: without this, resnet20 pruned or
-    factorized to 0.5x MACs scores near chance before any fine-tuning. (``fit`` decides by itself
-    whether the statistics it leaves need this; see there.)"""
-    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-    if not bns or batches <= 0:
-        return 0
-    loader = getattr(data, "train", None) or data
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-    return len(bns) if _reestimate(model, loader, bns, batches, dev) else 0

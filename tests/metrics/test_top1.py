@@ -50,8 +50,9 @@ def test_unlabelled_samples_are_not_scored():
 
 
 def test_an_unknown_metric_names_the_valid_ones():
-    with pytest.raises(UsageError, match="no metric named 'nope'; the metrics are: top1"):
+    with pytest.raises(UsageError, match="no metric named 'nope'; the metrics are: map, miou, top1, top5") as e:
         metrics.get("nope")
+    assert "package.module:function" in e.value.hint
     assert isinstance(metrics.get(), metrics.Metric) and metrics.get().name == "top1"
 
 

@@ -38,3 +38,20 @@ def test_failed_verification_is_an_error_and_writes_nothing(tmp_path):
         export_onnx(_Noisy(), tmp_path / "n.onnx", input_shape=(1, 4, 4))
     assert not (tmp_path / "n.onnx").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_detector_exports_its_boxes_scores_and_labels_at_batch_1(tmp_path):
+    """A model with several outputs (a detector: torchvision's convention) exports each under its
+    name, at the exported batch, and every output is checked against PyTorch."""
+    import onnx
+    import torch
+
+    from edgeslim import models
+    from edgeslim.runtimes import export_onnx
+
+    det = models.create("tinydet", num_classes=3, in_channels=1, width=8, topk=5)
+    info = export_onnx(det, tmp_path / "d.onnx", torch.randn(1, 1, 32, 32))
+    graph = onnx.load(str(tmp_path / "d.onnx")).graph
+    assert [o.name for o in graph.output] == ["boxes", "scores", "labels"]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1  # no dynamic batch: per-image outputs
+    assert info["max_abs_diff"] < 1e-3 and info["top1_agreement"] is None

@@ -37,3 +37,18 @@ def test_bn_statistics_re_estimated_on_cuda_come_back_valid():
     exact = exact_bn_statistics(m, loader)  # computed on the CPU
     for name in ("bn1", "bn2"):
         torch.testing.assert_close(getattr(m, name).running_var, getattr(exact, name).running_var, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,task", [("tinydet", "detection"), ("tinyseg", "segmentation")])
+def test_detection_and_segmentation_batches_train_on_cuda(name, task, loader):
+    from edgeslim import models
+
+    data = loader(task, n=8, batch_size=4)
+    torch.manual_seed(0)
+    seen = set()
+    m = fit(models.create(name), data, epochs=3, progress=False,
+            on_step=[lambda s, mod: seen.add(next(mod.parameters()).device.type)])
+    assert seen == {"cuda"} and next(m.parameters()).device.type == "cpu"
+    gpu, cpu = evaluate(m, data), evaluate(m, data, device="cpu")
+    assert gpu["loss"] == pytest.approx(cpu["loss"], rel=1e-3) and next(m.parameters()).device.type == "cpu"
