@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..core.errors import DataError, UsageError
+from ..core.errors import DataError
 from . import images
+from .images import path_and_size
 from .bundle import Batch, DataMeta, Normalizer, carve
 
 FORM = "coco:PATH[:SIZE]"
@@ -40,12 +41,7 @@ LAYOUT_HINT = ("PATH is an instances JSON, or a folder with one *.json (or annot
 
 def parse(spec: str) -> tuple[Path, int | None]:
     """'PATH' or 'PATH:SIZE' (the part after 'coco:') -> (path, size or None)."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and tail.isdigit() and not Path(spec).expanduser().exists():
-        if int(tail) < 1:
-            raise UsageError(f"coco:{spec}: SIZE must be a positive integer", hint="e.g. coco:PATH:320")
-        return Path(head).expanduser(), int(tail)
-    return Path(spec).expanduser(), None
+    return path_and_size("coco", spec, 320, is_path=Path.exists)
 
 
 def build(spec: str, *, val_fraction: float, seed: int):

@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from ..core.errors import DataError, UsageError
+from ..core.errors import DataError
 from . import images
+from .images import path_and_size
 from .bundle import Batch, DataMeta, Normalizer, carve
 
 TEST_FRACTION = 0.1
@@ -30,12 +31,7 @@ LAYOUT_HINT = (
 
 def parse(spec: str) -> tuple[Path, int | None]:
     """'PATH' or 'PATH:SIZE' (the part after 'imagefolder:') -> (path, size or None)."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and tail.isdigit() and not Path(spec).expanduser().is_dir():
-        if int(tail) < 1:
-            raise UsageError(f"imagefolder:{spec}: SIZE must be a positive integer", hint="e.g. imagefolder:PATH:32")
-        return Path(head).expanduser(), int(tail)
-    return Path(spec).expanduser(), None
+    return path_and_size("imagefolder", spec, 32)
 
 
 def build(spec: str, *, val_fraction: float, seed: int):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.errors import DataError
+from ..core.errors import DataError, UsageError
 
 STATS_SAMPLES = 100
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -62,3 +62,14 @@ def stats(paths: list, mode: str, hw: tuple[int, int], kind: str) -> tuple[tuple
 def image_files(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
+
+
+def path_and_size(kind: str, spec: str, example: int, *, is_path=Path.is_dir) -> tuple[Path, int | None]:
+    """'PATH' or 'PATH:SIZE' (the part after '<kind>:') -> (path, size or None). A trailing ':N' is the
+    size unless the whole spec is itself a path (``is_path``)."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and tail.isdigit() and not is_path(Path(spec).expanduser()):
+        if int(tail) < 1:
+            raise UsageError(f"{kind}:{spec}: SIZE must be a positive integer", hint=f"e.g. {kind}:PATH:{example}")
+        return Path(head).expanduser(), int(tail)
+    return Path(spec).expanduser(), None

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..core.errors import DataError, UsageError
+from ..core.errors import DataError
 from . import images
+from .images import path_and_size
 from .bundle import IGNORE, Batch, DataMeta, Normalizer, carve
 
 FORM = "segfolder:PATH[:SIZE]"
@@ -34,12 +35,7 @@ LAYOUT_HINT = ("lay it out as PATH/images/<name>.<ext> and PATH/masks/<name>.png
 
 def parse(spec: str) -> tuple[Path, int | None]:
     """'PATH' or 'PATH:SIZE' (the part after 'segfolder:') -> (path, size or None)."""
-    head, sep, tail = spec.rpartition(":")
-    if sep and tail.isdigit() and not Path(spec).expanduser().is_dir():
-        if int(tail) < 1:
-            raise UsageError(f"segfolder:{spec}: SIZE must be a positive integer", hint="e.g. segfolder:PATH:128")
-        return Path(head).expanduser(), int(tail)
-    return Path(spec).expanduser(), None
+    return path_and_size("segfolder", spec, 128)
 
 
 def build(spec: str, *, val_fraction: float, seed: int):
