@@ -119,6 +119,17 @@ class Report:
         )
 
     # -- rendering ----------------------------------------------------------
+    @property
+    def metric(self) -> str:
+        """The metric ``accuracy`` holds (details["metric"]["name"]; top1 when the details name none)."""
+        m = self.details.get("metric") if isinstance(self.details, dict) else None
+        return str(m.get("name") or "top1") if isinstance(m, dict) else "top1"
+
+    def metric_label(self) -> str:
+        """The table's row label of ``accuracy``: 'accuracy (top-1 %)', 'accuracy (top-5 %)', 'map (points)'."""
+        name = self.metric
+        return {"top1": "accuracy (top-1 %)", "top5": "accuracy (top-5 %)"}.get(name, f"{name} (points)")
+
     def table(self) -> str:
         """Baseline-versus-result table in Markdown."""
         rows = [
@@ -128,7 +139,7 @@ class Report:
             ("latency median (ms)", "latency_ms", _fmt_float),
             ("latency p90 (ms)", "latency_p90_ms", _fmt_float),
             ("peak memory (bytes)", "peak_memory_bytes", _fmt_int),
-            ("accuracy (top-1 %)", "accuracy", _fmt_float),
+            (self.metric_label(), "accuracy", _fmt_float),
         ]
         b, r = self.baseline, self.result or {}
         head = "| figure | baseline | result | ratio |\n|---|---:|---:|---:|" if b else "| figure | value |\n|---|---:|"
@@ -158,7 +169,8 @@ class Report:
                 f"batch {r.get('batch')}, input {r.get('input_shape')} on {m.get('cpu')}"
             )
         if self.accuracy_drop is not None:
-            out.append(f"- accuracy drop: {self.accuracy_drop:.2f} points")
+            what = "accuracy" if self.metric in ("top1", "top5") else self.metric
+            out.append(f"- {what} drop: {self.accuracy_drop:.2f} points")
         out += ["", self.table(), ""]
         layers = self.details.get("layers")
         if isinstance(layers, list) and layers and isinstance(layers[0], dict):

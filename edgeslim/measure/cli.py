@@ -17,6 +17,9 @@ def register(sub) -> None:
     add_data_args(p)
     add_measure_args(p)
     p.add_argument("--runtime", choices=runtimes.names(), default="onnxruntime")
+    p.add_argument("--metric", metavar="NAME|package.module:function",
+                   help="what the accuracy figure is, on the test split of --data: top1 (default for classifiers), "
+                        "top5, map, miou, or your function (predict, loader) -> float | per-sample values")
     p.add_argument("--json", action="store_true")
     add_agent_args(p)
     p.set_defaults(func=run_profile)
@@ -55,12 +58,18 @@ def _onnx_layers(path: str) -> list[dict]:
 
 
 def run_profile(args) -> int:
+    from .. import metrics
     from ..core.errors import UsageError
     from . import profile
+    from .profile import check_runner
 
+    given = metrics.resolve(args.metric) if args.metric else None  # typed by the user: imported now, before any loading
     agent = agent_from_args(args)  # a usage error before any loading
     is_onnx = args.model.endswith(".onnx")
     data = load_data(args)
+    metric = _data_metric(given, data)
+    if data is not None:  # a runtime's runner gives the first output only: refused before the model loads
+        check_runner(metric, "onnxruntime" if is_onnx else args.runtime)
     if is_onnx:
         if not Path(args.model).is_file():
             raise UsageError(f"no such ONNX file: {args.model}")
@@ -70,7 +79,7 @@ def run_profile(args) -> int:
         shape, layers = input_shape(args, info, target), None
     loader = data.test if data is not None else None
     fig = profile(target, shape, runtime=args.runtime, threads=args.threads, runs=args.runs, warmup=args.warmup,
-                  loader=loader, max_batches=args.max_batches, agent=agent)
+                  loader=loader, max_batches=args.max_batches, agent=agent, metric=metric)
     layers = fig.get("layers") or layers or []
     fig["layers"] = layers
     emit(args, fig, _profile_text(args.model, fig, layers))
@@ -86,7 +95,7 @@ def _profile_text(name: str, fig: dict, layers: list[dict]) -> str:
     if fig.get("timed_on"):
         lines.append(f"timed on: {_where(fig['timed_on'])}")
     if fig.get("accuracy") is not None:
-        lines.append(f"accuracy: {fig['accuracy']:.2f}% top-1 (test split)")
+        lines.append(_accuracy_text(fig))
     if fig.get("memory_access"):
         lines.append(f"memory access (estimate): {fig['memory_access']['total_bytes']:,} bytes")
     if layers:
@@ -97,6 +106,30 @@ def _profile_text(name: str, fig: dict, layers: list[dict]) -> str:
         for r in layers:
             lines.append(f"{r['name']:<{w}}  {r['type']:<18} {r['params']:>10,}" + (f" {r['macs']:>14,}" if has_macs else ""))
     return "\n".join(lines)
+
+
+def _data_metric(given, data):
+    """The metric of ``profile``: the user's, else the data's task's default; one that scores another
+    task than the data's is refused."""
+    from .. import metrics
+
+    meta = getattr(data, "meta", None)
+    if meta is None:
+        return given or metrics.get()
+    task = getattr(meta, "task", "classification")
+    metric = given or metrics.get(metrics.default_for(task))
+    metrics.check_task(metric, task, getattr(meta, "name", "the data"))
+    return metric
+
+
+def _accuracy_text(fig: dict) -> str:
+    """'accuracy: 91.20% top-1 (test split)'; 'map: 31.20 (test split; map_50 55.10)' for another metric."""
+    m = fig.get("metric") or {}
+    name, v = m.get("name") or "top1", fig["accuracy"]
+    if name in ("top1", "top5"):
+        return f"accuracy: {v:.2f}% {'top-1' if name == 'top1' else 'top-5'} (test split)"
+    extra = ", ".join(f"{k} {x:.2f}" for k, x in (m.get("extra") or {}).items() if x is not None)
+    return f"{name}: {v:.2f} (test split" + (f"; {extra})" if extra else ")")
 
 
 def run_bench(args) -> int:

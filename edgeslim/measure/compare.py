@@ -2,7 +2,8 @@
 
 Both models are exported by the deploying runtime (ONNX Runtime; a quantization simulation as its int8
 file) unless given as .onnx files, timed side by side with ``bench``, sized on disk, and scored by
-running the exported artifacts in that runtime; the peak memory of running each is measured in a fresh
+running the exported artifacts in that runtime with the run's metric (``accuracy`` holds its value, in
+its points: top-1 in percent by default); the peak memory of running each is measured in a fresh
 process (``memory.peak_memories``).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..core.report import figures
 from .counts import count_macs, count_params
 from .latency import artifact_size, bench
 from .memory import peak_memories
-from .profile import artifact_accuracy, deploy_runtime, example_input, onnx_params
+from .profile import artifact_score, check_runner, deploy_runtime, example_input, onnx_params
 from ..core.shapes import batched
 
 
@@ -30,14 +31,32 @@ def _artifact(target: nn.Module | str | os.PathLike, path: Path, shape, loader, 
 
 def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | os.PathLike, input_shape, *,
             workdir: str | os.PathLike, loader: Any = None, threads: int = 2, warmup: int = 10, runs: int = 50,
-            max_batches: int | None = None, runtime: str = "onnxruntime", agent: Any = None) -> tuple[dict, dict]:
+            max_batches: int | None = None, runtime: str = "onnxruntime", agent: Any = None,
+            metric: Any = "top1") -> tuple[dict, dict]:
     """(baseline FIGURES, result FIGURES), both in ``runtime``. Modules are exported into ``workdir``
     (the result as model + the runtime's suffix, the deployable file of an out DIR; the baseline as
     baseline + the suffix).
     ``agent`` (an edgeslim.agent.Agent): latency and peak memory are measured on that device, the
-    accuracy here (the same file, the same runtime)."""
+    accuracy here (the same file, the same runtime). ``metric``: what ``accuracy`` holds (a name, a
+    callable or a Metric; see ``compare_scored`` for its extra figures)."""
+    b, r, _ = compare_scored(baseline, result, input_shape, workdir=workdir, loader=loader, threads=threads,
+                             warmup=warmup, runs=runs, max_batches=max_batches, runtime=runtime, agent=agent,
+                             metric=metric)
+    return b, r
+
+
+def compare_scored(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | os.PathLike, input_shape, *,
+                   workdir: str | os.PathLike, loader: Any = None, threads: int = 2, warmup: int = 10, runs: int = 50,
+                   max_batches: int | None = None, runtime: str = "onnxruntime", agent: Any = None,
+                   metric: Any = "top1") -> tuple[dict, dict, dict | None]:
+    """``compare``, plus the metric's Scores: (baseline FIGURES, result FIGURES, {"baseline": Score,
+    "result": Score}, or None without a loader)."""
+    from .. import metrics
     from ..runtimes import suffix_of
 
+    m = metrics.resolve(metric)
+    if loader is not None:
+        check_runner(m, runtime)  # before any export
     suffix = suffix_of(runtime)
     result_name, baseline_name = "model" + suffix, "baseline" + suffix
     shape = batched(input_shape)
@@ -50,11 +69,14 @@ def compare(baseline: nn.Module | str | os.PathLike, result: nn.Module | str | o
         b_mem, r_mem = peak_memories([b_path, r_path], shape, threads=threads)  # each in its suffix's runtime
     else:
         b_mem, r_mem = (agent.time(p, shape, threads=threads, warmup=0, runs=1, memory=True) for p in (b_path, r_path))
-    out = []
+    out, scores = [], []
     for path, info, lat, mem in ((b_path, b_info, b_lat, b_mem), (r_path, r_info, r_lat, r_mem)):
-        acc = artifact_accuracy(path, loader, max_batches=max_batches, threads=threads) if loader is not None else None
+        score = (artifact_score(path, loader, metric=m, threads=threads, max_batches=max_batches)
+                 if loader is not None else None)
+        scores.append(score)
         out.append(figures(params=info["params"], macs=info["macs"], size_bytes=artifact_size(path),
-                           latency_ms=lat["median_ms"], latency_p90_ms=lat["p90_ms"], accuracy=acc,
-                           runtime=lat["runtime"], threads=threads, batch=shape[0], input_shape=list(shape),
-                           artifact=path.name, peak_memory_bytes=mem["peak_memory_bytes"]))
-    return out[0], out[1]
+                           latency_ms=lat["median_ms"], latency_p90_ms=lat["p90_ms"],
+                           accuracy=None if score is None else score.value, runtime=lat["runtime"], threads=threads,
+                           batch=shape[0], input_shape=list(shape), artifact=path.name,
+                           peak_memory_bytes=mem["peak_memory_bytes"]))
+    return out[0], out[1], None if loader is None else {"baseline": scores[0], "result": scores[1]}

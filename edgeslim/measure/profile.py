@@ -42,16 +42,21 @@ def deploy_runtime(runtime: str = "onnxruntime") -> runtimes.Runtime:
 
 def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str = "onnxruntime", threads: int = 2,
             warmup: int = 10, runs: int = 50, loader: Any = None, max_batches: int | None = None,
-            onnx_path: str | os.PathLike | None = None, agent: Any = None) -> dict[str, Any]:
-    """FIGURES (+ "layers" and "memory_access") for a PyTorch model or an .onnx file.
+            onnx_path: str | os.PathLike | None = None, agent: Any = None, metric: Any = "top1") -> dict[str, Any]:
+    """FIGURES (+ "layers", "memory_access", and "metric" with a loader) for a PyTorch model or an .onnx file.
 
     For a model and a runtime that writes files ("onnxruntime"), the model is exported (to ``onnx_path``
     or a temp file) and the artifact is what gets timed and sized; accuracy comes from that artifact.
     With runtime "torch" the module is timed and scored, the exported file still sized.
     ``agent`` (an ``edgeslim.agent.Agent``): the artifact is timed on that device agent (``timed_on``
-    says so); everything else is measured here.
+    says so); everything else is measured here. ``metric`` (a name, a callable, a Metric): what
+    ``accuracy`` holds, in the metric's points; ``out["metric"]`` names it with its ``extra`` figures.
     """
     shape = batched(input_shape)
+    m = metrics.resolve(metric)
+    if loader is not None and (not isinstance(target, nn.Module) or runtimes.get(runtime).suffix):
+        check_runner(m, (runtimes.for_artifact(target) or runtimes.get()).name if not isinstance(target, nn.Module)
+                     else runtime)  # before the export: a runtime's runner gives the first output only
     check_timing(threads=threads, warmup=warmup, runs=runs)  # before the export, not after it
     if agent is not None and isinstance(target, nn.Module) and not runtimes.get(runtime).suffix:
         from ..core.errors import UsageError
@@ -75,14 +80,12 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
             extra["export"] = deploy.export(target, artifact, example_input(shape), loader=loader)
         timed = artifact if (is_file or runtimes.get(runtime).suffix) else target
         lat = bench([timed], shape, threads=threads, warmup=warmup, runs=runs, agent=agent)[0]
-        acc = None
+        score = None
         if loader is not None:
-            if timed is target:
-                from ..train import evaluate
-
-                acc = evaluate(target, loader, max_batches=max_batches)["top1"]
-            else:
-                acc = artifact_accuracy(artifact, loader, max_batches=max_batches, threads=threads)
+            score = (torch_score(target, loader, metric=m, max_batches=max_batches) if timed is target else
+                     artifact_score(artifact, loader, metric=m, threads=threads, max_batches=max_batches))
+            extra["metric"] = {"name": m.name, "extra": dict(score.extra)}
+        acc = None if score is None else score.value
         size = artifact_size(artifact)
     out = figures(params=params, macs=macs, size_bytes=size, latency_ms=lat["median_ms"],
                   latency_p90_ms=lat["p90_ms"], accuracy=acc, runtime=lat["runtime"], threads=threads,
@@ -94,11 +97,45 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
     return out
 
 
+def check_runner(metric: Any, runtime: str) -> None:
+    """A UsageError when ``metric`` needs every output of the model (``outputs == "all"``: map) and
+    ``runtime`` runs an artifact file: a runtime's runner gives the model's first output only."""
+    m = metrics.resolve(metric)
+    if metrics.outputs_of(m) == "all" and runtimes.get(runtime).suffix:
+        from ..core.errors import UsageError
+
+        raise UsageError(f"metric {m.name} needs every output of the model, but the {runtime} runner gives only "
+                         "its first output", hint="score it in PyTorch (edgeslim.metrics.torch_runner(model, "
+                         "outputs='all')), or use a metric of the model's first output")
+
+
+def artifact_score(artifact: str | os.PathLike, loader: Any, *, metric: Any = "top1", runtime: str | None = None,
+                   threads: int = 2, max_batches: int | None = None) -> metrics.Score:
+    """``metric``'s Score (value, per-sample values, extra) of a deployed artifact, run in ``runtime``
+    (default: the runtime its suffix names)."""
+    m = metrics.resolve(metric)
+    rt = runtimes.get(runtime) if runtime else runtimes.for_artifact(artifact) or runtimes.get()
+    check_runner(m, rt.name)
+    return m.evaluate(rt.load(artifact, threads=threads), loader, max_batches=max_batches)
+
+
+def torch_score(model: nn.Module, loader: Any, *, metric: Any = "top1", max_batches: int | None = None) -> metrics.Score:
+    """``metric``'s Score of a PyTorch model, on the device it is on, in eval mode (its training mode
+    is restored)."""
+    m = metrics.resolve(metric)
+    was_training = model.training
+    device = next((p.device for p in model.parameters()), "cpu")
+    try:
+        run = metrics.torch_runner(model, device, outputs=metrics.outputs_of(m))
+        return m.evaluate(run, loader, max_batches=max_batches)
+    finally:
+        model.train(was_training)
+
+
 def artifact_accuracy(artifact: str | os.PathLike, loader: Any, *, max_batches: int | None = None,
-                      threads: int = 2, metric: str = "top1") -> float | None:
+                      threads: int = 2, metric: Any = "top1") -> float | None:
     """``metric``'s value of a deployed artifact, run in the runtime its suffix names."""
-    rt = runtimes.for_artifact(artifact) or runtimes.get()
-    return metrics.get(metric).evaluate(rt.load(artifact, threads=threads), loader, max_batches=max_batches).value
+    return artifact_score(artifact, loader, metric=metric, threads=threads, max_batches=max_batches).value
 
 
 def ort_op_times(onnx_path: str | os.PathLike, input_shape, *, threads: int = 2, warmup: int = 10,

@@ -17,7 +17,10 @@ class OutputOptions:
     into the checkpoint sidecar. threads / runs / warmup: the side-by-side latency measurement;
     max_batches caps the accuracy batches. keep_baseline: keep DIR/baseline.onnx (the CLI commands'
     layout). layer_table: add the per-layer policy table when the details have none (off where the
-    result does not derive from the baseline, as a distilled student does not from its teacher)."""
+    result does not derive from the baseline, as a distilled student does not from its teacher).
+    metric: what both artifacts are scored with (a registered name, "package.module:function" named by
+    the caller, a callable or a Metric); the FIGURES' ``accuracy`` holds its value and
+    ``details["metric"]`` names it."""
 
     command: str
     spec: str | None = None
@@ -34,7 +37,15 @@ class OutputOptions:
     keep_baseline: bool = False
     layer_table: bool = True
     runtime: str = "onnxruntime"  # the runtime that deploys, measures and scores the result
+    metric: Any = "top1"
     agent: Any = None  # an edgeslim.agent.Agent: the side-by-side latency and memory are measured on that device
+
+    @property
+    def scorer(self):
+        """The resolved Metric."""
+        from .. import metrics as es_metrics
+
+        return es_metrics.resolve(self.metric)
 
     @property
     def artifact(self) -> str:
@@ -53,6 +64,9 @@ class OutputOptions:
         mb = self.max_batches
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, int) or mb < 1):
             raise UsageError(f"max_batches must be a positive integer or None, got {mb!r}")
+        from .. import metrics as es_metrics
+
+        es_metrics.resolve(self.metric)  # a bad metric is one UsageError, before any work
         for name in ("build", "metrics", "extra"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, dict):

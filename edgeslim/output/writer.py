@@ -68,10 +68,11 @@ def write_result(stage: str | os.PathLike, original: nn.Module, result: Compress
     extras = {_extra_name(name): content for name, content in (extras or {}).items()}  # refused before any work
     exported = _write_artifact(result, stage / opts.artifact, shape, loader, artifact, opts.runtime)
     _write_extras(stage, extras)
-    base, res = _measure(original, stage, shape, opts, loader if labelled else None)
+    metric = opts.scorer
+    base, res, scores = _measure(original, stage, shape, opts, loader if labelled else None, metric)
     notes = _write_checkpoint(stage / "checkpoint", result, opts, data, shape, res.get("accuracy"), checkpoint)
     details = _details(original, result, opts, split, loader if labelled else None, res, exported,
-                       extra_details or {})
+                       extra_details or {}, metric, scores)
     details["kernels"] = _kernels(opts, stage / opts.artifact, result.quantized)
     details["notes"] = list(details.get("notes", [])) + notes + ([details["kernels"]["note"]]
                                                                  if "note" in details["kernels"] else [])
@@ -120,15 +121,16 @@ def _write_extras(stage: Path, extras: Mapping[Path, bytes | str | os.PathLike])
                 shutil.copyfile(content, tmp)
 
 
-def _measure(original: nn.Module, stage: Path, shape, opts: OutputOptions, loader) -> tuple[dict, dict]:
-    """Baseline and result FIGURES, measured side by side (same threads, batch and runtime)."""
-    from ..measure import compare
+def _measure(original: nn.Module, stage: Path, shape, opts: OutputOptions, loader, metric) -> tuple[dict, dict, Any]:
+    """Baseline and result FIGURES, measured side by side (same threads, batch and runtime), and both
+    artifacts' Scores in ``metric`` (None without labelled data)."""
+    from ..measure.compare import compare_scored
 
     with contextlib.ExitStack() as stack:
         work = stage if opts.keep_baseline else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        return compare(original, stage / opts.artifact, shape, workdir=work, loader=loader, threads=opts.threads,
-                       runtime=opts.runtime, agent=opts.agent,
-                       runs=opts.runs, warmup=opts.warmup, max_batches=opts.max_batches)
+        return compare_scored(original, stage / opts.artifact, shape, workdir=work, loader=loader,
+                              threads=opts.threads, runtime=opts.runtime, agent=opts.agent, runs=opts.runs,
+                              warmup=opts.warmup, max_batches=opts.max_batches, metric=metric)
 
 
 def _write_checkpoint(ckpt: Path, result: Compressed, opts: OutputOptions, data, shape, accuracy,
@@ -145,17 +147,20 @@ def _write_checkpoint(ckpt: Path, result: Compressed, opts: OutputOptions, data,
     known = list(getattr(getattr(data, "meta", None), "classes", None) or []) if _labelled(data) else []
     classes = known or opts.classes
     metrics = dict(opts.metrics or {})
-    if accuracy is not None or "test_top1" not in metrics:
-        metrics["test_top1"] = accuracy
+    key = f"test_{opts.scorer.name}"  # test_top1 for classifiers, test_map, test_<module:function>
+    if accuracy is not None or key not in metrics:
+        metrics[key] = accuracy
     models.save(result.model, ckpt, spec=opts.spec, input_shape=unbatched(shape), build=opts.build,
                 classes=classes, metrics=metrics, extra={"command": opts.command, **(opts.extra or {})})
     return []
 
 
 def _details(original, result: Compressed, opts: OutputOptions, split, loader, res: dict, exported,
-             extra: dict) -> dict:
-    """The writer's details (split, steps, per-layer table, export check, torch accuracy), then the
-    caller's, which win on a shared key."""
+             extra: dict, metric=None, scores: dict | None = None) -> dict:
+    """The writer's details (split, steps, per-layer table, export check, the metric and its extra
+    figures, the torch score in the same metric), then the caller's, which win on a shared key."""
+    from ..measure.profile import torch_score
+
     res["macs"] = _macs(result.float_model, res.get("input_shape"))
     res["params"] = sum(p.numel() for p in result.float_model.parameters())
     details: dict[str, Any] = {"split": split, "steps": result.details, "quantized": result.quantized}
@@ -163,10 +168,12 @@ def _details(original, result: Compressed, opts: OutputOptions, split, loader, r
         details["layers"] = layer_policy(original, result)
     if exported:
         details["export"] = exported
+    metric = metric or opts.scorer
+    if scores:
+        details["metric"] = {"name": metric.name, "split": split,
+                             **{k: {"value": sc.value, "extra": dict(sc.extra)} for k, sc in scores.items()}}
     if loader is not None:
-        from ..train import evaluate
-
-        torch_acc = evaluate(result.model, loader, max_batches=opts.max_batches)["top1"]
+        torch_acc = torch_score(result.model, loader, metric=metric, max_batches=opts.max_batches).value
         details.update(accuracy_split=split, torch_accuracy=torch_acc)
         if result.quantized:  # the simulation and the deployed file: both, since they can differ
             details.update(simulated_accuracy=torch_acc, deployed_accuracy=res.get("accuracy"))

@@ -79,6 +79,16 @@ def pareto_plot(rows: list[dict], path: str | os.PathLike, *, sla: float | None 
     return save_png(fig, path)
 
 
+def _metric(sla: dict) -> str:
+    """The SLA's metric as the report names it: 'top-1' (the default), else its name."""
+    name = sla.get("metric") or "top1"
+    return {"top1": "top-1", "top5": "top-5"}.get(name, name)
+
+
+def _unit(sla: dict) -> str:
+    return "%" if (sla.get("metric") or "top1") in ("top1", "top5") else ""
+
+
 def _bound_text(sla: dict) -> str:
     text = sla.get("rule")  # the search words its own feasibility rule (report sits below search)
     return f", {text}" if text else ""
@@ -91,21 +101,22 @@ def search_markdown(report) -> str:
     sla = d.get("sla") or {}
     if sla:
         out += ["## SLA and search", "",
-                f"- SLA: validation accuracy >= {sla.get('min_val_accuracy', 0):.2f}% "
-                f"(baseline {sla.get('baseline_val_accuracy', 0):.2f}% on the validation split)" + _bound_text(sla),
+                f"- SLA: validation {_metric(sla)} >= {sla.get('min_val_accuracy', 0):.2f}{_unit(sla)} "
+                f"(baseline {sla.get('baseline_val_accuracy', 0):.2f}{_unit(sla)} on the validation split)"
+                + _bound_text(sla),
                 f"- objective: {d.get('objective')}; strategy: {d.get('strategy')}; budget {d.get('budget')}, "
                 f"{d.get('search_seconds')} s; storage {d.get('storage')}",
                 "- search figures come from the validation split; the table above is the test split, measured "
                 "again for baseline and winner side by side", ""]
     if d.get("policy_text"):
         out += [f"**Winner:** trial {d.get('best_trial')}: {d['policy_text']} "
-                f"(validation {d.get('val_accuracy', 0):.2f}%). Replay with "
+                f"(validation {d.get('val_accuracy', 0):.2f}{_unit(sla)}). Replay with "
                 f"`edgeslim compress MODEL --recipe winner.yaml --data D --out DIR`.", ""]
     if d.get("pareto_plot"):
         out += [f"![accuracy vs latency and size]({d['pareto_plot']})", ""]
     trials = d.get("trials") or []
     if trials:
-        out += ["## Trials", "", "| trial | state | origin | policy | val top-1 | lower bound | size | latency (ms) | "
+        out += ["## Trials", "", f"| trial | state | origin | policy | val {_metric(sla)} | lower bound | size | latency (ms) | "
                 "MACs | feasible | why |", "|---:|---|---|---|---:|---:|---:|---:|---:|---|---|"]
         for r in trials:
             lb = (r["val_accuracy"] - r["val_margin"] if r.get("val_accuracy") is not None
@@ -163,8 +174,8 @@ def write_html(report, path: str | os.PathLike) -> Path:
              _md_table_to_html(report.table())]
     if det.get("sla"):
         s = det["sla"]
-        parts.append(f"<p>SLA: validation accuracy &ge; {s.get('min_val_accuracy', 0):.2f}% (baseline "
-                     f"{s.get('baseline_val_accuracy', 0):.2f}%){html.escape(_bound_text(s))}. Objective: {html.escape(str(det.get('objective')))}; "
+        parts.append(f"<p>SLA: validation {html.escape(_metric(s))} &ge; {s.get('min_val_accuracy', 0):.2f}{_unit(s)} "
+                     f"(baseline {s.get('baseline_val_accuracy', 0):.2f}{_unit(s)}){html.escape(_bound_text(s))}. Objective: {html.escape(str(det.get('objective')))}; "
                      f"strategy {html.escape(str(det.get('strategy')))}.</p>")
     if det.get("policy_text"):
         parts.append(f"<p><b>Winner</b>: trial {det.get('best_trial')}: {html.escape(det['policy_text'])}. "

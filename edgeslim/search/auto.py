@@ -43,6 +43,7 @@ from .confidence import unpack
 from .constraints import constraints_of, verdict_text
 from .evaluator import Evaluator
 from .outputs import BestTracker, Final, checkpoint_writer, closest_text, counts_note, trial_rows
+from .scoring import study_metric
 from .space import load_space
 from .store import STUDY_NAME, Store, redact
 from .strategies import first_batches, greedy_seeds, proxy_runner
@@ -75,7 +76,11 @@ def auto(model: nn.Module, data: Any, config: AutoConfig | None = None, *, log: 
     margin off); ``budget`` ('30m': wall time of this call) and ``trials`` (finished trials of the
     whole study); ``storage`` / ``resume`` / ``worker``; ``out``; ``space``; ``greedy``; ``seed``;
     ``spec`` / ``build`` / ``model_name`` (how the checkpoint rebuilds the model); ``input_shape``;
-    ``threads``, ``val_batches``, ``latency_runs``, ``final_runs``; ``metric``, ``runtime``.
+    ``threads``, ``val_batches``, ``latency_runs``, ``final_runs``; ``runtime``; ``metric``: a registered
+    name (top1, the default for classifiers; top5; map; miou), ``"package.module:function"``, a callable
+    ``(predict, loader) -> float | per-sample values`` or a Metric, every artifact scored with it on the
+    validation split (the test split for the report); ``max_drop`` / ``min_accuracy`` are in its points.
+    The study records its name: resume with the same metric (a callable is passed again).
     Writes ``out`` (see docs/auto.md); ``feasible`` is False when no policy met the SLA (the baseline
     is kept and written as the result).
     """
@@ -95,7 +100,9 @@ class Search:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         if not isinstance(model, nn.Module):
             raise UsageError(f"auto expects a torch.nn.Module, got {type(model).__name__}")
-        runtimes.get(cfg.runtime), metrics.get(cfg.metric)  # unknown names fail before any work
+        runtimes.get(cfg.runtime)  # an unknown name fails before any work, and so does the metric: a
+        # package.module:function text the caller gave is imported here (never one read from the study)
+        self.given = None if cfg.metric is None else metrics.resolve(cfg.metric)
         if isinstance(data, str):
             from .. import data as es_data
 
@@ -106,6 +113,12 @@ class Search:
         self.shape = unbatched(cfg.input_shape if cfg.input_shape is not None else meta_shape)
         self.model = copy.deepcopy(model).eval()
         setup.check_data(self.model, data, batched(self.shape))
+        task = getattr(data.meta, "task", "classification")
+        self.metric = self.given if self.given is not None else metrics.get(metrics.default_for(task))
+        metrics.check_task(self.metric, task, getattr(data.meta, "name", "the data"))
+        from ..measure.profile import check_runner
+
+        check_runner(self.metric, cfg.runtime)  # a metric of every output on a runtime giving the first
         self.end = self.t_start + cfg.budget_s
 
     def run(self) -> AutoResult:
@@ -117,10 +130,11 @@ class Search:
         self.store.check_mode(resume=cfg.resume, worker=cfg.worker)
         fresh = not self.store.exists
         ev = Evaluator(self.data, self.shape, threads=cfg.threads, val_batches=cfg.val_batches,
-                       latency_runs=cfg.latency_runs, confidence=cfg.confidence, runtime=cfg.runtime, metric=cfg.metric,
+                       latency_runs=cfg.latency_runs, confidence=cfg.confidence, runtime=cfg.runtime, metric=self.metric,
                        agent=cfg.agent_client())
         self.state = (setup.fresh(self.model, self.data, cfg, self.store, ev, self.work, self.end, self.log) if fresh
-                      else setup.existing(cfg, self.store, self.log))
+                      else setup.existing(cfg, self.store, self.log, self.given))
+        self.metric = study_metric(self.metric if fresh or self.given is not None else None, self.state.metric)
         self.ev = self.evaluator(ev)
         self.constraints = constraints_of(self.state)
         if fresh and len(self.constraints) > 1:
@@ -145,7 +159,7 @@ class Search:
         st = self.state
         paired = unpack(st.baseline_correct) if st.max_drop is not None and st.baseline_correct else None
         ev = dataclasses.replace(ev, val_batches=st.val_batches, confidence=st.confidence, paired=paired,
-                                 runtime=st.runtime, metric=st.metric, memory=st.max_memory is not None)
+                                 runtime=st.runtime, metric=self.metric, memory=st.max_memory is not None)
         return dataclasses.replace(ev, reference=setup.reference_for(st, self.model, ev, self.work))
 
     def make_clock(self) -> Clock:
@@ -165,7 +179,7 @@ class Search:
         space = load_space(st.space)
         planner = Planner(self.model, space, st.sensitivity, list(st.block_order), batched(self.shape))
         tracker = BestTracker(self.out, st.objective, checkpoint_writer(cfg.spec, cfg.build, self.data, self.shape),
-                              artifact=self.ev.artifact(Path("."), "model").name)
+                              artifact=self.ev.artifact(Path("."), "model").name, metric=self.metric.name)
         return TrialRunner(self.model, planner, self.data, self.ev, self.constraints, self.clock, tracker, self.store,
                            self.work, seed=cfg.seed, objective=st.objective, pareto=st.pareto, log=self.log,
                            batches=first_batches(self.data.val, 4), margins=(st.prune_margin, st.epoch_prune_margin))
@@ -175,7 +189,8 @@ class Search:
         t = time.monotonic()
         planner = runner.planner
         probe = proxy_runner(self.model, planner.space, data=self.data, input_shape=self.shape, batches=runner.batches,
-                             layer_ratios_for=planner.layer_ratios, block_order=planner.block_order)
+                             layer_ratios_for=planner.layer_ratios, block_order=planner.block_order,
+                             metric=self.metric)
         judged = self.constraints[1:]
 
         def fast_enough(params: dict) -> bool:
@@ -184,7 +199,8 @@ class Search:
 
         seeds = greedy_seeds(self.model, planner.space, sla=self.state.sla, batches=runner.batches, run_proxy=probe,
                              log=self.log, fast_enough=fast_enough if judged else None,
-                             deadline=self.clock.trial_end - self.state.trial_estimate_s)  # leaves one trial's time
+                             deadline=self.clock.trial_end - self.state.trial_estimate_s,  # leaves one trial's time
+                             metric=self.metric.name)
         for p in seeds:
             self.store.study.enqueue_trial(p, user_attrs={"origin": "greedy"})
         self.log(f"greedy pass: {len(seeds)} policies queued first ({time.monotonic() - t:.0f}s)")
@@ -247,7 +263,7 @@ class Search:
         details = self.details(rows, len(ok))
         opts = OutputOptions(command="auto", spec=cfg.spec, build=cfg.build, model_name=cfg.model_name,
                              threads=cfg.threads, runs=cfg.final_runs, runtime=self.state.runtime,
-                             agent=self.ev.agent)
+                             agent=self.ev.agent, metric=self.metric)
 
         def write(original, res, stage, **kw):
             return write_result(stage, original, res, opts, data=self.data, input_shape=self.shape, **kw)

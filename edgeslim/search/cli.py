@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from .confidence import DEFAULT_CONFIDENCE
+from .scoring import summary_line
 from ..agent.cli import add_agent_args, agent_from_args, check_agent_args
 from ..cli_common import (add_data_args, add_model_args, add_runtime_arg, deploy_runtimes, add_output_args, emit, float_range, fraction, input_paths,
                           input_shape, load_data, load_model, out_dir, percent, positive_int, text_file, thread_count)
@@ -37,8 +38,14 @@ def register(sub) -> None:
     add_output_args(a, out_required=True)
     sla = a.add_mutually_exclusive_group()
     sla.add_argument("--max-drop", type=float_range(0, 100, hi_open=True),
-                     help="points of validation accuracy the result may lose, in [0, 100) (default 0.5)")
-    sla.add_argument("--min-accuracy", type=percent, help="absolute validation top-1 floor in percent, in [0, 100]")
+                     help="how much of the baseline's validation score the result may lose, in the metric's points "
+                          "(top-1: percentage points), in [0, 100) (default 0.5)")
+    sla.add_argument("--min-accuracy", type=percent,
+                     help="an absolute validation floor instead, in the metric's points (top-1: percent), in [0, 100]")
+    a.add_argument("--metric", metavar="NAME|package.module:function",
+                   help="what every candidate is scored with on the validation split (the report: the test split): "
+                        "top1 (default for classifiers), top5, map, miou, or your function (predict, loader) -> "
+                        "float | per-sample values, imported because you name it here")
     a.add_argument("--confidence", type=fraction, default=DEFAULT_CONFIDENCE,
                    help="a candidate meets the SLA when a one-sided lower bound of its validation accuracy at this "
                         "confidence does (paired with the baseline per image); 0 = plain check (default %(default)s)")
@@ -141,6 +148,16 @@ def _check_study(args) -> None:
                          hint=f"run without {flag} to start one, or give the --out / --storage of the earlier run")
 
 
+def metric_arg(text: str | None):
+    """The Metric ``--metric`` names (None: the data's default), resolved now: the user typed it, so a
+    package.module:function is imported here; an unknown name or a missing module is a UsageError."""
+    if text is None:
+        return None
+    from .. import metrics
+
+    return metrics.resolve(text)
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -174,6 +191,7 @@ def run_auto(args) -> int:
     from .auto import auto
     from .outputs import closest_text
 
+    metric = metric_arg(args.metric)  # a bad --metric fails first: one line, exit 2
     _check_study(args)  # an unreachable storage, or --resume with nothing to resume, fails before any loading
     given, agent = check_agent_args(args), agent_from_args(args)
     if agent is not None:
@@ -189,11 +207,14 @@ def run_auto(args) -> int:
                input_shape=tuple(info["input_shape"]), threads=args.threads, val_batches=args.val_batches,
                final_runs=args.runs, confidence=args.confidence, max_latency=args.max_latency,
                max_memory=args.max_memory, runtime=args.runtime, agent=given and given[0],
-               agent_token_file=given and given[1], log=_log)
+               agent_token_file=given and given[1], metric=metric, log=_log)
     obj = {**res.report.to_dict(), "feasible": res.feasible, "best_trial": res.best_trial}
     closest = res.report.details.get("closest")
     head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n"
             + (f"{closest_text(closest)}\n  recipe: {res.out}/closest.yaml\n" if closest else "") + "\n")
-    emit(args, obj, head + res.report.table() + f"\n\nreport: {res.out}/report.html  model: {res.out}/{res.report.result.get('artifact')}"
+    report = res.report
+    line = summary_line(report.metric, (report.baseline or {}).get("accuracy"), report.result.get("accuracy"),
+                        report.details.get("split") or "test")
+    emit(args, obj, head + report.table() + (f"\n\n{line}" if line else "") + f"\n\nreport: {res.out}/report.html  model: {res.out}/{res.report.result.get('artifact')}"
          + (f"  recipe: {res.out}/winner.yaml" if res.feasible else ""))
     return 0 if res.feasible else 1

@@ -9,6 +9,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import UsageError
 from .confidence import DEFAULT_CONFIDENCE, rule_text
+from .scoring import check_metric, metric_name
 
 OBJECTIVES = ("size", "latency")
 DEFAULT_DROP = 0.5  # points, when neither max_drop nor min_accuracy is given
@@ -91,7 +92,10 @@ class AutoConfig(Config):
     val_batches: int | None = None
     latency_runs: int = 30
     final_runs: int = 50
-    metric: str = "top1"
+    # a registered name (top1, top5, map, miou), "package.module:function", a callable (predict, loader) ->
+    # float | per-sample values, or a Metric; None: the data's task's default (top1 for classifiers). The SLA
+    # (max_drop, min_accuracy) and the prune margins are in its points
+    metric: Any = None
     runtime: str = "onnxruntime"
     agent: str | None = None  # an `edgeslim agent` (http://HOST:PORT) every candidate and the reference are timed on
     agent_token_file: str | None = None  # the file holding its token (the token itself is never stored)
@@ -123,6 +127,7 @@ class AutoConfig(Config):
         if self.max_memory is not None:
             memory_spec(self.max_memory)
         self._validate_agent()
+        check_metric(self.metric)
         if isinstance(self.input_shape, list):
             object.__setattr__(self, "input_shape", tuple(self.input_shape))
         if self.space is not None and not isinstance(self.space, (str, dict, Config)):
@@ -139,6 +144,16 @@ class AutoConfig(Config):
         if not self.agent_token_file:
             raise UsageError("agent needs agent_token_file, the file holding the agent's token")
         object.__setattr__(self, "agent_token_file", str(self.agent_token_file))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain values; a callable or Metric ``metric`` as its name (a function cannot
+        be written to YAML: an API caller passes it again, e.g. on resume)."""
+        return {**super().to_dict(), "metric": self.metric_name}
+
+    @property
+    def metric_name(self) -> str | None:
+        """The metric's name as the study records it (None: the data's default, decided by auto)."""
+        return metric_name(self.metric)
 
     def agent_client(self):
         """The ``edgeslim.agent.Agent`` candidates are timed on (its token read now), or None."""

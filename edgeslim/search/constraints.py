@@ -14,8 +14,9 @@ import dataclasses
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from .config import latency_spec, memory_spec
-from .confidence import rule_text
+from .confidence import kind_of, rule_text
 from .evaluator import Measurement
+from .scoring import named, value_text, what
 
 LATENCY_PRUNE_SLACK = 1.1  # a trial whose architecture runs slower than this times the limit stops before training
 
@@ -44,12 +45,16 @@ class Constraint(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class AccuracySLA:
-    """The candidate's validation score, less its confidence margin, at or above ``sla``."""
+    """The candidate's validation score in the study's metric, less its confidence margin, at or above
+    ``sla`` (in the metric's points). ``values``: the metric's per-sample values ("hits", "numbers", or
+    "none": no sample-based bound, the plain value is compared)."""
 
     sla: float
     confidence: float = 0.0
     max_drop: float | None = None  # a drop SLA (the bound is paired with the baseline)
     name: str = "accuracy_sla"
+    metric: str = "top1"
+    values: str = "hits"
 
     def excess(self, m: Measurement) -> float | None:
         return None if m.bound is None else self.sla - m.bound
@@ -61,19 +66,20 @@ class AccuracySLA:
         return {}
 
     def rule(self) -> str:
-        return rule_text(self.confidence, self.max_drop is not None)
+        return rule_text(self.confidence, self.max_drop is not None, self.values)
 
     def text(self) -> str:
         rule = self.rule()
-        return f"validation accuracy >= {self.sla:.2f}%" + (f", {rule}" if rule else "")
+        return f"validation {what(self.metric)} >= {value_text(self.metric, self.sla)}" + (f", {rule}" if rule else "")
 
     def final(self, result: dict, baseline: dict) -> tuple[str, bool, str] | None:
         test, base = result.get("accuracy"), baseline.get("accuracy")
         if test is None or base is None:
             return None
         ok = test >= base - self.max_drop if self.max_drop is not None else test >= self.sla
-        return ("test_within_sla", bool(ok), f"test split (never seen by the search): {test:.2f}% vs baseline "
-                f"{base:.2f}% -> " + ("within" if ok else "OUTSIDE") + " the SLA")
+        name = self.metric
+        return ("test_within_sla", bool(ok), f"test split (never seen by the search): {named(name, test)} vs "
+                f"baseline {value_text(name, base)} -> " + ("within" if ok else "OUTSIDE") + " the SLA")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +177,9 @@ class MemoryLimit:
 
 def constraints_of(state: Any) -> list[Constraint]:
     """The study's constraints, from its StudyState (the SLA first: the closest miss ranks by it)."""
-    out: list[Constraint] = [AccuracySLA(state.sla, state.confidence, state.max_drop)]
+    packed = getattr(state, "baseline_correct", "")  # a StudyState's; "" (hits) for what has none
+    out: list[Constraint] = [AccuracySLA(state.sla, state.confidence, state.max_drop,
+                                         metric=getattr(state, "metric", None) or "top1", values=kind_of(packed))]
     if state.max_latency is not None:
         out.append(LatencyLimit(state.max_latency))
     if getattr(state, "max_memory", None) is not None:

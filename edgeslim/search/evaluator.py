@@ -15,7 +15,7 @@ from .confidence import margin as accuracy_margin
 
 @dataclasses.dataclass(frozen=True)
 class Measurement:
-    score: float | None  # the metric on the validation split (top-1 in percent), None when not measured
+    score: float | None  # the metric on the validation split, in its points (top-1: percent), None when not measured
     margin: float  # the confidence bound's margin: the candidate counts as score - margin
     size_bytes: int
     latency_ms: float
@@ -50,7 +50,7 @@ class Evaluator:
     latency_runs: int = 30
     confidence: float = 0.0
     runtime: str = "onnxruntime"
-    metric: str = "top1"
+    metric: Any = "top1"  # a Metric (auto gives the resolved one) or a registered name
     paired: Any = None
     reference: Path | None = None
     memory: bool = False  # also measure the peak memory of running each artifact (a fresh process each)
@@ -59,6 +59,13 @@ class Evaluator:
     @property
     def timed_on(self) -> str | None:
         return None if self.agent is None else self.agent.url
+
+    @property
+    def scorer(self):
+        """The Metric every artifact is scored with."""
+        from .. import metrics
+
+        return metrics.resolve(self.metric)
 
     @property
     def xshape(self) -> tuple[int, ...]:
@@ -80,12 +87,13 @@ class Evaluator:
         runtimes.get(self.runtime).export(model, path, example)
         return path
 
-    def score(self, path: Path) -> tuple[float, Any]:
-        """(metric value, per-sample values) of the artifact on the validation split."""
-        from .. import metrics, runtimes
+    def score(self, path: Path) -> tuple[float | None, Any]:
+        """(metric value, per-sample values or None) of the artifact on the validation split, run in
+        the evaluator's runtime."""
+        from ..measure.profile import artifact_score
 
-        runner = runtimes.get(self.runtime).load(path, threads=self.threads)
-        s = metrics.get(self.metric).evaluate(runner, self.data.val, max_batches=self.val_batches)
+        s = artifact_score(path, self.data.val, metric=self.scorer, runtime=self.runtime, threads=self.threads,
+                           max_batches=self.val_batches)
         return s.value, s.per_sample
 
     def time(self, path: Path) -> tuple[float, float | None]:

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from ..core.io import atomic_write_text, write_json
 from ..output import Compressed
 from .recipe import recipe_dict, recipe_yaml
+from .scoring import named, value_text, what
 from .trial import TrialRecord, read_record
 
 
@@ -26,11 +27,11 @@ class BestTracker:
     state, not the result: DIR itself changes only when the search finishes, all at once)."""
 
     def __init__(self, out: Path, objective: str, checkpoint: Callable[[Path, Compressed], None],
-                 artifact: str = "model.onnx"):
+                 artifact: str = "model.onnx", metric: str = "top1"):
         self.dir = out / ".work" / "best"
         self.artifact = self.dir / artifact  # the best trial's deployable file (the runtime's format)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.objective, self.checkpoint = objective, checkpoint
+        self.objective, self.checkpoint, self.metric = objective, checkpoint, metric
         self.best_trial: int | None = None
         self.best: dict | None = None  # the best trial's Measurement, as a dict
         self.result: Compressed | None = None
@@ -52,7 +53,7 @@ class BestTracker:
         if self.best is None:
             return "none feasible yet"
         return (f"trial {self.best_trial} {size_text(self.best['size_bytes'])} {self.best['latency_ms']:.3f} ms "
-                f"val {self.best['score']:.2f}%")
+                f"val {named(self.metric, self.best['score'])}")
 
     def offer(self, number: int, rec: TrialRecord, res: Compressed, steps, artifact: Path, seed: int) -> None:
         m = rec.measurement
@@ -62,15 +63,16 @@ class BestTracker:
         from ..runtimes import copy_artifact
 
         copy_artifact(artifact, self.artifact)
-        atomic_write_text(self.dir / "winner.yaml", winner_yaml(steps, seed, number, m, rec.policy))
+        atomic_write_text(self.dir / "winner.yaml", winner_yaml(steps, seed, number, m, rec.policy, self.metric))
         self.checkpoint(self.dir, res)
         write_json(self.dir / "best.json", {"trial": number, "policy": rec.policy, "measurement": m,
                                             "recipe": recipe_dict(steps, seed=seed)})
 
 
-def winner_yaml(steps, seed, number, m: dict, policy_text) -> str:
+def winner_yaml(steps, seed, number, m: dict, policy_text, metric: str = "top1") -> str:
     head = (f"# edgeslim auto winner: trial {number}, {policy_text}\n"
-            f"# validation accuracy {m['score']:.2f}%, {m['size_bytes']} bytes, {m['latency_ms']:.3f} ms\n"
+            f"# validation {what(metric)} {value_text(metric, m['score'])}, {m['size_bytes']} bytes, "
+            f"{m['latency_ms']:.3f} ms\n"
             f"# replay: edgeslim compress MODEL --recipe winner.yaml --data D --out DIR\n")
     return head + recipe_yaml(steps, seed=seed)
 
@@ -127,12 +129,15 @@ def closest_miss(study, rows: list[dict], constraints) -> dict | None:
     r = min(cands, key=lambda r: (r["excess"][first], r["size_bytes"] or 0))
     return {**{k: r[k] for k in ("trial", "policy", "val_accuracy", "val_margin", "size_bytes", "latency_ms",
                                  "latency_limit_ms")},
-            "points_under_sla": round(r["excess"][first], 3), "recipe": read_record(study.trials[r["trial"]]).recipe}
+            "points_under_sla": round(r["excess"][first], 3), "recipe": read_record(study.trials[r["trial"]]).recipe,
+            "metric": getattr(constraints[0], "metric", "top1")}
 
 
 def closest_text(c: dict) -> str:
-    margin = f" (lower bound {c['val_accuracy'] - c['val_margin']:.2f}%)" if c.get("val_margin") else ""
-    return (f"closest: trial {c['trial']}, {c['policy']}: validation {c['val_accuracy']:.2f}%{margin}, "
+    metric = c.get("metric") or "top1"
+    margin = (f" (lower bound {value_text(metric, c['val_accuracy'] - c['val_margin'])})" if c.get("val_margin")
+              else "")
+    return (f"closest: trial {c['trial']}, {c['policy']}: validation {named(metric, c['val_accuracy'])}{margin}, "
             f"{c['points_under_sla']:.2f} points under the SLA, {c['size_bytes']:,} bytes, {c['latency_ms']:.3f} ms")
 
 

@@ -11,10 +11,12 @@ from typing import Callable
 
 import torch
 
-from ..core.errors import EdgeslimError, UsageError
+from ..core.errors import DataError, EdgeslimError, UsageError
 from .config import AutoConfig
-from .confidence import pack, rule_text
+from .. import metrics
+from .confidence import kind_of, pack, rule_text
 from .evaluator import Evaluator
+from .scoring import named, study_metric, value_text, what
 from .space import SearchSpace, blocks_removed, load_space
 from .store import Store, StudyState, redact
 from .strategies import make_sampler
@@ -42,38 +44,46 @@ def fresh(model, data, cfg: AutoConfig, store: Store, ev: Evaluator, work: Path,
     """Measure the baseline, set the SLA, scan depth and sensitivity, create the study with its state."""
     space, order = depth_scan(model, data, runtime_formats(load_space(cfg.space), cfg.runtime, log), ev.xshape, log)
     base, per_sample, timing = ev.baseline(model, ev.artifact(work, "baseline"))
+    name = ev.scorer.name
+    if base.score is None:
+        raise DataError(f"metric {name} gave no value for the baseline on the validation split (no labels or no "
+                        "ground truth there)", hint="the search needs labelled validation data")
     t_eval = sum(timing.values())
     timing["render_s"] = time_render(work)
     if end - time.monotonic() < 1.2 * t_eval:  # not even one export + validation fits
         raise UsageError(f"the budget ({cfg.budget}) is too short for one trial: measuring one artifact takes "
                          f"about {t_eval:.0f}s here", hint=f"give --budget {max(2, math.ceil(10 * t_eval / 60))}m or more")
     drop = cfg.drop
-    if drop is not None and drop >= base.score:
-        raise UsageError(f"--max-drop {drop:g} is at or above the baseline's validation accuracy ({base.score:.2f}%): "
-                         "every model, even one that guesses, would meet it",
+    if drop is not None and drop >= base.score and name in metrics.names():  # registered: 0..100 points
+        raise UsageError(f"--max-drop {drop:g} is at or above the baseline's validation {what(name)} "
+                         f"({value_text(name, base.score)}): every model, even one that guesses, would meet it",
                          hint=f"give a drop below {base.score:.2f} points (e.g. 0.5)")
     sla = base.score - drop if drop is not None else float(cfg.min_accuracy)
-    rule = rule_text(cfg.confidence, drop is not None)
-    log(f"baseline (fp32 {ev.runtime}): val {base.score:.2f}% | {base.size_bytes / 1e3:.1f} kB | {base.latency_ms:.3f} ms"
-        f" -> SLA: val accuracy >= {sla:.2f}%" + (f" (baseline - {drop:g} points)" if drop is not None else "")
-        + (f", {rule}, over {len(per_sample)} validation images" if rule else ""))
+    packed = pack(per_sample)
+    rule = rule_text(cfg.confidence, drop is not None, kind_of(packed))
+    over = f", over {len(per_sample)} validation images" if per_sample is not None else ""
+    log(f"baseline (fp32 {ev.runtime}): val {named(name, base.score)} | {base.size_bytes / 1e3:.1f} kB | "
+        f"{base.latency_ms:.3f} ms -> SLA: val {what(name)} >= {value_text(name, sla)}"
+        + (f" (baseline - {drop:g} points)" if drop is not None else "") + (f", {rule}{over}" if rule else ""))
     curves = sensitivity_scan(model, data, space, ev.xshape, log)
     state = StudyState(sla=sla, baseline={"val_accuracy": base.score, "size_bytes": base.size_bytes,
                                           "latency_ms": base.latency_ms},
-                       baseline_correct=pack(per_sample), objective=cfg.objective, pareto=cfg.pareto,
+                       baseline_correct=packed, objective=cfg.objective, pareto=cfg.pareto,
                        space=space.to_dict(), block_order=tuple(order), sensitivity=curves, max_drop=drop,
                        min_accuracy=cfg.min_accuracy, max_latency=cfg.limit_text,
                        max_memory=None if cfg.max_memory is None else str(cfg.max_memory), confidence=cfg.confidence,
-                       val_batches=cfg.val_batches, seed=cfg.seed, timing=timing, metric=cfg.metric,
+                       val_batches=cfg.val_batches, seed=cfg.seed, timing=timing, metric=name,
                        runtime=cfg.runtime, prune_margin=cfg.prune_margin, epoch_prune_margin=cfg.epoch_prune_margin,
                        trial_estimate_s=round(trial_estimate(model, data, space, t_eval, cfg.seed), 1))
     store.create(state, *sampler_and_pruner(cfg.pareto, sla, cfg.seed, constraint_names(state), cfg.prune_margin))
     return state
 
 
-def existing(cfg: AutoConfig, store: Store, log: Callable[[str], None]) -> StudyState:
-    """The state of the study in the storage; where this run's options differ, the study's win."""
+def existing(cfg: AutoConfig, store: Store, log: Callable[[str], None], metric=None) -> StudyState:
+    """The state of the study in the storage; where this run's options differ, the study's win, except
+    the metric: ``metric`` (this run's, resolved, or None) other than the study's is refused."""
     state = store.load(wait=cfg.worker)
+    study_metric(metric, state.metric)
     if cfg.max_latency is not None and cfg.limit_text != state.max_latency:
         log(f"latency limit: the study's ({state.max_latency or 'none'}), not {cfg.max_latency}")
     if state.val_batches != cfg.val_batches:
@@ -84,7 +94,8 @@ def existing(cfg: AutoConfig, store: Store, log: Callable[[str], None]) -> Study
     # draws from its own random stream, or it would propose what the first run proposes)
     study.sampler, study.pruner = sampler_and_pruner(state.pareto, state.sla, None if cfg.worker else
                                                      state.seed + len(study.trials), constraint_names(state), state.prune_margin)
-    log(f"{'joining' if cfg.worker else 'resuming'} the search in {redact(store.url)}: SLA val >= {state.sla:.2f}%, "
+    log(f"{'joining' if cfg.worker else 'resuming'} the search in {redact(store.url)}: SLA val "
+        f"{'' if state.metric == 'top1' else state.metric + ' '}>= {value_text(state.metric, state.sla)}, "
         f"objective {'pareto' if state.pareto else state.objective}, {len(study.trials)} trial(s) so far")
     return state
 

@@ -24,7 +24,7 @@ class StudyState:
 
     sla: float  # minimum validation score, in the metric's points
     baseline: dict  # the baseline's validation figures: val_accuracy, size_bytes, latency_ms
-    baseline_correct: str | None  # the baseline's per-sample results, packed (confidence.pack)
+    baseline_correct: str | None  # the baseline's per-sample values, packed (confidence.pack); None: the metric has none
     objective: str
     pareto: bool
     space: dict
@@ -39,7 +39,7 @@ class StudyState:
     seed: int = 0
     trial_estimate_s: float = 0.0
     timing: dict | None = None  # export_s, val_s, latency_s, render_s of the baseline's measurement
-    metric: str = "top1"
+    metric: str = "top1"  # the metric's NAME (a function's module:qualname): compared on resume, never imported
     runtime: str = "onnxruntime"
     prune_margin: float = 3.0
     epoch_prune_margin: float = 6.0

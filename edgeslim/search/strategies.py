@@ -25,6 +25,7 @@ import copy
 import time
 from typing import Any, Callable
 
+from .scoring import named, value_text
 from .space import FORMAT_NAMES, SearchSpace, bit_layers
 
 PROBE_BATCHES = 24  # fine-tuning batches in a greedy probe
@@ -33,21 +34,22 @@ RECOVERY_POINTS = 3.0
 RECOVERY_POINTS_NO_FT = 10.0  # when the probe could not fine-tune (the space has no fine-tuning)
 
 
-def quick_accuracy(model, batches, metric: str = "top1") -> float:
-    """The PyTorch model's score on a few batches (the metric seam, as every other score)."""
-    from .. import metrics
+def quick_accuracy(model, batches, metric: Any = "top1") -> float:
+    """The PyTorch model's score in ``metric`` (a name, a callable or a Metric) on a few batches, through
+    the runner the metric asks for (the metric seam, as every other score); 0 when it gives none."""
+    from ..measure.profile import torch_score
 
-    return metrics.get(metric).evaluate(metrics.torch_runner(model), batches).value or 0.0
+    return torch_score(model, batches, metric=metric).value or 0.0
 
 
 def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_proxy: Callable[[dict], float],
                  log: Callable[[str], None] = print, fast_enough: Callable[[dict], bool] | None = None,
-                 deadline: float | None = None) -> list[dict]:
-    """Policies to enqueue, best guesses first. ``run_proxy(params)`` returns the probe accuracy of
+                 deadline: float | None = None, metric: str = "top1") -> list[dict]:
+    """Policies to enqueue, best guesses first. ``run_proxy(params)`` returns the probe score of
     a policy on ``batches`` (``params['finetune_epochs']`` > 0 asks the probe to fine-tune briefly).
     ``fast_enough(params)`` (a latency limit) says whether a policy's architecture meets it.
     ``deadline`` (a ``time.monotonic()`` value): no probe starts that would end after it (as long
-    as the longest probe so far)."""
+    as the longest probe so far). ``metric``: the name the log lines give the scores."""
     ratios = sorted(r for r in space.prune_ratio if r > 0)
     alloc = "sensitivity" if "sensitivity" in space.allocation else space.allocation[0]
     quant = "8" if 8 in space.bits else "float"  # what the probes simulate
@@ -66,14 +68,14 @@ def greedy_seeds(model, space: SearchSpace, *, sla: float, batches: list, run_pr
         ok = acc >= sla - recovery
         log(f"greedy: prune {r:.2f} ({alloc}) {'int8' if quant == '8' else 'fp32'}"
             f"{f' after {PROBE_BATCHES} fine-tuning batches' if ep > 0 else ' without fine-tuning'}: "
-            f"{acc:.2f}% ({'within reach' if ok else 'out of reach'} of SLA {sla:.2f}%)")
+            f"{named(metric, acc)} ({'within reach' if ok else 'out of reach'} of SLA {value_text(metric, sla)})")
         if not ok:
             break
         reach.append(r)
         if acc >= sla:
             clears.append(r)
-    depth = _depth_ratios(model, space, sla=sla, recovery=recovery, quant=quant, narrow=narrow, ep=ep, alloc=alloc,
-                          run_proxy=run_proxy, fast_enough=fast_enough, log=log, past=past)
+    depth = _depth_ratios(model, space, sla=sla, quant=quant, narrow=narrow, ep=ep, alloc=alloc,
+                          run_proxy=run_proxy, fast_enough=fast_enough, log=log, past=past, metric=metric)
     seeds: list[dict] = []
 
     def add(r, ft_epochs, bits, blocks=0.0):
@@ -135,8 +137,8 @@ def _timed(deadline: float | None, log, *probes):
     return (past, *(timed(f) for f in probes))
 
 
-def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep, alloc, run_proxy, fast_enough,
-                  log, past=lambda: False) -> list[tuple[float, float]]:
+def _depth_ratios(model, space: SearchSpace, *, sla, quant, narrow, ep, alloc, run_proxy, fast_enough,
+                  log, past=lambda: False, metric: str = "top1") -> list[tuple[float, float]]:
     """(block ratio, prune ratio) pairs to seed, in queue order. Under a latency limit the question
     is how few blocks can go, and the architecture alone decides latency: the first ratio upwards
     whose untrained architecture is fast enough, then the next one. When even the deepest cut is too
@@ -169,9 +171,9 @@ def _depth_ratios(model, space: SearchSpace, *, sla, recovery, quant, narrow, ep
         if past():
             break
         acc = run_proxy({"block_ratio": b, "prune_ratio": 0.0, "bits": quant, "finetune_epochs": 1 if ep > 0 else 0})
-        ok = acc >= sla - recovery
-        log(f"greedy: drop blocks {b:.2f} {'int8' if quant == '8' else 'fp32'}: {acc:.2f}% "
-            f"({'within reach' if ok else 'out of reach'} of SLA {sla:.2f}%)")
+        ok = acc >= sla - (RECOVERY_POINTS if ep > 0 else RECOVERY_POINTS_NO_FT)
+        log(f"greedy: drop blocks {b:.2f} {'int8' if quant == '8' else 'fp32'}: {named(metric, acc)} "
+            f"({'within reach' if ok else 'out of reach'} of SLA {value_text(metric, sla)})")
         if not ok:
             break
         reach.append(b)
@@ -202,9 +204,9 @@ def make_sampler(kind: str, *, seed: int, constraints: Callable, n_startup: int 
 
 
 def proxy_runner(model, space: SearchSpace, *, data, input_shape, batches, layer_ratios_for,
-                 block_order: list[str] | None = None) -> Callable[[dict], float]:
-    """Probe accuracy of a policy (prune, at most ``PROBE_BATCHES`` fine-tuning batches, quantize;
-    PyTorch simulation) on ``batches``."""
+                 block_order: list[str] | None = None, metric: Any = "top1") -> Callable[[dict], float]:
+    """Probe score of a policy in ``metric`` (prune, at most ``PROBE_BATCHES`` fine-tuning batches,
+    quantize; PyTorch simulation) on ``batches``."""
     import dataclasses
 
     from ..train import TrainingDiverged
@@ -219,7 +221,7 @@ def proxy_runner(model, space: SearchSpace, *, data, input_shape, batches, layer
             res = run_steps(copy.deepcopy(model), steps, data=data, input_shape=input_shape, progress=False)
         except TrainingDiverged:  # no usable model: out of reach
             return 0.0
-        return quick_accuracy(res.model, batches)
+        return quick_accuracy(res.model, batches, metric)
 
     return run
 

@@ -21,6 +21,7 @@ from .clock import Clock, OutOfTime
 from .constraints import Constraint, excesses, feasible
 from .evaluator import Evaluator, Measurement
 from .recipe import recipe_dict, run_steps
+from .scoring import named, value_text, what
 from .space import describe, suggest
 
 RECORD_KEY = "record"
@@ -318,7 +319,7 @@ class EarlyStop:
     def score(self, model) -> float:
         from .strategies import quick_accuracy
 
-        return quick_accuracy(model, self.runner.batches)
+        return quick_accuracy(model, self.runner.batches, self.runner.evaluator.scorer)
 
     def report(self, acc: float, margin: float, where: str, *, use_pruner: bool = False) -> None:
         import optuna
@@ -331,8 +332,9 @@ class EarlyStop:
         if out:
             self.runner.record(self.trial, self.rec, accuracy_sla=self.runner.sla - acc)
             n = sum(len(y) for _, y in self.runner.batches)
-            raise optuna.TrialPruned(f"float accuracy {acc:.2f}% on {n} validation images {where} is more "
-                                     f"than {margin:g} points under the SLA")
+            metric = getattr(self.runner.constraints[0], "metric", "top1")
+            raise optuna.TrialPruned(f"float {what(metric)} {value_text(metric, acc)} on {n} validation images "
+                                     f"{where} is more than {margin:g} points under the SLA")
 
     def between_epochs(self, epoch: int, model) -> None:
         acc = self.score(model)
@@ -362,6 +364,7 @@ def measured_text(rec: TrialRecord, constraints) -> str:
     sla = constraints[0]
     lim = rec.figures.get("latency_limit_ms")
     size = f"{m.size_bytes / 1e6:.2f} MB" if m.size_bytes >= 1e6 else f"{m.size_bytes / 1e3:.1f} kB"
-    return (f"val {m.score:.2f}% (-{m.margin:.2f} at {sla.confidence:g}: {m.bound:.2f}; SLA {sla.sla:.2f}) | {size} | "
-            f"{m.latency_ms:.3f} ms{'' if lim is None else f' (limit {lim:.3f})'} | {(m.macs or 0) / 1e6:.2f} MMACs | "
+    metric = getattr(sla, "metric", "top1")
+    return (f"val {named(metric, m.score)} (-{m.margin:.2f} at {sla.confidence:g}: {m.bound:.2f}; SLA {sla.sla:.2f}) | "
+            f"{size} | {m.latency_ms:.3f} ms{'' if lim is None else f' (limit {lim:.3f})'} | {(m.macs or 0) / 1e6:.2f} MMACs | "
             + ("feasible" if rec.feasible else "infeasible"))

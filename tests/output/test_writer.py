@@ -8,11 +8,14 @@ import torch
 
 import edgeslim
 from edgeslim import models
+from edgeslim import metrics as es_metrics, runtimes as es_runtimes
 from edgeslim.core.errors import UsageError
+from edgeslim.core.report import Report
 from edgeslim.output import Compressed, OutputOptions, single_step, staged, write_result
 from edgeslim.output.writer import NO_SPEC_NOTE, QUANTIZED_NOTE
 from edgeslim.pruning import ChannelPrune
 from edgeslim.quantization import PTQ
+from edgeslim.testing.metrics import true_class_score
 from edgeslim.testing.models import TinyConvNet, toy_loader
 
 SPEC = "edgeslim.testing.models:TinyConvNet"
@@ -202,3 +205,52 @@ def test_options_are_frozen():
     opts = OutputOptions(command="x")
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.threads = 4
+
+
+# -- the run's metric ------------------------------------------------------------------------------
+
+NAME = "edgeslim.testing.metrics:true_class_score"
+
+
+def test_both_artifacts_are_scored_with_the_metric(tmp_path):
+    model, cfg, small = _pruned()
+    data = _data()
+    report = write_result(tmp_path, model, single_step(small, cfg),
+                          OutputOptions(command="prune", spec=SPEC, keep_baseline=True, metric=true_class_score, **FAST),
+                          data=data, input_shape=SHAPE)
+    for key, file in (("result", "model.onnx"), ("baseline", "baseline.onnx")):
+        want = true_class_score(es_runtimes.get().load(tmp_path / file, threads=1), data.test).mean()
+        assert getattr(report, key)["accuracy"] == pytest.approx(want, rel=1e-12)
+        assert report.details["metric"][key] == {"value": getattr(report, key)["accuracy"], "extra": {}}
+    assert report.details["metric"]["name"] == NAME and report.metric == NAME
+    torch_value = true_class_score(es_metrics.torch_runner(small), data.test).mean()
+    assert report.details["torch_accuracy"] == pytest.approx(torch_value, rel=1e-9)
+    md = (tmp_path / "report.md").read_text()
+    assert f"| {NAME} (points) |" in md and "top-1" not in md
+    _, side = models.load(tmp_path, spec=SPEC)
+    assert side["metrics"][f"test_{NAME}"] == report.result["accuracy"] and "test_top1" not in side["metrics"]
+
+
+def test_a_quantized_result_compares_simulation_and_file_in_the_metric(tmp_path):
+    torch.manual_seed(0)
+    model = TinyConvNet().eval()
+    data = _data()
+    q = edgeslim.quantize(model, PTQ(bits=8, calib_batches=1), data=data, progress=False)
+    res = Compressed(q, model, True, [PTQ(bits=8, calib_batches=1)], [{"step": 1, "type": "ptq"}])
+    report = write_result(tmp_path, model, res, OutputOptions(command="quantize", metric="top1", **FAST), data=data,
+                          input_shape=SHAPE)
+    d = report.details
+    assert d["metric"]["name"] == "top1" and d["deployed_accuracy"] == report.result["accuracy"]
+    assert d["simulated_accuracy"] == es_metrics.get("top1").evaluate(es_metrics.torch_runner(q), data.test).value
+    assert "| accuracy (top-1 %) |" in report.markdown()  # top-1 reads as it always has
+
+
+def test_a_bad_metric_is_refused_by_the_options():
+    with pytest.raises(UsageError, match="no metric named 'recal'"):
+        OutputOptions(command="x", metric="recal")
+
+
+def test_the_report_labels_its_metric():
+    r = Report(command="x", baseline={"accuracy": 31.2}, result={"accuracy": 30.85}, details={"metric": {"name": "map"}})
+    assert "| map (points) | 31.20 | 30.85 |" in r.table() and "- map drop: 0.35 points" in r.markdown()
+    assert Report(command="x").metric == "top1" and "accuracy (top-1 %)" in Report(command="x").table()
