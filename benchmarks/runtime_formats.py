@@ -7,7 +7,8 @@ For each model and runtime: fp32, W8A8 and W4A8 (edgeslim PTQ, per-channel weigh
 runtime's file, sized on disk, timed side by side in one bench call (batch 1, one session at a time,
 median over rounds of fresh sessions in shuffled order), and described by the runtime itself (its
 integer and float compute operators, ``Runtime.kernels``). A runtime whose int8 path takes only 8-bit
-weights (``Runtime.weight_bits``) gets no W4A8 row: the search leaves that choice out there.
+weights (``Runtime.weight_bits``) says so in the table; the search leaves that choice out there (a W4A8 the
+runtime cannot deploy at all is listed under the table with its reason).
 Weights are the cached 1-epoch references (benchmarks/_common.cached_trained): size and speed do not
 depend on how well a model is trained.
 """
@@ -34,10 +35,11 @@ def _kernel_text(k: dict) -> str:
     return "; ".join(parts) or "–"
 
 
-def measure(spec: str, rt_name: str, data, args) -> list[dict]:
+def measure(spec: str, rt_name: str, data, args, skipped: list[str]) -> list[dict]:
     import edgeslim
     from edgeslim import runtimes
     from edgeslim.measure import artifact_size, bench
+    from edgeslim.core.errors import EdgeslimError
     from edgeslim.quantization import PTQ
     from _common import cached_trained
 
@@ -47,32 +49,37 @@ def measure(spec: str, rt_name: str, data, args) -> list[dict]:
     names, paths = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name, q in FORMATS.items():
-            if q and q.get("weight_bits", 8) not in rt.weight_bits:
-                continue
             m = model if q is None else edgeslim.quantize(model, PTQ(calib_batches=8, **q), data=data, progress=False)
+            try:
+                rt.export(m, Path(tmp) / f"{name}{rt.suffix}", example, loader=data.val)
+            except EdgeslimError as e:  # the runtime has no path for this format: said, not measured
+                skipped.append(f"{spec} {name} on {rt_name}: {e.message}")
+                continue
             paths.append(Path(tmp) / f"{name}{rt.suffix}")
-            rt.export(m, paths[-1], example, loader=data.val)
             names.append(name)
         lat = bench(paths, example.shape, threads=args.threads, rounds=args.rounds, runs=args.runs, warmup=10)
         rows = []
         for name, p, t in zip(names, paths, lat):
+            bits = (FORMATS[name] or {}).get("weight_bits", 8)
             rows.append({"model": spec, "runtime": t["runtime"], "format": name, "size_bytes": artifact_size(p),
-                         "median_ms": t["median_ms"], "kernels": _kernel_text(rt.kernels(p, threads=args.threads))})
+                         "median_ms": t["median_ms"], "kernels": _kernel_text(rt.kernels(p, threads=args.threads)),
+                         "offered": FORMATS[name] is None or bits in rt.weight_bits})
     for r in rows:
         r["size_x"] = rows[0]["size_bytes"] / r["size_bytes"]
         r["speedup"] = rows[0]["median_ms"] / r["median_ms"]
     return rows
 
 
-def markdown(rows: list[dict], args) -> str:
+def markdown(rows: list[dict], skipped: list[str], args) -> str:
     out = [f"Each format of the search's space on each runtime (batch 1, {args.threads} thread(s), one session at a "
            f"time, median over {args.rounds} rounds of fresh sessions in shuffled order, {args.runs} runs each; sizes "
            "are the artifact's bytes, IR = .xml + .bin). `kernels` is what the runtime reports it compiled.", "",
-           "| model | runtime | format | size bytes | x smaller | median ms | x faster | kernels |",
-           "|---|---|---|---:|---:|---:|---:|---|"]
+           "| model | runtime | format | size bytes | x smaller | median ms | x faster | in auto's space | kernels |",
+           "|---|---|---|---:|---:|---:|---:|---|---|"]
     for r in rows:
         out.append(f"| {r['model']} | {r['runtime']} | {r['format']} | {r['size_bytes']:,} | {r['size_x']:.2f}x | "
-                   f"{r['median_ms']:.3f} | {r['speedup']:.2f}x | {r['kernels']} |")
+                   f"{r['median_ms']:.3f} | {r['speedup']:.2f}x | {'yes' if r['offered'] else 'no'} | {r['kernels']} |")
+    out += [""] + [f"- not deployable: {s}" for s in skipped]
     return "\n".join(out)
 
 
@@ -89,8 +96,10 @@ def main() -> int:
     from _common import results_section
 
     data = es_data.load("fashion-mnist")
-    rows = [r for spec in args.models.split(",") for rt in args.runtimes.split(",") for r in measure(spec, rt, data, args)]
-    text = markdown(rows, args)
+    skipped: list[str] = []
+    rows = [r for spec in args.models.split(",") for rt in args.runtimes.split(",")
+            for r in measure(spec, rt, data, args, skipped)]
+    text = markdown(rows, skipped, args)
     print(text)
     if not args.no_write:
         results_section("runtime-formats", text)
