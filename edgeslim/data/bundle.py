@@ -102,7 +102,15 @@ class Normalizer:
         return torch.addcmul(self.shift, pixels.to(torch.float32), self.scale)
 
 
-class TensorSplit(Dataset):
+class BatchedSplit(Dataset):
+    """A split that builds whole batches (``__getitems__``: indices -> one batch); one item is a batch of one."""
+
+    def __getitem__(self, i: int) -> Batch:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+
+class TensorSplit(BatchedSplit):
     """Rows ``rows`` of an in-memory uint8 image tensor (N, C, H, W) and int64 labels (N,)."""
 
     def __init__(
@@ -113,10 +121,6 @@ class TensorSplit(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def __getitem__(self, i: int) -> Batch:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
 
     def labels_present(self) -> set[int]:
         return set(self.labels[self.rows].unique().tolist())

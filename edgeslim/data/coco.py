@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..core.errors import DataError
 from . import images
 from .images import path_and_size
-from .bundle import Batch, DataMeta, Normalizer, carve
+from .bundle import BatchedSplit, Batch, DataMeta, Normalizer, carve
 
 FORM = "coco:PATH[:SIZE]"
 MAX_SIDE = 320
@@ -76,7 +75,7 @@ class Sample:
         self.path, self.size, self.boxes, self.labels = path, size, boxes, labels
 
 
-class CocoSplit(Dataset):
+class CocoSplit(BatchedSplit):
     """Samples decoded, resized and normalised one batch at a time, boxes scaled with their image."""
 
     def __init__(self, samples: list[Sample], mode: str, hw: tuple[int, int], normalize: Normalizer):
@@ -84,10 +83,6 @@ class CocoSplit(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def __getitem__(self, i: int) -> Batch:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
 
     def labels_present(self) -> set[int]:
         return {int(c) for s in self.samples for c in s.labels}

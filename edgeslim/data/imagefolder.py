@@ -15,12 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from ..core.errors import DataError
 from . import images
 from .images import path_and_size
-from .bundle import Batch, DataMeta, Normalizer, carve
+from .bundle import BatchedSplit, Batch, DataMeta, Normalizer, carve
 
 TEST_FRACTION = 0.1
 MAX_SIDE = 224
@@ -64,7 +63,7 @@ def build(spec: str, *, val_fraction: float, seed: int):
     return train, val, test, meta
 
 
-class ImageSplit(Dataset):
+class ImageSplit(BatchedSplit):
     """(path, label) samples decoded, resized and normalised one batch at a time."""
 
     def __init__(self, samples: list[tuple[str, int]], mode: str, hw: tuple[int, int], normalize: Normalizer):
@@ -72,10 +71,6 @@ class ImageSplit(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def __getitem__(self, i: int) -> Batch:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
 
     def labels_present(self) -> set[int]:
         return {label for _, label in self.samples}

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ..core.errors import DataError
 from . import images
 from .images import path_and_size
-from .bundle import IGNORE, Batch, DataMeta, Normalizer, carve
+from .bundle import BatchedSplit, IGNORE, Batch, DataMeta, Normalizer, carve
 
 FORM = "segfolder:PATH[:SIZE]"
 MAX_SIDE = 320
@@ -64,7 +63,7 @@ def build(spec: str, *, val_fraction: float, seed: int):
     return train, val, MaskFolderSplit(test, mode, hw, normalize), meta
 
 
-class MaskFolderSplit(Dataset):
+class MaskFolderSplit(BatchedSplit):
     """(image, mask, classes in the mask) samples decoded and resized one batch at a time."""
 
     def __init__(self, samples: list[tuple[str, str, frozenset]], mode: str, hw: tuple[int, int],
@@ -73,10 +72,6 @@ class MaskFolderSplit(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def __getitem__(self, i: int) -> Batch:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
 
     def labels_present(self) -> set[int]:
         return set().union(*(s[2] for s in self.samples))

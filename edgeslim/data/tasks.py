@@ -7,12 +7,11 @@ are ``(x, masks)``: masks int64 (N, H, W) of class indices, IGNORE (255) where n
 from __future__ import annotations
 
 import torch
-from torch.utils.data import Dataset
 
-from .bundle import Batch, Normalizer
+from .bundle import BatchedSplit, Batch, Normalizer
 
 
-class BoxSplit(Dataset):
+class BoxSplit(BatchedSplit):
     """Rows ``rows`` of uint8 images (N, C, H, W) and their boxes: every object's box (G, 4) and label
     (G,) in image order, image i owning objects ``offsets[i]:offsets[i + 1]``."""
 
@@ -24,10 +23,6 @@ class BoxSplit(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def __getitem__(self, i: int) -> Batch:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
 
     def target(self, row: int) -> dict:
         a, b = int(self.offsets[row]), int(self.offsets[row + 1])
@@ -42,7 +37,7 @@ class BoxSplit(Dataset):
         return self.normalize(self.images[rows]), [self.target(r) for r in rows.tolist()]
 
 
-class MaskSplit(Dataset):
+class MaskSplit(BatchedSplit):
     """Rows ``rows`` of uint8 images (N, C, H, W) and uint8 class masks (N, H, W)."""
 
     def __init__(self, images: torch.Tensor, masks: torch.Tensor, normalize: Normalizer,
@@ -52,10 +47,6 @@ class MaskSplit(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def __getitem__(self, i: int) -> Batch:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
 
     def labels_present(self) -> set[int]:
         counts = torch.bincount(self.masks[self.rows].flatten().to(torch.int64), minlength=256)
