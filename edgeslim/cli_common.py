@@ -293,6 +293,19 @@ def output_options(args: argparse.Namespace, info: dict, *, command: str | None 
     return OutputOptions(**{**values, **fields})
 
 
+def metric_of(d: dict) -> str:
+    """The name of the metric a report dict's ``accuracy`` holds (top1 when it names none)."""
+    return ((d.get("details") or {}).get("metric") or {}).get("name") or "top1"
+
+
+def score_change(d: dict, base: float, result: float, *, roles: tuple[str, str] = ("", ""), tail: str = "") -> str:
+    """'accuracy 91.20% -> 90.85%' (top-1, top-5) or 'map 31.40 -> 30.95' (every other metric, in its points)
+    for a report dict ``d``; ``roles`` precede the two figures, ``tail`` follows."""
+    name = metric_of(d)
+    word, unit = ("accuracy", "%") if name in ("top1", "top5") else (name, "")
+    return f"{word} {roles[0]}{base:.2f}{unit} -> {roles[1]}{result:.2f}{unit}{tail}"
+
+
 def wrote_line(out: Path | None, info: dict, report=None) -> list[str]:
     """'wrote DIR/model.onnx, DIR/report.json[, DIR/checkpoint]': the deployable file as the report names it."""
     if out is None:

@@ -72,7 +72,7 @@ def training_step(epochs: float, *, lr: float | None = None, max_batches: int | 
 
 @register(KD)
 def _apply(model: nn.Module, config: KD, ctx: Context) -> nn.Module:
-    from ..train import fit
+    from ..train import fit, resolve_task
 
     if ctx.teacher is None:
         raise UsageError("distillation needs a teacher", hint="pass teacher= (or --teacher)")
@@ -83,7 +83,7 @@ def _apply(model: nn.Module, config: KD, ctx: Context) -> nn.Module:
     distiller = Distiller(model, teacher, example, temperature=config.temperature, alpha=config.alpha,
                           features=config.features, feature_weight=config.feature_weight,
                           attention=config.attention, attention_weight=config.attention_weight,
-                          pseudo_labels=config.pseudo_labels)
+                          pseudo_labels=config.pseudo_labels, task=resolve_task(model, ctx.data))
     try:
         fit(distiller, ctx.data, epochs=config.epochs, lr=config.lr, optimizer=config.optimizer,
             loss_fn=distiller.loss_fn, max_batches=config.max_batches, seed=ctx.seed, progress=ctx.progress)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import (add_runtime_arg, add_data_args, add_measure_args, add_output_args, emit, input_paths, load_data,
+from ..cli_common import (score_change, add_runtime_arg, add_data_args, add_measure_args, add_output_args, emit, input_paths, load_data,
                           nonneg_float, out_dir, output_options, positive_float, positive_int, unit, wrote_line)
 
 
@@ -85,8 +85,8 @@ def run(args) -> int:
              f"teacher params {base['params']:,}, student {result['params']:,}; latency "
              f"{base['latency_ms']:.3f} -> {result['latency_ms']:.3f} ms"]
     if d["accuracy_drop"] is not None:
-        lines.append(f"accuracy teacher {base['accuracy']:.2f}% -> student {result['accuracy']:.2f}% "
-                     f"(drop {d['accuracy_drop']:.2f})")
+        lines.append(score_change(d, base["accuracy"], result["accuracy"], roles=("teacher ", "student "),
+                                  tail=f" (drop {d['accuracy_drop']:.2f})"))
     lines += wrote_line(out, s_info, report)
     emit(args, d, "\n".join(lines))
     return 0

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import UsageError
-from ..train.finetune import kd_loss, kd_loss_fn, soft_hard_loss, teacher_runner
+from ..train.kd import TaskKD, kd_loss, kd_loss_fn, soft_hard_loss, teacher_runner
+from ..train.task import loss_mode
 
 __all__ = ["Distiller", "attention_loss", "attention_map", "check_outputs_match", "find_module", "kd_loss",
            "kd_loss_fn", "parse_pairs", "soft_hard_loss", "teacher_runner"]
@@ -124,9 +125,11 @@ class Distiller(nn.Module):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, example: torch.Tensor, *, temperature: float = 4.0,
                  alpha: float = 0.9, features: Iterable[str] = (), feature_weight: float = 1.0,
-                 attention: Iterable[str] = (), attention_weight: float = 1000.0, pseudo_labels: bool = True):
+                 attention: Iterable[str] = (), attention_weight: float = 1000.0, pseudo_labels: bool = True,
+                 task: str = "classification"):
         super().__init__()
         self.student = student
+        self.kd = TaskKD(task, student, temperature=temperature, alpha=alpha, pseudo_labels=pseudo_labels)
         self._teacher = [teacher]  # a list hides it from .parameters() / .state_dict()
         self.temperature, self.alpha, self.pseudo_labels = temperature, alpha, pseudo_labels
         self.feature_weight, self.attention_weight = feature_weight, attention_weight
@@ -147,8 +150,7 @@ class Distiller(nn.Module):
         student.eval()
         try:
             with torch.no_grad():
-                t_out = teacher(example)
-                s_out = student(example)
+                t_out, s_out = self._teacher_out(example), self._student_out(example)
         finally:
             student.train(was)
         check_outputs_match(t_out, s_out)
@@ -161,15 +163,31 @@ class Distiller(nn.Module):
     def teacher(self) -> nn.Module:
         return self._teacher[0]
 
+    @property
+    def task(self) -> str:
+        return self.kd.task
+
+    def _teacher_out(self, x: torch.Tensor):
+        """The teacher's outputs the task's loss compares (training-mode ones for a detector)."""
+        if not self.kd.training_outputs:
+            return self.teacher(x)
+        with loss_mode(self.teacher):
+            return self.teacher(x)
+
+    def _student_out(self, x: torch.Tensor):
+        if not self.kd.training_outputs:
+            return self.student(x)
+        with loss_mode(self.student):
+            return self.student(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.student(x)
 
     def loss_fn(self, outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         _to_device(self.teacher, inputs.device)
         with torch.no_grad():
-            t_out = self.teacher(inputs)
-        loss = soft_hard_loss(outputs, t_out, targets, temperature=self.temperature, alpha=self.alpha,
-                              pseudo_labels=self.pseudo_labels)
+            t_out = self._teacher_out(inputs)
+        loss = self.kd(outputs, t_out, targets)
         for i, (t, s) in enumerate(self.hint_pairs):
             sf = self.adapters[f"hint{i}"](self._s_caps[s].value)
             sf, tf = _match_spatial(sf, self._t_caps[t].value)
@@ -185,6 +203,13 @@ class Distiller(nn.Module):
 
 
 def check_outputs_match(t_out: Any, s_out: Any) -> None:
+    if isinstance(t_out, (tuple, list)) and isinstance(s_out, (tuple, list)):  # a detector's head maps
+        t_shapes = [tuple(t.shape) for t in t_out if isinstance(t, torch.Tensor)]
+        s_shapes = [tuple(t.shape) for t in s_out if isinstance(t, torch.Tensor)]
+        if t_shapes != s_shapes:
+            raise UsageError(f"teacher and student outputs do not match: {t_shapes} vs {s_shapes}",
+                             hint="build the student with the teacher's number of classes (--num-classes)")
+        return
     if not isinstance(t_out, torch.Tensor) or not isinstance(s_out, torch.Tensor):
         raise UsageError("teacher and student must each return one tensor of logits")
     if t_out.shape != s_out.shape:

@@ -6,7 +6,7 @@ latency before/after, and which layers stayed original and why).
 """
 from __future__ import annotations
 
-from ..cli_common import (add_runtime_arg, add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+from ..cli_common import (score_change, add_runtime_arg, add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
                           input_shape, load_data, load_model, nonneg_float, nonneg_int, out_dir, output_options,
                           positive_float, positive_int, wrote_line)
 
@@ -86,7 +86,7 @@ def run(args) -> int:
              f"({r['latency']:.2f}x), params {base['params']:,} -> {result['params']:,}"]
     lines += [n for n in details["notes"][1:]]
     if d["accuracy_drop"] is not None:
-        lines.append(f"accuracy {base['accuracy']:.2f}% -> {result['accuracy']:.2f}% (drop {d['accuracy_drop']:.2f})")
+        lines.append(score_change(d, base["accuracy"], result["accuracy"], tail=f" (drop {d['accuracy_drop']:.2f})"))
     lines += wrote_line(out, info, report)
     if out is not None:
         lines.append(f"per-layer table: {out}/report.md")

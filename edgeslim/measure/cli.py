@@ -61,15 +61,12 @@ def run_profile(args) -> int:
     from .. import metrics
     from ..core.errors import UsageError
     from . import profile
-    from .profile import check_runner
 
     given = metrics.resolve(args.metric) if args.metric else None  # typed by the user: imported now, before any loading
     agent = agent_from_args(args)  # a usage error before any loading
     is_onnx = args.model.endswith(".onnx")
     data = load_data(args)
     metric = _data_metric(given, data)
-    if data is not None:  # a runtime's runner gives the first output only: refused before the model loads
-        check_runner(metric, "onnxruntime" if is_onnx else args.runtime)
     if is_onnx:
         if not Path(args.model).is_file():
             raise UsageError(f"no such ONNX file: {args.model}")

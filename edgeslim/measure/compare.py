@@ -18,7 +18,7 @@ from ..core.report import figures
 from .counts import count_macs, count_params
 from .latency import artifact_size, bench
 from .memory import peak_memories
-from .profile import artifact_score, check_runner, deploy_runtime, example_input, onnx_params
+from .profile import artifact_score, deploy_runtime, example_input, onnx_params
 from ..core.shapes import batched
 
 
@@ -55,8 +55,6 @@ def compare_scored(baseline: nn.Module | str | os.PathLike, result: nn.Module | 
     from ..runtimes import suffix_of
 
     m = metrics.resolve(metric)
-    if loader is not None:
-        check_runner(m, runtime)  # before any export
     suffix = suffix_of(runtime)
     result_name, baseline_name = "model" + suffix, "baseline" + suffix
     shape = batched(input_shape)

@@ -139,12 +139,18 @@ def check_input(model: nn.Module, input_shape, name: str = "the model") -> None:
 
 
 def check_fits_data(model: nn.Module, input_shape, data, name: str = "the model") -> None:
-    """A model meant for labelled ``data`` takes its (C, H, W) images and predicts its classes; else one
-    DataError naming what does not fit."""
+    """A model meant for labelled ``data`` serves its task, takes its (C, H, W) images and predicts its
+    classes (a classifier's logits, a segmenter's per-pixel logits at the input size, a detector's
+    ``num_classes``); else one DataError naming what does not fit."""
     from ..core.errors import DataError
+    from ..models import task_of
 
     if not data.meta.labelled:
         return
+    task, want = task_of(model), getattr(data.meta, "task", "classification")
+    if task != want:
+        raise DataError(f"{name} is a {task} model but {data.meta.name} holds {want} labels",
+                        hint=f"use {task} data with it, or a {want} model with this data")
     shape = (1, *tuple(input_shape)[-3:])
     try:
         with torch.no_grad():
@@ -155,6 +161,16 @@ def check_fits_data(model: nn.Module, input_shape, data, name: str = "the model"
                                           f"{str(e).splitlines()[0]}"
         raise DataError(what, hint="choose data that matches the model, or pass --in-channels when building a "
                                    "fresh one") from None
+    if task == "detection":
+        if isinstance(getattr(model, "num_classes", None), int):
+            data.meta.check_model_classes(model.num_classes, name)
+        return
+    if task == "segmentation":
+        if out.ndim != 4 or tuple(out.shape[2:]) != tuple(shape[2:]):
+            raise DataError(f"{name} gives {tuple(out.shape)} for an input of {shape}; a segmenter gives per-pixel "
+                            "class logits (N, K, H, W) at the input size", hint="use a segmentation model")
+        data.meta.check_model_classes(int(out.shape[1]), name)
+        return
     if out.ndim != 2 or out.shape[1] != data.meta.num_classes:
         raise DataError(f"the model predicts {out.shape[-1]} classes but {data.meta.name} has {data.meta.num_classes}",
                         hint="pass --num-classes when building a fresh model, or use matching data")

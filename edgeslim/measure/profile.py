@@ -54,9 +54,6 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
     """
     shape = batched(input_shape)
     m = metrics.resolve(metric)
-    if loader is not None and (not isinstance(target, nn.Module) or runtimes.get(runtime).suffix):
-        check_runner(m, (runtimes.for_artifact(target) or runtimes.get()).name if not isinstance(target, nn.Module)
-                     else runtime)  # before the export: a runtime's runner gives the first output only
     check_timing(threads=threads, warmup=warmup, runs=runs)  # before the export, not after it
     if agent is not None and isinstance(target, nn.Module) and not runtimes.get(runtime).suffix:
         from ..core.errors import UsageError
@@ -97,16 +94,10 @@ def profile(target: nn.Module | str | os.PathLike, input_shape, *, runtime: str 
     return out
 
 
-def check_runner(metric: Any, runtime: str) -> None:
-    """A UsageError when ``metric`` needs every output of the model (``outputs == "all"``: map) and
-    ``runtime`` runs an artifact file: a runtime's runner gives the model's first output only."""
-    m = metrics.resolve(metric)
-    if metrics.outputs_of(m) == "all" and runtimes.get(runtime).suffix:
-        from ..core.errors import UsageError
-
-        raise UsageError(f"metric {m.name} needs every output of the model, but the {runtime} runner gives only "
-                         "its first output", hint="score it in PyTorch (edgeslim.metrics.torch_runner(model, "
-                         "outputs='all')), or use a metric of the model's first output")
+def metric_run(metric: Any, runner: Any):
+    """What ``metric`` calls for a runtime's runner: the runner itself (its first output), or its
+    ``outputs`` (every output) for a metric whose ``outputs`` is "all" (map)."""
+    return runner.outputs if metrics.outputs_of(metric) == "all" else runner
 
 
 def artifact_score(artifact: str | os.PathLike, loader: Any, *, metric: Any = "top1", runtime: str | None = None,
@@ -115,8 +106,7 @@ def artifact_score(artifact: str | os.PathLike, loader: Any, *, metric: Any = "t
     (default: the runtime its suffix names)."""
     m = metrics.resolve(metric)
     rt = runtimes.get(runtime) if runtime else runtimes.for_artifact(artifact) or runtimes.get()
-    check_runner(m, rt.name)
-    return m.evaluate(rt.load(artifact, threads=threads), loader, max_batches=max_batches)
+    return m.evaluate(metric_run(m, rt.load(artifact, threads=threads)), loader, max_batches=max_batches)
 
 
 def torch_score(model: nn.Module, loader: Any, *, metric: Any = "top1", max_batches: int | None = None) -> metrics.Score:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.errors import DataError
+from ..core.errors import DataError, UsageError
 from .structure import register_module_type
 
 STRIDE = 4
@@ -135,6 +135,25 @@ def centernet_loss(maps: HeadMaps, targets: list[dict]) -> Tensor:
             + OFFSET_WEIGHT * F.l1_loss(pred_offset, enc.offset))
 
 
+def centernet_distill_loss(student: HeadMaps, teacher: HeadMaps) -> Tensor:
+    """Distillation of head maps: the KL divergence of the student's heat-map probabilities from the
+    teacher's at every cell and class (binary cross-entropy against the teacher's probabilities minus
+    their entropy, so the term is 0 when the maps agree), plus the size and offset
+    L1 terms (weighted as in ``centernet_loss``) at every cell, weighted by how sure the teacher is that
+    an object's centre is there (its highest class probability at the cell)."""
+    if [t.shape for t in student] != [t.shape for t in teacher]:
+        raise UsageError(f"teacher and student head maps differ: {[tuple(t.shape) for t in teacher]} vs "
+                         f"{[tuple(t.shape) for t in student]}")
+    soft = teacher.heatmap.sigmoid()
+    loss = (F.binary_cross_entropy_with_logits(student.heatmap, soft)
+            - F.binary_cross_entropy_with_logits(teacher.heatmap, soft))
+    weight = soft.amax(1, keepdim=True)
+    norm = weight.sum().clamp(min=1e-6)
+    size = (weight * (student.size - teacher.size).abs()).sum() / (2 * norm)
+    offset = (weight * (student.offset - teacher.offset).abs()).sum() / (2 * norm)
+    return loss + SIZE_WEIGHT * size + OFFSET_WEIGHT * offset
+
+
 # ---------------------------------------------------------------------------- post-processing
 class Postprocess(nn.Module):
     """Head maps -> the ``k`` best detections per image, a fixed number (fixed shapes keep the ONNX
@@ -146,6 +165,8 @@ class Postprocess(nn.Module):
     the heat-map), labels (N, k) int64 0-based. When an image has fewer than ``k`` peaks the rest are
     filled with its best non-peak cells at score 0: filter on the score (e.g. > 0.3) to keep the
     confident ones. ``k`` is at most the number of heat-map cells (K * h * w)."""
+
+    float_region = True  # box decoding and top-k stay float in an int8 model (edgeslim.quantization.graph)
 
     def __init__(self, k: int = 50, stride: int = STRIDE):
         super().__init__()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core.errors import UsageError
-from .centernet import HeadMaps, Postprocess, centernet_loss
+from .centernet import HeadMaps, Postprocess, centernet_distill_loss, centernet_loss
 from .zoo import Size, image_size, register_model
 
 MIN_SIZE = 16  # four stride-2 convolutions leave at least one cell
@@ -97,13 +97,17 @@ class TinyDet(nn.Module):
         if self.training:
             return self.heads(x)
         maps = self.heads(x)  # the whole batch: BatchNorm re-estimates run this forward
-        boxes, scores, labels = self.postprocess(HeadMaps(*(m[:1] for m in maps)), tuple(x.shape[-2:]))
+        boxes, scores, labels = self.postprocess(HeadMaps(*(m[:1] for m in maps)), x.shape[-2:])
         return boxes[0], scores[0], labels[0]
 
     def detection_loss(self, outputs: HeadMaps, targets: list[dict]) -> Tensor:
         """CenterNet's loss of the training-mode outputs against the batch's targets (a list of
         {"boxes", "labels"} dicts, labels 0-based)."""
         return centernet_loss(outputs, targets)
+
+    def distill_loss(self, outputs: HeadMaps, teacher_outputs: HeadMaps) -> Tensor:
+        """Distillation from a teacher's training-mode head maps (``centernet_distill_loss``)."""
+        return centernet_distill_loss(HeadMaps(*outputs), HeadMaps(*teacher_outputs))
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> list[dict[str, Tensor]]:

@@ -19,8 +19,8 @@ class OutputOptions:
     layout). layer_table: add the per-layer policy table when the details have none (off where the
     result does not derive from the baseline, as a distilled student does not from its teacher).
     metric: what both artifacts are scored with (a registered name, "package.module:function" named by
-    the caller, a callable or a Metric); the FIGURES' ``accuracy`` holds its value and
-    ``details["metric"]`` names it."""
+    the caller, a callable or a Metric; None: the default of the data's task); the FIGURES' ``accuracy``
+    holds its value and ``details["metric"]`` names it."""
 
     command: str
     spec: str | None = None
@@ -37,15 +37,16 @@ class OutputOptions:
     keep_baseline: bool = False
     layer_table: bool = True
     runtime: str = "onnxruntime"  # the runtime that deploys, measures and scores the result
-    metric: Any = "top1"
+    metric: Any = None  # None: the data's task's default (top1, map, miou)
     agent: Any = None  # an edgeslim.agent.Agent: the side-by-side latency and memory are measured on that device
 
-    @property
-    def scorer(self):
-        """The resolved Metric."""
+    def scorer(self, data: Any = None):
+        """The resolved Metric: ``metric``, or the default for the task of ``data`` (top1 without data)."""
         from .. import metrics as es_metrics
 
-        return es_metrics.resolve(self.metric)
+        if self.metric is not None:
+            return es_metrics.resolve(self.metric)
+        return es_metrics.get(es_metrics.default_for(getattr(getattr(data, "meta", None), "task", "classification")))
 
     @property
     def artifact(self) -> str:
@@ -66,7 +67,8 @@ class OutputOptions:
             raise UsageError(f"max_batches must be a positive integer or None, got {mb!r}")
         from .. import metrics as es_metrics
 
-        es_metrics.resolve(self.metric)  # a bad metric is one UsageError, before any work
+        if self.metric is not None:
+            es_metrics.resolve(self.metric)  # a bad metric is one UsageError, before any work
         for name in ("build", "metrics", "extra"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, dict):

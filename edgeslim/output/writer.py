@@ -68,9 +68,10 @@ def write_result(stage: str | os.PathLike, original: nn.Module, result: Compress
     extras = {_extra_name(name): content for name, content in (extras or {}).items()}  # refused before any work
     exported = _write_artifact(result, stage / opts.artifact, shape, loader, artifact, opts.runtime)
     _write_extras(stage, extras)
-    metric = opts.scorer
+    metric = opts.scorer(data)
     base, res, scores = _measure(original, stage, shape, opts, loader if labelled else None, metric)
-    notes = _write_checkpoint(stage / "checkpoint", result, opts, data, shape, res.get("accuracy"), checkpoint)
+    notes = _write_checkpoint(stage / "checkpoint", result, opts, data, shape, (metric.name, res.get("accuracy")),
+                              checkpoint)
     details = _details(original, result, opts, split, loader if labelled else None, res, exported,
                        extra_details or {}, metric, scores)
     details["kernels"] = _kernels(opts, stage / opts.artifact, result.quantized)
@@ -133,9 +134,10 @@ def _measure(original: nn.Module, stage: Path, shape, opts: OutputOptions, loade
                               warmup=opts.warmup, max_batches=opts.max_batches, metric=metric)
 
 
-def _write_checkpoint(ckpt: Path, result: Compressed, opts: OutputOptions, data, shape, accuracy,
+def _write_checkpoint(ckpt: Path, result: Compressed, opts: OutputOptions, data, shape, score: tuple,
                       hook) -> list[str]:
-    """DIR/checkpoint by the rule (float results whose spec is known) or by ``hook``; the notes why not."""
+    """DIR/checkpoint by the rule (float results whose spec is known) or by ``hook``; the notes why not.
+    ``score``: (the metric's name, the result's figure), recorded as test_<name> in the sidecar."""
     if hook is not None:
         return list(hook(ckpt) or [])
     if result.quantized:
@@ -147,7 +149,8 @@ def _write_checkpoint(ckpt: Path, result: Compressed, opts: OutputOptions, data,
     known = list(getattr(getattr(data, "meta", None), "classes", None) or []) if _labelled(data) else []
     classes = known or opts.classes
     metrics = dict(opts.metrics or {})
-    key = f"test_{opts.scorer.name}"  # test_top1 for classifiers, test_map, test_<module:function>
+    name, accuracy = score
+    key = f"test_{name}"  # test_top1 for classifiers, test_map, test_<module:function>
     if accuracy is not None or key not in metrics:
         metrics[key] = accuracy
     models.save(result.model, ckpt, spec=opts.spec, input_shape=unbatched(shape), build=opts.build,
@@ -156,7 +159,7 @@ def _write_checkpoint(ckpt: Path, result: Compressed, opts: OutputOptions, data,
 
 
 def _details(original, result: Compressed, opts: OutputOptions, split, loader, res: dict, exported,
-             extra: dict, metric=None, scores: dict | None = None) -> dict:
+             extra: dict, metric, scores: dict | None = None) -> dict:
     """The writer's details (split, steps, per-layer table, export check, the metric and its extra
     figures, the torch score in the same metric), then the caller's, which win on a shared key."""
     from ..measure.profile import torch_score
@@ -168,7 +171,6 @@ def _details(original, result: Compressed, opts: OutputOptions, split, loader, r
         details["layers"] = layer_policy(original, result)
     if exported:
         details["export"] = exported
-    metric = metric or opts.scorer
     if scores:
         details["metric"] = {"name": metric.name, "split": split,
                              **{k: {"value": sc.value, "extra": dict(sc.extra)} for k, sc in scores.items()}}

@@ -14,7 +14,7 @@ and with --target-macs DIR/recipe.yaml (a ChannelPrune config with the per-layer
 from __future__ import annotations
 
 
-from ..cli_common import (add_runtime_arg, add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+from ..cli_common import (score_change, add_runtime_arg, add_data_args, add_measure_args, add_model_args, add_output_args, emit, input_paths,
                           input_shape, load_data, load_model, nonneg_float, nonneg_int, out_dir, output_options,
                           parse_shape, positive_float, positive_int, thread_count, wrote_line)
 from ..output import single_step, staged, write_result
@@ -142,7 +142,7 @@ def run(args) -> int:
         lines.append(f"sparsity {details['sparsity']:.3f}; sparse encoding {details['sparse_size_bytes']:,} bytes vs "
                      f"dense {details['dense_size_bytes']:,} (the ONNX file stays dense: {result['size_bytes']:,} bytes)")
     if d["accuracy_drop"] is not None:
-        lines.append(f"accuracy {base['accuracy']:.2f}% -> {result['accuracy']:.2f}% (drop {d['accuracy_drop']:.2f})")
+        lines.append(score_change(d, base["accuracy"], result["accuracy"], tail=f" (drop {d['accuracy_drop']:.2f})"))
     lines += wrote_line(out, info, report)
     emit(args, d, "\n".join(lines))
     return 0

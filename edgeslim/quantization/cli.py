@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..cli_common import (add_data_args, add_runtime_arg, add_measure_args, add_model_args, add_output_args, emit, input_paths,
+from ..cli_common import (metric_of, score_change, add_data_args, add_runtime_arg, add_measure_args, add_model_args, add_output_args, emit, input_paths,
                           input_shape, load_data, load_model, nonneg_float, out_dir, output_options, positive_float,
                           positive_int, text_file)
 
@@ -188,8 +188,9 @@ def _text(d: dict, out) -> str:
     lines.append(f"latency {b['latency_ms']:.3f} -> {r['latency_ms']:.3f} ms ({rt['latency']:.2f}x faster, "
                  f"{r['threads']} threads, batch {r['batch']})")
     if b.get("accuracy") is not None:
-        lines.append(f"accuracy {b['accuracy']:.2f}% -> {r['accuracy']:.2f}% deployed (simulated "
-                     f"{det.get('simulated_accuracy', float('nan')):.2f}%)")
+        sim = det.get("simulated_accuracy")
+        lines.append(score_change(d, b["accuracy"], r["accuracy"], tail=" deployed" + (
+            f" (simulated {sim:.2f}{'%' if metric_of(d) in ('top1', 'top5') else ''})" if sim is not None else "")))
     if det.get("estimated_size_bytes"):
         lines.append(f"size at the format's real bit cost (estimate): {det['estimated_size_bytes']:,} bytes "
                      f"({b['size_bytes'] / det['estimated_size_bytes']:.1f}x smaller than the fp32 file)")

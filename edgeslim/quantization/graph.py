@@ -8,6 +8,11 @@ additions whose inputs are all quantized get an output quantizer (QLinearAdd), a
 pooling layers fed by a quantized tensor (max pooling and reshapes share their input's grid,
 so ONNX Runtime can drop their Q/DQ pair). Models that torch.fx cannot trace fall back to
 quantizing the inputs of Conv/Linear layers only; the report says so.
+
+A submodule whose class sets ``float_region = True`` (a detector's box decoding and top-k selection,
+``models.centernet.Postprocess``) is traced as one opaque call and stays float: nothing inside it is
+quantized, and the outputs of quantized layers that reach only float regions (through slices, reshapes
+and tuples) get no output quantizer, so the region reads them in float (``float_regions`` names them).
 """
 from __future__ import annotations
 
@@ -70,6 +75,26 @@ def _is_avgpool(gm, node) -> bool:
     return node.op == "call_function" and node.target in _AVG_FUNCS
 
 
+_TRANSPARENT_METHODS = {"view", "reshape", "flatten", "contiguous"}
+
+
+def _only_float_regions(gm, node: torch.fx.Node) -> bool:
+    """Whether every use of ``node`` ends in a float region, through slices and reshapes."""
+    users = list(node.users)
+    if not users:
+        return False
+    for u in users:
+        m = _mod(gm, u)
+        if m is not None and is_float_region(m):
+            continue
+        packs = isinstance(u.target, type) and issubclass(u.target, tuple)  # a NamedTuple of head maps
+        see_through = (u.op == "call_function" and (u.target is operator.getitem or packs)) or \
+            (u.op == "call_method" and u.target in _TRANSPARENT_METHODS)
+        if not (see_through and _only_float_regions(gm, u)):
+            return False
+    return True
+
+
 def _is_tensor(node: Any) -> bool:
     return isinstance(node, torch.fx.Node) and hasattr(node.meta.get("tensor_meta"), "shape")
 
@@ -95,8 +120,31 @@ def strip_identity(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return gm
 
 
+class _Tracer(torch.fx.Tracer):
+    """fx's tracer, with float regions as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return is_float_region(m) or super().is_leaf_module(m, qualname)
+
+
+def is_float_region(m: nn.Module) -> bool:
+    return bool(getattr(type(m), "float_region", False))
+
+
+def float_regions(model: nn.Module) -> list[str]:
+    """The names of the submodules that stay float (outermost only)."""
+    out: list[str] = []
+    for name, m in model.named_modules():
+        if is_float_region(m) and not any(name.startswith(o + ".") for o in out):
+            out.append(name or type(m).__name__)
+    return out
+
+
 def symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
-    return strip_identity(torch.fx.symbolic_trace(model))
+    tracer = _Tracer()
+    graph = tracer.trace(model)
+    name = model.__class__.__name__ if isinstance(model, nn.Module) else model.__name__
+    return strip_identity(torch.fx.GraphModule(tracer.root, graph, name))
 
 
 def trace(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule | None:
@@ -162,7 +210,9 @@ def insert_activation_quantizers(gm: torch.fx.GraphModule, make_act_fq: Callable
             if bits is None:
                 continue
             ensure(node.args[0], bits, f"input of {node.target}")
-            ensure(_follow_relu(gm, node), bits, f"output of {node.target}")
+            out = _follow_relu(gm, node)
+            if not _only_float_regions(gm, out):
+                ensure(out, bits, f"output of {node.target}")
         elif _is_add(node):
             ins = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
             if len(ins) == 2 and all(a in qnode_of for a in ins) and _is_tensor(node):

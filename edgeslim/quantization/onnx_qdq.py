@@ -283,16 +283,24 @@ def _fits_int4(a: np.ndarray) -> bool:
 @torch.no_grad()
 def parity(model: nn.Module, run: Any, batches: list[torch.Tensor]) -> dict:
     """Simulation vs. a runtime's Runner of its deployed file (or the file, run in the runtime its
-    suffix names) on the same inputs: max abs diff and top-1 agreement."""
+    suffix names) on the same inputs: max abs diff (a detector's detections compared as sets, see
+    runtimes.parity) and top-1 agreement."""
     if isinstance(run, (str, os.PathLike)):
         from .. import runtimes
 
         run = runtimes.for_artifact(run).load(run, threads=2)
+    from ..runtimes.parity import max_diff
+
     model.eval()
     diff, agree, total = 0.0, 0, 0
     for x in batches:
-        ref = model(x).numpy()
-        got = run(x.numpy())
+        ref = model(x)
+        if isinstance(ref, (tuple, list)):  # several outputs (a detector): image by image, at batch 1
+            for i in range(len(x)):
+                refs = [r.numpy() for r in model(x[i:i + 1])]
+                diff = max(diff, max_diff(refs, run.outputs(x[i:i + 1].numpy())))
+            continue
+        ref, got = ref.numpy(), run(x.numpy())
         diff = max(diff, float(np.abs(ref - got).max()))
         if ref.ndim == 2:
             agree += int((ref.argmax(1) == got.argmax(1)).sum())

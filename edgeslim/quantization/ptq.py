@@ -221,6 +221,12 @@ def prepare(model: nn.Module, cfg: PTQ, example: torch.Tensor | None, details: d
         plan = qgraph.insert_activation_quantizers(gm, make_a, abits)
         details["activation_quantizers"] = len({p["quantizer"] for p in plan})
         details["traced"] = True
+        regions = qgraph.float_regions(model)
+        if regions:
+            details["float_regions"] = regions
+            details.setdefault("notes", []).append(
+                f"{', '.join(regions)} stay{'s' if len(regions) == 1 else ''} float (box decoding, top-k selection): "
+                "what the quantized layers feed them is float")
         return gm
     qgraph.swap_layers(model, wbits, make_w)
     plan = qgraph.insert_input_quantizers_fallback(model, list(wbits), make_a, abits)

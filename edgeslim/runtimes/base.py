@@ -24,6 +24,11 @@ class Runner(Protocol):
         """One batch in (float32 NCHW), its first output out."""
         ...
 
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """One batch in, every output out in the graph's order, each in its own dtype (a detector at batch
+        1: boxes, scores, labels). The batch must be one the artifact runs as a whole."""
+        ...
+
 
 @runtime_checkable
 class Runtime(Protocol):

@@ -177,7 +177,8 @@ def load_method(data: bytes, *, name: str):
 
 
 class PteRunner:
-    """An ExecuTorch method as a Runner: one float32 NCHW batch in, the first output out (float32).
+    """An ExecuTorch method as a Runner: one float32 NCHW batch in, the first output out (float32), or
+    every output (``outputs``, at the exported batch).
 
     The program runs the batch size it was exported with (``batch``); other batches are run in chunks
     of it, the last chunk padded by repeating its first sample, and the outputs concatenated.
@@ -225,6 +226,13 @@ class PteRunner:
         if not outs:
             raise UsageError(f"{self.name} got an empty batch")
         return torch.cat(outs).float().numpy()
+
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        t = self.tensor(x)
+        if int(t.shape[0]) != self.batch:
+            raise UsageError(f"{self.name} runs batches of {self.batch} as a whole; got {int(t.shape[0])}")
+        leaves = torch.utils._pytree.tree_leaves(self.ready().execute([t]))
+        return tuple(o.numpy() for o in leaves if isinstance(o, torch.Tensor))
 
 
 def load_runner(path: str | os.PathLike, *, threads: int | None = 2, name: str | None = None) -> PteRunner:

@@ -113,20 +113,19 @@ def interpreter(path: str | os.PathLike, threads: int = 2) -> Any:
     return interp
 
 
-def _first_output(interp: Any) -> dict:
-    """The details of the model's first output (signature order: output_0, output_1, ...)."""
+def _ordered_outputs(interp: Any) -> list[dict]:
+    """The details of the model's outputs in signature order (output_0, output_1, ...; the order of the
+    PyTorch model's outputs), or the interpreter's order where the model has no signature."""
     details = interp.get_output_details()
     try:
         sigs = interp._get_full_signature_list()  # {name: {"inputs": {..}, "outputs": {name: index}}}
         outs = next(iter(sigs.values()))["outputs"] if sigs else {}
     except Exception:  # noqa: BLE001 - a private helper; the output details are the fallback
         outs = {}
-    if outs:
-        key = min(outs, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
-        match = [d for d in details if d["index"] == outs[key]]
-        if match:
-            return match[0]
-    return details[0]
+    by_index = {d["index"]: d for d in details}
+    names = sorted(outs, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+    ordered = [by_index[outs[n]] for n in names if outs[n] in by_index]
+    return ordered if len(ordered) == len(details) else details
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
@@ -154,14 +153,15 @@ _COMPUTE = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "
 
 
 class LiteRTRunner:
-    """An ai-edge-litert Interpreter as a Runner: a float32 NCHW batch in, the first output (float32) out;
+    """An ai-edge-litert Interpreter as a Runner: a float32 NCHW batch in, the first output (float32) out
+    (``outputs``: every output, integer ones without quantization parameters as they are);
     integer inputs and outputs (a full-integer model) quantized / dequantized with their scale and zero point."""
 
     def __init__(self, interp: Any, path: str | os.PathLike = ""):
         self.interpreter = interp
         self.path = str(path)
         self._input = interp.get_input_details()[0]
-        self._output = _first_output(interp)
+        self._outputs = _ordered_outputs(interp)
         self.shape = tuple(int(d) for d in self._input["shape"])  # the converted input shape
         self.batch = self.shape[0]  # the converted batch
         self._current = self.shape  # the input tensor's shape now
@@ -173,7 +173,7 @@ class LiteRTRunner:
 
     @property
     def output_dtype(self) -> np.dtype:
-        return np.dtype(self._output["dtype"])
+        return np.dtype(self._outputs[0]["dtype"])
 
     def fits(self, shape: tuple[int, ...]) -> bool:
         """Make the input tensor ``shape`` (resizing the graph where it allows); False where it cannot."""
@@ -194,15 +194,26 @@ class LiteRTRunner:
             return False
         self._current = shape
         self._input = self.interpreter.get_input_details()[0]
-        self._output = _first_output(self.interpreter)
+        self._outputs = _ordered_outputs(self.interpreter)
         return True
 
     def set_input(self, x: np.ndarray) -> None:
         """Set the input tensor (``fits(x.shape)`` first)."""
         self.interpreter.set_tensor(self._input["index"], _quantize(x, self._input))
 
-    def output(self) -> np.ndarray:
-        return _dequantize(self.interpreter.get_tensor(self._output["index"]), self._output)
+    def output(self, detail: dict | None = None) -> np.ndarray:
+        detail = detail or self._outputs[0]
+        return _dequantize(self.interpreter.get_tensor(detail["index"]), detail)
+
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.fits(x.shape):
+            raise UsageError(f"{self.path or 'the .tflite'} runs inputs of shape {self.shape} as a whole; got "
+                             f"{tuple(x.shape)}")
+        self.set_input(x)
+        self.interpreter.invoke()
+        return tuple(self.output(d) if np.dtype(d["dtype"]).kind in "iu" and d["quantization"][0] else
+                     self.interpreter.get_tensor(d["index"]).copy() for d in self._outputs)
 
     def _once(self, x: np.ndarray) -> np.ndarray:
         self.set_input(x)

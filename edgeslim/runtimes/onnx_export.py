@@ -223,6 +223,7 @@ def compare(model: nn.Module, onnx_path: str | os.PathLike, example_inputs: torc
             atol: float = 1e-4, batches: int = 2, threads: int = 2, raise_on_fail: bool = True) -> dict[str, Any]:
     """Run torch and ONNX Runtime on fresh random inputs (and real batches when a loader is given)."""
     from .onnxruntime import OnnxRuntime
+    from .parity import max_diff as output_diff
 
     run = OnnxRuntime().load(onnx_path, threads=threads)
     several = len(run.session.get_outputs()) > 1  # a detector: every output compared, at the exported batch
@@ -240,9 +241,7 @@ def compare(model: nn.Module, onnx_path: str | os.PathLike, example_inputs: torc
         if several:
             x = x[: shape[0]]
             refs = [r.numpy() for r in model(x)]
-            gots = run.session.run(None, {run.input_name: x.numpy()})
-            max_diff = max([max_diff] + [float(np.abs(r.astype(np.float64) - o).max(initial=0.0))
-                                         for r, o in zip(refs, gots)])
+            max_diff = max(max_diff, output_diff(refs, run.outputs(x.numpy())))
             continue
         ref = model(x)
         got = run(x.numpy())

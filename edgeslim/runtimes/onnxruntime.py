@@ -121,7 +121,7 @@ def integer_ops(path: str | os.PathLike, threads: int = 2) -> dict[str, Any]:
 
 
 class OrtRunner:
-    """An InferenceSession as a Runner: one batch in, the first output out."""
+    """An InferenceSession as a Runner: one batch in, the first output (or every output) out."""
 
     def __init__(self, sess: ort.InferenceSession):
         self.session = sess
@@ -129,6 +129,9 @@ class OrtRunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
+
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self.session.run(None, {self.input_name: x}))
 
 
 class OnnxRuntime:

@@ -35,6 +35,12 @@ class TorchRunner:
             out = self.model(torch.from_numpy(x))
         return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
 
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        with torch.inference_mode(), torch_threads(self.threads):
+            out = self.model(torch.from_numpy(x))
+        parts = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else (out,)
+        return tuple(o.numpy() for o in parts)
+
 
 class TorchEager:
     """torch eager on the CPU: what the model costs before any export."""

@@ -116,9 +116,6 @@ class Search:
         task = getattr(data.meta, "task", "classification")
         self.metric = self.given if self.given is not None else metrics.get(metrics.default_for(task))
         metrics.check_task(self.metric, task, getattr(data.meta, "name", "the data"))
-        from ..measure.profile import check_runner
-
-        check_runner(self.metric, cfg.runtime)  # a metric of every output on a runtime giving the first
         self.end = self.t_start + cfg.budget_s
 
     def run(self) -> AutoResult:
