@@ -64,7 +64,7 @@ def cached_trained(spec: str, epochs: float, *, data: str = "fashion-mnist", see
     spec, epochs, data, seed, lr and optimizer."""
     import edgeslim.data
     from edgeslim import models
-    from edgeslim.train import evaluate, fit
+    from edgeslim.train import fit, task_score
 
     epochs = int(epochs) if float(epochs).is_integer() else float(epochs)  # 1 and 1.0 share an entry
     key = f"{spec.replace(':', '_')}-{data.replace(':', '_').replace('/', '_')}-e{epochs}-s{seed}-{optimizer}-lr{lr}"
@@ -80,8 +80,11 @@ def cached_trained(spec: str, epochs: float, *, data: str = "fashion-mnist", see
     model = models.create(spec, **build)
     print(f"[cache] training {spec} for {epochs} epochs on {data} ...", flush=True)
     fit(model, bundle, epochs=epochs, lr=lr, optimizer=optimizer, seed=seed, progress=False)
-    metrics = {"test_top1": evaluate(model, bundle.test)["top1"],
-               "val_top1": evaluate(model, bundle.val)["top1"] if bundle.val is not None else None}
+    from edgeslim.metrics import default_for
+
+    name = default_for(getattr(bundle.meta, "task", "classification"))  # top1, map, miou
+    metrics = {f"test_{name}": task_score(model, bundle.test),
+               f"val_{name}": task_score(model, bundle.val) if bundle.val is not None else None}
     models.save(model, ckpt, spec=spec, build=build, input_shape=bundle.meta.input_shape,
                 classes=bundle.meta.classes, metrics=metrics)
     model, meta = models.load(ckpt)

@@ -192,11 +192,11 @@ def _loss(teacher: nn.Module | None):
 
 
 def _accuracy(model: nn.Module, loader, max_batches=None) -> float | None:
-    from ..train import evaluate
+    from ..train import task_score
 
     if loader is None:
         return None
-    return evaluate(model, loader, max_batches=max_batches)["top1"]
+    return task_score(model, loader, max_batches=max_batches)
 
 
 # -- the handler -----------------------------------------------------------------------------

@@ -167,6 +167,15 @@ class Distiller(nn.Module):
     def task(self) -> str:
         return self.kd.task
 
+    def detection_loss(self, outputs, targets):
+        """The student's own task loss (fit's validation loss on detection data)."""
+        return self.student.detection_loss(outputs, targets)
+
+    def segmentation_loss(self, outputs, targets):
+        from ..train.task import loss_for
+
+        return loss_for(self.student, "segmentation")(outputs, targets)
+
     def _teacher_out(self, x: torch.Tensor):
         """The teacher's outputs the task's loss compares (training-mode ones for a detector)."""
         if not self.kd.training_outputs:

@@ -383,7 +383,7 @@ def _macs_target(model: nn.Module, cfg: ChannelPrune, ctx: Context, st: _Setup, 
 
 def _prune_steps(model: nn.Module, cfg: ChannelPrune, ctx: Context, st: _Setup, ratio: float):
     """The schedule's prune (-> BatchNorm re-estimate -> fine-tune) rounds -> (last rows, history)."""
-    from ..train import evaluate, recalibrate_bn
+    from ..train import recalibrate_bn, task_score
     from ..train.finetune import finetune
 
     fractions = step_fractions(cfg.schedule, cfg.steps)
@@ -402,7 +402,7 @@ def _prune_steps(model: nn.Module, cfg: ChannelPrune, ctx: Context, st: _Setup, 
         if epochs_per_step:
             finetune(model, ctx, finetune_options(cfg, epochs_per_step))
             if ctx.data is not None and getattr(ctx.data, "val", None) is not None:
-                step_info["val_top1_sample"] = evaluate(model, ctx.data.val, max_batches=10)["top1"]
+                step_info["val_score_sample"] = task_score(model, ctx.data.val, max_batches=10)
         history.append(step_info)
     return rows, history
 

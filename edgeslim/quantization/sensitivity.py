@@ -17,17 +17,17 @@ def sensitivity(model: nn.Module, config, data: Any, *, loader: Any = None, max_
                 progress: bool = False) -> list[dict]:
     """[{"layer", "accuracy", "drop"}] sorted by drop (largest first). ``config`` is a PTQ config;
     each run quantizes one layer (its weights and its input / output activations) with it."""
-    from ..train import evaluate
+    from ..train import task_score
     from . import quantize
 
     loader = loader if loader is not None else (getattr(data, "val", None) or getattr(data, "test", None))
-    base = evaluate(model, loader, max_batches=max_batches)["top1"]
+    base = task_score(model, loader, max_batches=max_batches)
     names = [n for n, m in select_layers(model, types=(nn.Conv2d, nn.Linear)) if type(m) in (nn.Conv2d, nn.Linear)]
     rows = []
     for name in names:
         cfg = config.replace(layers=(re.escape(name),), exclude=(), mixed_precision=())
         q = quantize(copy.deepcopy(model), cfg, data=data, progress=progress)
-        acc = evaluate(q, loader, max_batches=max_batches)["top1"]
+        acc = task_score(q, loader, max_batches=max_batches)
         rows.append({"layer": name, "accuracy": acc,
                      "drop": None if base is None or acc is None else round(base - acc, 4)})
     rows.sort(key=lambda r: -(r["drop"] or 0.0))

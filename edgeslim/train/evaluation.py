@@ -16,7 +16,7 @@ from torch import nn
 from .loop import _device_of, _loader, pick_device
 from .task import loss_for, loss_mode, resolve_task, to_device
 
-METRIC = {"detection": "map", "segmentation": "miou"}
+METRIC = {"classification": "top1", "detection": "map", "segmentation": "miou"}
 
 
 @torch.no_grad()
@@ -38,6 +38,13 @@ def evaluate(model: nn.Module, loader: Any, *, max_batches: int | None = None,
         model.train(was_training)
         if home is not None and home != dev:
             model.to(home)
+
+
+def task_score(model: nn.Module, loader: Any, *, max_batches: int | None = None, task: str | None = None) -> float | None:
+    """The figure of the task's default metric (top-1 %, mAP or mIoU points) from ``evaluate``; None
+    without labels."""
+    task = resolve_task(model, loader, task)
+    return evaluate(model, loader, max_batches=max_batches, task=task)[METRIC[task]]
 
 
 def _evaluate(model, loader, dev, max_batches) -> dict[str, Any]:
