@@ -36,6 +36,10 @@ sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 CACHE = ROOT / ".cache" / "runtime_peers"
 
+from _artifact_diag import diag_text, diagnostics, size_breakdown, size_text  # noqa: E402
+from _peer_flows import (ROLES, edgeslim_config, one_line, peer_executorch, peer_flow_text,  # noqa: E402
+                         peer_litert, peer_onnxruntime, peer_openvino)
+
 RUNTIMES = ("onnxruntime", "openvino", "litert", "executorch")
 SPEED_MODELS = ("resnet18", "mobilenet_v2")
 ACCURACY_MODELS = ("lenet5", "resnet20", "mobilenetv2_tiny")
@@ -44,7 +48,6 @@ PEER = {"onnxruntime": "ORT quantize_static", "openvino": "NNCF quantize",
         "litert": "litert-torch PT2E", "executorch": "XNNPACKQuantizer PT2E"}
 SPEED_TARGET, SIZE_TARGET = 1.0, 3.9  # edgeslim's speed-up >= the peer's; fp32 / int8 bytes >= 3.9
 DROP_TARGET, AGREE_TARGET = 0.3, 99.9  # points of top-1; % top-1 agreement of fp32 artifacts with PyTorch
-ROLES = ("fp32", "edgeslim", "peer")
 
 
 def load_avg() -> float | None:
@@ -52,20 +55,6 @@ def load_avg() -> float | None:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
-
-
-def one_line(e: BaseException) -> str:
-    """The exception's type and the first non-empty line of its text (a table cell)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    text = lines[0] if lines else type(e).__name__
-    return f"{type(e).__name__}: {text}"[:300]
-
-
-def edgeslim_config():
-    """The CLI ``edgeslim quantize`` defaults (edgeslim/quantization/cli.py build_config)."""
-    from edgeslim.quantization import PTQ
-
-    return PTQ(bits=8, calibration="minmax", weight_observer="minmax", per_channel=True, calib_batches=8)
 
 
 # -- calibration and test data ------------------------------------------------------------------------
@@ -90,105 +79,6 @@ def calibration_224(images: int, batch: int) -> list:
         x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
         out.append((x.contiguous(), y))
     return out
-
-
-def chunks(calib: list, batch: int) -> list:
-    """The calibration images regrouped in batches of exactly ``batch`` (a graph with a fixed batch);
-    the last one is filled up with images from the start (as edgeslim's ExecuTorch path does)."""
-    import torch
-
-    flat = torch.cat([x for x, _ in calib])
-    n = int(flat.shape[0])
-    if n % batch:
-        flat = torch.cat([flat, flat.repeat(batch // n + 1, 1, 1, 1)[:batch - n % batch]])
-    return list(flat.split(batch))
-
-
-# -- the peers' flows ---------------------------------------------------------------------------------
-
-def peer_onnxruntime(src_onnx: Path, out: Path, calib: list, tmp: Path) -> dict:
-    """ONNX Runtime's documented static flow: ``quant_pre_process`` (shape inference + optimization), then
-    ``quantize_static`` with every default (QDQ, QInt8 activations and weights, per-tensor, MinMax)."""
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    name = ort.InferenceSession(str(src_onnx), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{name: x.numpy()} for x, _ in calib])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    pre, note = tmp / "pre.onnx", "quant_pre_process + quantize_static"
-    try:
-        quant_pre_process(str(src_onnx), str(pre))
-        src = pre
-    except Exception as e:  # noqa: BLE001 - the documented recommendation; record it and go on without
-        src, note = src_onnx, f"quant_pre_process failed ({one_line(e)}); quantize_static on the fp32 file"
-    quantize_static(str(src), str(out), Reader())
-    return {"flow": note}
-
-
-def peer_openvino(src_onnx: Path, out: Path, calib: list, tmp: Path) -> dict:
-    """NNCF's documented flow: ``nncf.quantize(ov.convert_model(fp32.onnx), nncf.Dataset(images))`` with its
-    defaults (preset PERFORMANCE: symmetric int8, per-channel weights, fast bias correction), one image per
-    dataset item, ``subset_size`` = every calibration image; saved with ``ov.save_model`` (its default
-    ``compress_to_fp16=True``: float constants left in the IR are stored as fp16)."""
-    import nncf
-    import openvino as ov
-
-    images = [x[i:i + 1].numpy() for x, _ in calib for i in range(x.shape[0])]
-    q = nncf.quantize(ov.convert_model(str(src_onnx)), nncf.Dataset(images), subset_size=len(images))
-    ov.save_model(q, str(out))
-    return {"flow": "nncf.quantize defaults", "images": len(images)}
-
-
-def peer_litert(model, example, calib: list, out: Path) -> dict:
-    """litert-torch's PT2E flow (its README): torch.export, ``PT2EQuantizer().set_global(
-    get_symmetric_quantization_config())`` -- the config's defaults: static int8, per-tensor weights --,
-    ``prepare_pt2e``, calibration, ``convert_pt2e(fold_quantize=False)``,
-    ``litert_torch.convert(..., quant_config=QuantConfig(pt2e_quantizer=quantizer))``."""
-    import torch
-    import litert_torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config())
-    m = prepare_pt2e(torch.export.export(model.eval(), (example,)).module(), quantizer)
-    with torch.no_grad():
-        for x in chunks(calib, int(example.shape[0])):
-            m(x)
-    m = convert_pt2e(m, fold_quantize=False)
-    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
-    edge = litert_torch.convert(m, (example,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    edge.export(str(out))
-    return {"flow": "PT2EQuantizer + get_symmetric_quantization_config() (static, per-tensor)"}
-
-
-def peer_executorch(model, example, calib: list, out: Path) -> dict:
-    """ExecuTorch's XNNPACK quantization flow (its docs): ``XNNPACKQuantizer().set_global(
-    get_symmetric_quantization_config(is_per_channel=True))``, torch.export, ``prepare_pt2e``, calibration,
-    ``convert_pt2e``, torch.export again, ``to_edge_transform_and_lower`` with the XnnpackPartitioner."""
-    import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
-    from executorch.exir import to_edge_transform_and_lower
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    m = prepare_pt2e(torch.export.export(model.eval(), (example,)).module(), quantizer)
-    with torch.no_grad():
-        for x in chunks(calib, int(example.shape[0])):
-            m(x)
-    m = convert_pt2e(m)
-    prog = to_edge_transform_and_lower(torch.export.export(m, (example,)), partitioner=[XnnpackPartitioner()])
-    out.write_bytes(bytes(prog.to_executorch().buffer))
-    return {"flow": "XNNPACKQuantizer + get_symmetric_quantization_config(is_per_channel=True)"}
 
 
 # -- building the artifacts ---------------------------------------------------------------------------
@@ -278,152 +168,6 @@ def _slim(info: dict) -> dict:
         elif isinstance(v, dict):
             keep[k] = {a: b for a, b in v.items() if isinstance(b, (int, float, str, bool)) or b is None}
     return keep
-
-
-# -- diagnostics: what runs in integer arithmetic -----------------------------------------------------
-
-def ort_ops(path: str) -> dict:
-    """Op types of the graph ONNX Runtime runs after its optimization, and the float compute ops left."""
-    from collections import Counter
-
-    from edgeslim.quantization.onnx_qdq import integer_ops
-
-    r = integer_ops(path, threads=1)
-    return {"ops": r["ops"], "float_compute": dict(Counter(f["op"] for f in r["float_compute"]))}
-
-
-_OV_SKIP = {"Input", "Output", "Const", "Parameter", "Result", "Reorder", "Reshape", "Transpose"}
-
-
-def ov_precisions(path: str) -> dict:
-    """{layerType: {runtimePrecision: count}} of the compiled model's runtime graph (OpenVINO CPU, 1
-    thread), without the plumbing layers; plus the f32 Convolution / FullyConnected / Eltwise layer names."""
-    from edgeslim import runtimes
-
-    runner = runtimes.get("openvino").load(path, threads=1)
-    table: dict = {}
-    float_layers = []
-    for op in runner.compiled.get_runtime_model().get_ops():
-        info = op.get_rt_info()
-        kind = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
-        prec = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
-        if kind in _OV_SKIP:
-            continue
-        table.setdefault(kind, {}).setdefault(prec, 0)
-        table[kind][prec] += 1
-        if prec in ("f32", "f16", "bf16") and kind in ("Convolution", "FullyConnected", "Eltwise", "MatMul",
-                                                       "GroupConvolution", "Pooling"):
-            names = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else op.get_friendly_name()
-            float_layers.append(f"{kind}:{names[:80]}")
-    return {"precisions": table, "float_layers": float_layers[:30], "n_float_layers": len(float_layers),
-            "activation_grids": fq_grids(path)}
-
-
-def fq_grids(path: str) -> dict:
-    """How the IR's activation FakeQuantize layers place their grid: zero at the low end (unsigned, zero
-    point 0), centred (signed symmetric) or elsewhere (an asymmetric grid: a nonzero zero point, which the
-    CPU plugin's int8 convolutions compensate for at run time)."""
-    import numpy as np
-    import openvino as ov
-
-    kinds = {"zero-point 0 (unsigned)": 0, "symmetric (signed)": 0, "asymmetric (zero point != 0)": 0}
-    for op in ov.Core().read_model(path).get_ops():
-        if op.get_type_name() != "FakeQuantize":
-            continue
-        src = op.input_value(0).get_node()
-        if src.get_type_name() == "Constant" or src.get_type_name() == "Convert":
-            continue  # a weight's grid
-        lo, hi = (np.asarray(op.input_value(i).get_node().get_data(), np.float64).ravel()
-                  for i in (1, 2))
-        if np.all(lo == 0):
-            kinds["zero-point 0 (unsigned)"] += 1
-        elif np.allclose(-lo, hi, rtol=0.02) or np.allclose(-lo, hi * 128 / 127, rtol=0.002):
-            kinds["symmetric (signed)"] += 1
-        else:
-            kinds["asymmetric (zero point != 0)"] += 1
-    return kinds
-
-
-def tflite_ops(path: str) -> dict:
-    """{op name: {input dtype: count}} of a .tflite (XNNPACK delegates what it can of these)."""
-    from edgeslim import runtimes
-
-    interp = runtimes.get("litert").load(path, threads=1).interpreter
-    details = {t["index"]: t for t in interp.get_tensor_details()}
-    table: dict = {}
-    for op in interp._get_ops_details():  # noqa: SLF001 - the interpreter's own op listing
-        ins = [i for i in op.get("inputs", []) if i >= 0]
-        dt = str(details[ins[0]]["dtype"].__name__) if ins and ins[0] in details else "?"
-        table.setdefault(op["op_name"], {}).setdefault(dt, 0)
-        table[op["op_name"]][dt] += 1
-    return {"ops": table}
-
-
-def diagnostics(runtime: str, path: str) -> dict | None:
-    try:
-        if runtime == "onnxruntime":
-            return ort_ops(path)
-        if runtime == "openvino":
-            return ov_precisions(path)
-        if runtime == "litert":
-            return tflite_ops(path)
-    except Exception as e:  # noqa: BLE001 - a diagnostic, never a reason to stop
-        return {"error": one_line(e)}
-    return None
-
-
-def size_breakdown(runtime: str, path: str) -> dict | None:
-    """Where an artifact's bytes are: OpenVINO's .xml (the graph as text) and .bin (the constants); a
-    .tflite's constant buffers by type and its quantization parameters (a float32 scale and an int64 zero
-    point per channel of a per-channel tensor, one of each per tensor otherwise)."""
-    try:
-        if runtime == "openvino":
-            xml = Path(path)
-            return {"xml": xml.stat().st_size, "bin": xml.with_suffix(".bin").stat().st_size}
-        if runtime == "litert":
-            return tflite_bytes(path)
-    except Exception as e:  # noqa: BLE001
-        return {"error": one_line(e)}
-    return None
-
-
-def tflite_bytes(path: str) -> dict:
-    """A .tflite's constant bytes by tensor type and its quantization parameters (read from the flatbuffer)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    raw = Path(path).read_bytes()
-    model = schema.Model.GetRootAsModel(raw, 0)
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    buffers: dict = {}
-    scales = zero_points = 0
-    for g in range(model.SubgraphsLength()):
-        graph = model.Subgraphs(g)
-        for i in range(graph.TensorsLength()):
-            t = graph.Tensors(i)
-            b = model.Buffers(t.Buffer())
-            n = (b.DataLength() or int(b.Size())) if b is not None else 0
-            if n:
-                buffers[types.get(t.Type(), "?")] = buffers.get(types.get(t.Type(), "?"), 0) + n
-            q = t.Quantization()
-            if q is not None:
-                scales += q.ScaleLength()
-                zero_points += q.ZeroPointLength()
-    return {"buffers": buffers, "quant_scales": scales, "quant_param_bytes": 4 * scales + 8 * zero_points}
-
-
-def size_text(runtime: str, sizes: dict) -> str:
-    parts = []
-    for role in ROLES:
-        d = sizes.get(role)
-        if not d or d.get("error"):
-            continue
-        if runtime == "openvino":
-            parts.append(f"{role} .xml {d['xml'] / 1e6:.3f} MB + .bin {d['bin'] / 1e6:.3f} MB")
-        elif runtime == "litert":
-            buf = ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in sorted(d["buffers"].items()) if v > 1000)
-            parts.append(f"{role}: constants {buf}; {d['quant_scales']} quantization scales "
-                         f"({d['quant_param_bytes'] / 1e6:.3f} MB of float32 scale + int64 zero-point arrays)")
-    return "; ".join(parts)
 
 
 # -- speed --------------------------------------------------------------------------------------------
@@ -589,73 +333,6 @@ def speed_verdict(r: dict, mb: dict) -> str:
         out.append("size meets" if ratio >= SIZE_TARGET else f"size misses by {SIZE_TARGET - ratio:.2f}x "
                    f"({ratio:.2f}x)")
     return "; ".join(out)
-
-
-def diag_text(runtime: str, diag: dict) -> str:
-    parts = []
-    for role in ("edgeslim", "peer"):
-        d = diag.get(role)
-        if not d:
-            continue
-        if d.get("error"):
-            parts.append(f"{role}: diagnostic failed ({d['error']})")
-        elif runtime == "onnxruntime":
-            ops = d["ops"]
-            main = {k: v for k, v in ops.items() if k in ("QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul",
-                                                         "QGemm", "QLinearAdd", "QLinearGlobalAveragePool", "Conv",
-                                                         "Gemm", "MatMul", "Add", "QuantizeLinear", "DequantizeLinear",
-                                                         "QLinearConcat")}
-            parts.append(f"{role}: {', '.join(f'{k} {v}' for k, v in sorted(main.items()))}; float compute "
-                         f"{sum(d['float_compute'].values())} ({', '.join(f'{k} {v}' for k, v in d['float_compute'].items()) or 'none'})")
-        elif runtime == "openvino":
-            prec = d["precisions"]
-            txt = ", ".join(f"{k} " + "/".join(f"{p}:{n}" for p, n in sorted(v.items()))
-                            for k, v in sorted(prec.items()))
-            grids = ", ".join(f"{k} {v}" for k, v in (d.get("activation_grids") or {}).items() if v)
-            parts.append(f"{role}: {txt}; float compute layers {d['n_float_layers']}"
-                         + (f" (e.g. {'; '.join(d['float_layers'][:3])})" if d["float_layers"] else "")
-                         + (f"; activation FakeQuantize grids: {grids}" if grids else ""))
-        elif runtime == "litert":
-            ops = d["ops"]
-            keys = [k for k in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MEAN",
-                                "AVERAGE_POOL_2D", "QUANTIZE", "DEQUANTIZE") if k in ops]
-            parts.append(f"{role}: " + ", ".join(f"{k} " + "/".join(f"{dt}:{n}" for dt, n in ops[k].items())
-                                                  for k in keys))
-    return " | ".join(parts)
-
-
-def peer_flow_text() -> list[str]:
-    cfg = edgeslim_config()
-    return [
-        "The flows (same model, same calibration images, per runtime):", "",
-        f"- edgeslim int8: `edgeslim.quantize(model, PTQ(bits=8, calibration='{cfg.calibration}', weight_observer="
-        f"'{cfg.weight_observer}', per_channel={cfg.per_channel}, calib_batches={cfg.calib_batches}), data=calib)` "
-        "(the CLI `quantize` defaults: BN folded, int8 symmetric per-channel weights, uint8 per-tensor activations "
-        "observed min/max), then `edgeslim.runtimes.get(NAME).export(q, path, example, loader=calib)`: QDQ ONNX "
-        "(onnxruntime); the same QDQ ONNX through `ov.convert_model` to IR, fp32 constants kept fp32 (openvino); "
-        "the simulation's float twin (edgeslim's int8 weights baked in) through litert-torch's PT2E quantizer, "
-        "per-channel, static (litert) or XNNPACKQuantizer per-channel (executorch), calibrated on the same images.",
-        "- ONNX Runtime peer: `quant_pre_process(fp32.onnx)` (the documented pre-processing: symbolic shape "
-        "inference + ONNX Runtime optimization), then `quantize_static(pre.onnx, out, reader)` with every default: "
-        "QDQ format, QInt8 activations and weights (S8S8), per-tensor weights, MinMax calibration.",
-        "- OpenVINO peer: `nncf.quantize(ov.convert_model(fp32.onnx), nncf.Dataset(images), subset_size=N)` "
-        "(N = every calibration image, one image per item; every other option default: preset PERFORMANCE, "
-        "symmetric int8, per-channel weights, fast bias correction), `ov.save_model(q, out.xml)` with its "
-        "default compress_to_fp16=True.",
-        "- LiteRT peer: litert-torch's README flow, `torch.export` -> `prepare_pt2e(m, PT2EQuantizer().set_global("
-        "get_symmetric_quantization_config()))` -> calibration -> `convert_pt2e(fold_quantize=False)` -> "
-        "`litert_torch.convert(m, (example,), quant_config=QuantConfig(pt2e_quantizer=...))`; the config's "
-        "defaults are static int8 activations and **per-tensor** weights (the README's example passes "
-        "is_per_channel=True, is_dynamic=True, i.e. dynamic-range quantization, which uses no calibration images; "
-        "the defaults are the static full-integer flow that does).",
-        "- ExecuTorch peer: the XNNPACK quantization docs' flow, `XNNPACKQuantizer().set_global("
-        "get_symmetric_quantization_config(is_per_channel=True))` (per-channel as the docs' example; the "
-        "function's own default is per-tensor), `torch.export` -> `prepare_pt2e` -> calibration -> `convert_pt2e` "
-        "-> `to_edge_transform_and_lower(torch.export(...), partitioner=[XnnpackPartitioner()])`.",
-        "- PT2E graphs have a fixed batch: they are calibrated on the calibration images regrouped in batches of "
-        "the example's batch (edgeslim's ExecuTorch path does the same; its LiteRT path calibrates a dynamic-batch "
-        "capture on the loader's batches).",
-    ]
 
 
 # -- accuracy -----------------------------------------------------------------------------------------
