@@ -99,7 +99,7 @@ def run_part(args, log) -> dict:
     spec, data_name, _ = TASKS[args.part]
     data_name = args.data or data_name
     metric = metric_of(args)
-    model, _, meta = cached_trained(spec, args.epochs, data=data_name)
+    model, _, meta = cached_trained(spec, args.epochs, data=data_name, optimizer=args.optimizer, lr=args.lr)
     data = es_data.load(data_name)
     shape = (1, *data.meta.input_shape)
     work = CACHE / "tasks" / f"{args.part}-{data_name.replace(':', '_')}"
@@ -144,7 +144,7 @@ def markdown(saved: dict) -> str:
     rows, base = saved["rows"], saved["rows"][0]
     m = saved["metric"]
     extra_keys = sorted({k for r in rows for k in r["extra"]})
-    out = [f"{saved['spec']} trained {saved['epochs']} epochs on `{saved['data']}` (reference: {saved['ref']}). "
+    out = [f"{saved['spec']} trained {saved['epochs']:g} epochs (Adam) on `{saved['data']}` (reference: {saved['ref']}). "
            f"`edgeslim.auto(metric={m!r}, max_drop={saved['max_drop']}, threads=1, budget={saved['budget']!r})`: SLA "
            f"validation {m} >= {saved['sla']:.2f}; {saved['trials']} trials in {saved['t_auto'] / 60:.1f} min; winner: "
            f"{saved['policy']}. Every row is the ONNX file run in ONNX Runtime on the test split; latency batch 1, 1 "
@@ -186,7 +186,9 @@ def verdicts(saved: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=sorted(TASKS), default="detection")
-    ap.add_argument("--epochs", type=float, default=6, help="reference training epochs (cached)")
+    ap.add_argument("--epochs", type=float, default=10, help="reference training epochs (cached)")
+    ap.add_argument("--optimizer", default="adam", help="reference training optimizer")
+    ap.add_argument("--lr", type=float, default=0.002, help="reference training learning rate")
     ap.add_argument("--data", help="another form of the part's data (e.g. fashion-mnist-detect:64:600:200 for a quick run)")
     ap.add_argument("--budget", default="20m", help="search wall time")
     ap.add_argument("--max-drop", type=float, default=1.0)
