@@ -45,27 +45,36 @@ def _eval_batches(data: Any, max_batches: int) -> list:
         out.append((x, y))
     if not out:
         raise DataError("sensitivity analysis needs evaluation batches")
-    if any((y < 0).any() for _, y in out):
+    if any(isinstance(y, torch.Tensor) and y.ndim == 1 and (y < 0).any() for _, y in out):
         raise DataError("sensitivity analysis needs labelled data", hint="use a labelled dataset (--data)")
     return out
 
 
-@torch.no_grad()
-def _accuracy(model: nn.Module, batches: list) -> float:
-    was = model.training
-    model.eval()
-    correct = total = 0
-    for x, y in batches:
-        correct += (model(x).argmax(1) == y).sum().item()
-        total += y.numel()
-    model.train(was)
-    return 100.0 * correct / max(1, total)
+def _scorer(model: nn.Module, metric: Any):
+    """``score(model, batches)``: ``metric`` (default: the model's task's, top-1 for a classifier) in its points."""
+    from .. import metrics
+    from ..models import task_of
+
+    m = metrics.resolve(metric) if metric is not None else metrics.get(metrics.default_for(task_of(model)))
+
+    @torch.no_grad()
+    def score(net: nn.Module, batches: list) -> float:
+        was = net.training
+        try:
+            value = m.evaluate(metrics.torch_runner(net, outputs=metrics.outputs_of(m)), batches).value
+        finally:
+            net.train(was)
+        if value is None:
+            raise DataError("sensitivity analysis needs labelled data", hint="use a labelled dataset (--data)")
+        return value
+    return score
 
 
 def analyze(model: nn.Module, data: Any, *, example_shape, ratios=DEFAULT_RATIOS, importance: str = "l1",
             exclude=(), exclude_types=(), max_batches: int = 8, calibration: int = 4,
-            progress: bool = False) -> dict[str, Any]:
-    """Per-layer accuracy-vs-ratio curves. Returns {"baseline", "ratios", "layers", "rows"}."""
+            progress: bool = False, metric: Any = None) -> dict[str, Any]:
+    """Per-layer accuracy-vs-ratio curves. Returns {"baseline", "ratios", "layers", "rows"}. ``metric``:
+    what "accuracy" is (default: the model's task's metric: top-1, mAP, mIoU), in its points."""
     ratios = tuple(float(r) for r in ratios)
     for r in ratios:
         if not 0 < r < 1:
@@ -73,6 +82,7 @@ def analyze(model: nn.Module, data: Any, *, example_shape, ratios=DEFAULT_RATIOS
     model = copy.deepcopy(model).eval()
     example = torch.randn(tuple(example_shape))
     batches = _eval_batches(data, max_batches)
+    _accuracy = _scorer(model, metric)
     excl = excluded_modules(model, exclude, exclude_types)
     crit = get_importance(importance)
     crit.prepare(model, calibration_batches(data, calibration) if crit.needs_data else [])
@@ -95,7 +105,7 @@ def analyze(model: nn.Module, data: Any, *, example_shape, ratios=DEFAULT_RATIOS
         if progress:
             print(f"  sensitivity {gi + 1}/{len(groups)} {g.root}", flush=True)
     return {"baseline": base_acc, "baseline_macs": base_macs, "ratios": list(ratios),
-            "layers": [g.root for g in groups], "importance": importance, "eval_images": sum(len(y) for _, y in batches),
+            "layers": [g.root for g in groups], "importance": importance, "eval_images": sum(len(x) for x, _ in batches),
             "rows": rows}
 
 

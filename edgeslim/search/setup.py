@@ -65,7 +65,7 @@ def fresh(model, data, cfg: AutoConfig, store: Store, ev: Evaluator, work: Path,
     log(f"baseline (fp32 {ev.runtime}): val {named(name, base.score)} | {base.size_bytes / 1e3:.1f} kB | "
         f"{base.latency_ms:.3f} ms -> SLA: val {what(name)} >= {value_text(name, sla)}"
         + (f" (baseline - {drop:g} points)" if drop is not None else "") + (f", {rule}{over}" if rule else ""))
-    curves = sensitivity_scan(model, data, space, ev.xshape, log)
+    curves = sensitivity_scan(model, data, space, ev.xshape, log, ev.scorer)
     state = StudyState(sla=sla, baseline={"val_accuracy": base.score, "size_bytes": base.size_bytes,
                                           "latency_ms": base.latency_ms},
                        baseline_correct=packed, objective=cfg.objective, pareto=cfg.pareto,
@@ -127,7 +127,7 @@ def trial_estimate(model, data, space: SearchSpace, t_eval: float, seed: int) ->
     return t_eval * 1.2 + min(space.finetune_epochs) * (space.finetune_batches or len(data.train)) * t_step
 
 
-def sensitivity_scan(model, data, space: SearchSpace, xshape, log) -> dict | None:
+def sensitivity_scan(model, data, space: SearchSpace, xshape, log, metric=None) -> dict | None:
     """Per-group pruning sensitivity, coarse on purpose (3 ratios, 2 batches): it ranks groups for the
     sensitivity allocation, the trials measure the result."""
     if "sensitivity" not in space.allocation or not any(r > 0 for r in space.prune_ratio):
@@ -137,7 +137,7 @@ def sensitivity_scan(model, data, space: SearchSpace, xshape, log) -> dict | Non
     t = time.monotonic()
     try:
         c = analyze(model, data, example_shape=xshape, importance=space.importance, ratios=(0.25, 0.5, 0.75),
-                    max_batches=2)
+                    max_batches=2, metric=metric)
     except EdgeslimError as e:
         log(f"sensitivity scan unavailable ({e.message}); the sensitivity allocation falls back to uniform")
         return None

@@ -64,3 +64,29 @@ def test_sensitive_groups_keep_more_channels():
     assert a.get("block1.conv1", 0.0) < a["block2.conv1"]  # the fragile group is pruned less
     assert b.get("block2.conv1", 0.0) < b["block1.conv1"]
     assert a.get("block1.conv1", 0.0) == pytest.approx(b.get("block2.conv1", 0.0), abs=0.05)  # symmetric
+
+
+def test_sensitivity_of_a_segmenter_and_a_detector_is_in_their_metric():
+    """The curves' "accuracy" is the task's metric (mIoU, mAP) unless another is given."""
+    from edgeslim import models
+    from edgeslim.testing.metrics import recall_at_threshold
+    from edgeslim.testing.tasks import synthetic_loader
+
+    torch.manual_seed(0)
+    seg = models.create("tinyseg", num_classes=11).eval()
+    loader = synthetic_loader("segmentation", n=4, batch_size=2)
+    data = SimpleNamespace(train=loader, val=loader, test=loader, meta=None)
+    c = analyze(seg, data, example_shape=(1, 1, 64, 64), ratios=(0.5,), max_batches=1)
+    from edgeslim import metrics
+
+    want = metrics.get("miou").evaluate(metrics.torch_runner(seg), [next(iter(loader))]).value
+    assert c["baseline"] == pytest.approx(want) and c["eval_images"] == 2 and c["rows"]
+    det_loader = synthetic_loader("detection", n=4, batch_size=2)
+    det = models.create("tinydet", num_classes=10, topk=10).eval()
+    d = analyze(det, SimpleNamespace(train=det_loader, val=det_loader, test=det_loader, meta=None),
+                example_shape=(1, 1, 64, 64), ratios=(0.5,), max_batches=1)
+    assert 0.0 <= d["baseline"] <= 100.0 and all("accuracy" in r for r in d["rows"])
+    from edgeslim.core.errors import EdgeslimError
+
+    with pytest.raises(EdgeslimError, match="recall_at_threshold raised IndexError"):  # the user's function, named
+        analyze(seg, data, example_shape=(1, 1, 64, 64), ratios=(0.5,), max_batches=1, metric=recall_at_threshold)
