@@ -260,7 +260,7 @@ class Search:
         details = self.details(rows, len(ok))
         opts = OutputOptions(command="auto", spec=cfg.spec, build=cfg.build, model_name=cfg.model_name,
                              threads=cfg.threads, runs=cfg.final_runs, runtime=self.state.runtime,
-                             agent=self.ev.agent, metric=self.metric)
+                             agent=self.ev.agent, metric=self.metric, keep_baseline=True)
 
         def write(original, res, stage, **kw):
             return write_result(stage, original, res, opts, data=self.data, input_shape=self.shape, **kw)

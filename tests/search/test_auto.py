@@ -32,6 +32,7 @@ def test_search_finds_a_feasible_policy(toy_model, toy_data, tmp_path):
             assert t["val_margin"] >= 0
             assert t["feasible"] == (t["val_accuracy"] - t["val_margin"] >= sla["min_val_accuracy"])
     assert d["result"]["size_bytes"] == (out / "model.onnx").stat().st_size
+    assert d["baseline"]["size_bytes"] == (out / "baseline.onnx").stat().st_size  # the baseline's file, kept
     assert d["result"]["size_bytes"] < d["baseline"]["size_bytes"]  # int8 alone already halves it
     assert d["details"]["layers"] and "weight_bits" in d["details"]["layers"][0]
     assert any(t["origin"] == "greedy" for t in d["details"]["trials"])
@@ -349,6 +350,7 @@ def test_the_search_measures_on_the_chosen_runtime(toy_model, toy_data, tmp_path
     assert res.feasible
     d = json.loads((out / "report.json").read_text())
     assert (out / "model.xml").is_file() and (out / "model.bin").is_file() and not (out / "model.onnx").exists()
+    assert (out / "baseline.xml").is_file() and (out / "baseline.bin").is_file()
     for fig in (d["baseline"], d["result"]):
         assert fig["runtime"].startswith("openvino") and fig["accuracy"] is not None
     assert d["result"]["artifact"] == "model.xml"
