@@ -6,6 +6,10 @@ memory) is one more class here and nothing else.
     precheck(arch) a Precheck of the UNTRAINED architecture (``arch()`` measures it, once), when
                    that can tell (latency can: it does not depend on the weights), else None
     figures(m)     what the trial table shows about it
+    scale(figures) the size of the limit an excess is measured against (the SLA's points, the latency
+                   limit's ms, the memory limit's bytes): the sampler sees excess / scale, so that
+                   trials that miss different limits rank on one footing (a 0.03 ms miss of a 0.23 ms
+                   limit is 13%, not "0.03", beside a 3-point miss of a 92-point SLA)
     final(...)     its verdict on the final side-by-side comparison: (details key, ok, note)
 """
 from __future__ import annotations
@@ -38,6 +42,8 @@ class Constraint(Protocol):
 
     def figures(self, m: Measurement) -> dict: ...
 
+    def scale(self, figures: dict) -> float: ...
+
     def text(self) -> str: ...
 
     def final(self, result: dict, baseline: dict) -> tuple[str, bool, str] | None: ...
@@ -58,6 +64,9 @@ class AccuracySLA:
 
     def excess(self, m: Measurement) -> float | None:
         return None if m.bound is None else self.sla - m.bound
+
+    def scale(self, figures: dict) -> float:
+        return max(abs(float(self.sla)), 1.0)
 
     def precheck(self, arch: Callable[[], Measurement]) -> Precheck | None:
         return None  # an untrained architecture says nothing about the trained score
@@ -117,6 +126,9 @@ class LatencyLimit:
     def figures(self, m: Measurement) -> dict:
         return {"latency_limit_ms": round(self.limit(m), 5)}
 
+    def scale(self, figures: dict) -> float:
+        return float(figures.get("latency_limit_ms") or self.ms or 1.0)
+
     def text(self) -> str:
         return f"latency limit {self.spec}"
 
@@ -162,6 +174,9 @@ class MemoryLimit:
 
     def figures(self, m: Measurement) -> dict:
         return {"peak_memory_bytes": m.peak_memory_bytes, "memory_limit_bytes": self.bytes}
+
+    def scale(self, figures: dict) -> float:
+        return float(self.bytes)
 
     def text(self) -> str:
         return f"memory limit {self.spec}"

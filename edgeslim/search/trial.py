@@ -37,6 +37,7 @@ class TrialRecord:
     worker: str | None = None  # host:pid of the process that ran it (a study may have several)
     measurement: dict | None = None  # Measurement.to_dict() of the trained artifact
     excess: dict = dataclasses.field(default_factory=dict)  # constraint name -> excess (0: no verdict)
+    relative: dict = dataclasses.field(default_factory=dict)  # the same over each limit's scale: what the sampler sees
     feasible: bool | None = None
     figures: dict = dataclasses.field(default_factory=dict)  # pre-check and early-stop figures
     layers: list | None = None
@@ -67,7 +68,8 @@ def read_record(trial) -> TrialRecord:
 def constraint_values(names: list[str]) -> Callable:
     """Optuna's constraints_func over the study's constraint names (feasible when every value <= 0)."""
     def values(frozen) -> tuple[float, ...]:
-        ex = read_record(frozen).excess
+        rec = read_record(frozen)
+        ex = rec.relative or rec.excess  # a study from before relative values: the raw excess
         return tuple(float(ex.get(n, 1e9 if i == 0 else 0.0)) for i, n in enumerate(names))
 
     return values
@@ -175,9 +177,10 @@ class TrialRunner:
         from .strategies import native_constraints
 
         rec.excess = {c.name: float(excess.get(c.name, 0.0)) for c in self.constraints}
+        rec.relative = {c.name: round(rec.excess[c.name] / c.scale(rec.figures), 6) for c in self.constraints}
         rec.save(trial)
         if native_constraints():
-            for name, v in rec.excess.items():
+            for name, v in rec.relative.items():
                 trial.set_constraint(name, v)
 
     def __call__(self, trial):

@@ -93,6 +93,38 @@ def test_feasible_means_every_constraint_is_met():
     assert excesses(cons, m(90.0, 1.0, latency=1.1)) == pytest.approx({"accuracy_sla": -1.0, "max_latency": 0.1})
 
 
+def test_the_sampler_sees_each_excess_relative_to_its_limit():
+    """A 0.03 ms miss of a 0.23 ms latency limit (13%) ranks behind a 3-point miss of a 92-point SLA
+    (3.3%): the raw figures would have said the opposite, and TPE kept proposing the slow one."""
+    from edgeslim.search.constraints import MemoryLimit
+    from edgeslim.search.trial import TrialRecord, TrialRunner, constraint_values, read_record
+
+    cons = [AccuracySLA(92.0), LatencyLimit("3x"), MemoryLimit("8MB")]
+    saved = {}
+
+    class Trial:
+        user_attrs = saved
+
+        def set_user_attr(self, k, v):
+            saved[k] = v
+
+        def set_constraint(self, k, v):
+            saved.setdefault("native", {})[k] = v
+
+    runner = TrialRunner.__new__(TrialRunner)
+    runner.constraints = cons
+    slow = TrialRecord(figures={"latency_limit_ms": 0.23})
+    runner.record(Trial(), slow, max_latency=0.03)
+    assert slow.excess["max_latency"] == 0.03 and slow.relative["max_latency"] == pytest.approx(0.03 / 0.23, abs=1e-6)
+    values = constraint_values([c.name for c in cons])
+    assert values(Trial())[1] == pytest.approx(0.1304, abs=1e-4) and read_record(Trial()).relative == slow.relative
+    inaccurate = TrialRecord(figures={"latency_limit_ms": 0.23})
+    runner.record(Trial(), inaccurate, accuracy_sla=3.0)
+    assert values(Trial())[0] == pytest.approx(3.0 / 92.0, abs=1e-6) and values(Trial())[2] == 0.0
+    assert sum(values(Trial())) < slow.relative["max_latency"]  # the sampler ranks it nearer feasibility
+    assert cons[2].scale({}) == float(cons[2].bytes) and cons[0].scale({}) == 92.0
+
+
 def test_the_closest_miss_ranks_by_the_sla_among_trials_within_the_other_limits():
     from edgeslim.search.outputs import closest_miss
 
