@@ -20,7 +20,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,28 +58,32 @@ def metric_of(args):
     return metrics.get(TASKS[args.part][2])
 
 
-def _onnx(model, path: Path, shape) -> Path:
-    from edgeslim.output import export_artifact
+def _onnx(model, path: Path, shape, loader=None) -> Path:
+    """The model's ONNX file (its int8 QDQ file when it is a quantization simulation), built once."""
+    import torch
+
+    from edgeslim import runtimes
 
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_artifact(model, path, shape)
+        runtimes.get("onnxruntime").export(model, path, torch.zeros(shape), loader=loader)
     return path
 
 
 def pruned(model, data, args, metric, sla, work: Path, shape, log):
-    """Channel pruning alone + fine-tuning: the largest ratio whose validation figure meets the SLA."""
-    import edgeslim
+    """Channel pruning alone + fine-tuning (full epochs, the search's optimizer and rate): the largest
+    ratio whose validation figure meets the SLA."""
     from edgeslim.measure.profile import artifact_score
-    from edgeslim.pruning import ChannelPrune
+    from edgeslim.search.recipe import load_recipe, run_steps
 
     kept = last = None
     for ratio in args.prune_ratios:
         path = work / f"prune-{ratio}.onnx"
-        if not path.is_file():
-            p = edgeslim.prune(model, ChannelPrune(ratio=ratio, round_to=8, finetune_epochs=args.single_epochs),
-                               data=data)
-            _onnx(p, path, shape)
+        if not path.is_file():  # the search's fine-tuning (optimizer, rate), for the whole training split
+            steps, _ = load_recipe({"steps": [{"type": "channel_prune", "ratio": ratio, "round_to": 8},
+                                              {"type": "finetune", "epochs": args.single_epochs,
+                                               "lr": args.finetune_lr, "optimizer": args.finetune_optimizer}]})
+            _onnx(run_steps(model, steps, data=data, input_shape=shape[1:]).model, path, shape)
         val = artifact_score(path, data.val, metric=metric, threads=2).value
         log(f"pruning alone, ratio {ratio}: val {val:.2f} (SLA {sla:.2f})")
         last = (ratio, path)
@@ -88,6 +91,28 @@ def pruned(model, data, args, metric, sla, work: Path, shape, log):
             break
         kept = (ratio, path)
     return kept, last
+
+
+def search(model, data, meta, metric, args, work: Path, log) -> tuple[dict, bool]:
+    """``edgeslim.auto`` into work/auto (its report's details, whether a policy was feasible); with
+    --reuse-search a finished search there is read back instead of run again."""
+    import edgeslim
+
+    report = work / "auto" / "report.json"
+    if args.reuse_search and report.is_file():
+        d = json.loads(report.read_text())["details"]
+        log(f"reusing the finished search in {report.parent}")
+        return d, d.get("best_trial") is not None
+    shutil.rmtree(work / "auto", ignore_errors=True)
+    space = {"finetune_optimizer": args.finetune_optimizer, "finetune_lr": args.finetune_lr}
+    res = edgeslim.auto(model, data, metric=metric, max_drop=args.max_drop, budget=args.budget, threads=args.threads,
+                        out=work / "auto", spec=meta["spec"], build=meta.get("build"), model_name=spec_of(args), log=log,
+                        space=space)
+    return res.report.details, res.feasible
+
+
+def spec_of(args) -> str:
+    return TASKS[args.part][0]
 
 
 def run_part(args, log) -> dict:
@@ -103,25 +128,24 @@ def run_part(args, log) -> dict:
     data = es_data.load(data_name)
     shape = (1, *data.meta.input_shape)
     work = CACHE / "tasks" / f"{args.part}-{data_name.replace(':', '_')}"
-    shutil.rmtree(work / "auto", ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     log(f"== {spec} on {data_name}: reference {meta['metrics']}")
-    t = time.time()
-    res = edgeslim.auto(model, data, metric=metric, max_drop=args.max_drop, budget=args.budget, threads=args.threads,
-                        out=work / "auto", spec=meta["spec"], build=meta.get("build"), model_name=spec, log=log)
-    t_auto, d = time.time() - t, res.report.details
+    d, feasible = search(model, data, meta, metric, args, work, log)
     sla = d["sla"]["min_val_accuracy"]
     arts = {"fp32 baseline": _onnx(model, work / "fp32.onnx", shape), "auto": work / "auto" / "model.onnx"}
     if args.part != "user":
-        arts["int8 PTQ alone"] = _onnx(edgeslim.quantize(model, PTQ(), data=data), work / "int8.onnx", shape)
+        arts["int8 PTQ alone"] = _onnx(edgeslim.quantize(model, PTQ(), data=data), work / "int8.onnx", shape,
+                                       data.val)
         kept, last = pruned(model, data, args, metric, sla, work, shape, log)
         name, path = (f"pruning {kept[0]} + fine-tuning", kept[1]) if kept else (
             f"pruning {last[0]} + fine-tuning (misses the SLA)", last[1])
         arts[name] = path
     return {"part": args.part, "spec": spec, "data": data_name, "metric": metric.name, "ref": meta["metrics"],
-            "epochs": args.epochs, "sla": sla, "t_auto": t_auto, "budget": args.budget, "max_drop": args.max_drop,
-            "policy": d.get("policy_text") or "the baseline (no feasible policy)", "feasible": res.feasible,
+            "epochs": args.epochs, "sla": sla, "t_auto": d["search_seconds"], "budget": args.budget,
+            "max_drop": args.max_drop, "policy": d.get("policy_text") or "the baseline (no feasible policy)",
+            "feasible": feasible,
             "trials": len(d.get("trials", [])), "rows": measure(arts, data, metric, args),
+            "finetune": f"{args.finetune_optimizer} lr {args.finetune_lr:g}", "single_epochs": args.single_epochs,
             "artifacts": {k: str(v) for k, v in arts.items()}}
 
 
@@ -147,7 +171,8 @@ def markdown(saved: dict) -> str:
     out = [f"{saved['spec']} trained {saved['epochs']:g} epochs (Adam) on `{saved['data']}` (reference: {saved['ref']}). "
            f"`edgeslim.auto(metric={m!r}, max_drop={saved['max_drop']}, threads=1, budget={saved['budget']!r})`: SLA "
            f"validation {m} >= {saved['sla']:.2f}; {saved['trials']} trials in {saved['t_auto'] / 60:.1f} min; winner: "
-           f"{saved['policy']}. Every row is the ONNX file run in ONNX Runtime on the test split; latency batch 1, 1 "
+           f"{saved['policy']}. Fine-tuning: {saved.get('finetune', 'sgd lr 0.05')} (the search picks its epochs; "
+           f"pruning alone trains {saved.get('single_epochs', 2):g} full epochs). Every row is the ONNX file run in ONNX Runtime on the test split; latency batch 1, 1 "
            "thread, one session at a time, median over rounds of fresh sessions in shuffled order.", "",
            f"| method | size bytes | x smaller | median ms | x faster | test {m} | drop | "
            + " | ".join(extra_keys) + (" |" if extra_keys else "|"),
@@ -193,10 +218,13 @@ def main() -> int:
     ap.add_argument("--budget", default="20m", help="search wall time")
     ap.add_argument("--max-drop", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--finetune-optimizer", default="adam", help="the search space's fine-tuning optimizer")
+    ap.add_argument("--finetune-lr", type=float, default=0.001, help="the search space's fine-tuning rate")
     ap.add_argument("--prune-ratios", default="0.3,0.5,0.7")
     ap.add_argument("--single-epochs", type=float, default=2, help="fine-tuning epochs of pruning alone")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--reuse-search", action="store_true", help="read back a finished search instead of running it")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()

@@ -14,7 +14,9 @@
     distill: [false, true]                    # fine-tune with KD from the input model, or plain CE
     finetune_epochs: [0, 1, 2, 4]             # epochs of at most finetune_batches batches
     finetune_batches: 40
-    finetune_lr: 0.05                         # SGD, cosine decay to 0 (the training loop's default rate)
+    finetune_lr: 0.05                         # cosine decay to 0 (SGD: the training loop's default rate)
+    finetune_optimizer: sgd                   # sgd | adam (detectors and segmenters trained with Adam
+                                              # fine-tune better with adam and about 0.001)
     distill_alpha: 0.5                        # weight of the teacher's soft targets; the rest is the labels'
     fold_bn: true                             # fixed pass (BN folding) on float results
 
@@ -53,6 +55,7 @@ class SearchSpace(Config):
     finetune_epochs: tuple[float, ...] = (0, 1, 2, 4)
     finetune_batches: int | None = 40
     finetune_lr: float = 0.05
+    finetune_optimizer: str = "sgd"
     distill_alpha: float = 0.5  # KD: weight of the soft targets; 1 - alpha goes to the labels
     fold_bn: bool = True
 
@@ -86,6 +89,8 @@ class SearchSpace(Config):
             raise UsageError(f"space.finetune_batches must be a positive integer or null, got {self.finetune_batches!r}")
         if isinstance(self.finetune_lr, bool) or not isinstance(self.finetune_lr, (int, float)) or not self.finetune_lr > 0:
             raise UsageError(f"space.finetune_lr must be a number > 0, got {self.finetune_lr!r}")
+        if self.finetune_optimizer not in ("sgd", "adam"):
+            raise UsageError(f"space.finetune_optimizer must be sgd or adam, got {self.finetune_optimizer!r}")
         if isinstance(self.distill_alpha, bool) or not isinstance(self.distill_alpha, (int, float)) \
                 or not 0 <= self.distill_alpha <= 1:
             raise UsageError(f"space.distill_alpha must be in [0, 1], got {self.distill_alpha!r}",
@@ -250,10 +255,10 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
     if p["finetune_epochs"] > 0:
         if p["distill"]:
             steps.append(KD(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr, alpha=float(space.distill_alpha),
-                             max_batches=space.finetune_batches))
+                             max_batches=space.finetune_batches, optimizer=space.finetune_optimizer))
         else:
             steps.append(Finetune(epochs=float(p["finetune_epochs"]), lr=space.finetune_lr,
-                                  max_batches=space.finetune_batches))
+                                  max_batches=space.finetune_batches, optimizer=space.finetune_optimizer))
     if p["bits"] != "float":
         default = int(p["bits"])
         layer = {k[5:]: (None if v == "float" else int(v)) for k, v in sorted(p.items()) if k.startswith("bits:")}
