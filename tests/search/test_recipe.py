@@ -111,8 +111,11 @@ def test_finetune_rate_and_distill_alpha_reach_the_recipe():
     (kd, _) = build_steps({**params, "distill": True}, load_space({"finetune_lr": 0.02, "distill_alpha": 0.3}))
     assert isinstance(kd, KD) and kd.lr == 0.02 and kd.alpha == 0.3 and kd.epochs == 2
     (ft, _) = build_steps({**params, "distill": False}, load_space({"finetune_lr": 0.02}))
-    assert isinstance(ft, Finetune) and ft.lr == 0.02
-    for bad in ({"distill_alpha": 1.5}, {"distill_alpha": True}, {"finetune_lr": 0}, {"finetune_lr": "fast"}):
+    assert isinstance(ft, Finetune) and ft.lr == 0.02 and ft.optimizer == kd.optimizer == "sgd"
+    adam = load_space({"finetune_lr": 0.001, "finetune_optimizer": "adam"})
+    assert [s.optimizer for s in (build_steps({**params, "distill": d}, adam)[0] for d in (True, False))] == ["adam"] * 2
+    for bad in ({"distill_alpha": 1.5}, {"distill_alpha": True}, {"finetune_lr": 0}, {"finetune_lr": "fast"},
+                {"finetune_optimizer": "rmsprop"}):
         with pytest.raises(UsageError, match=next(iter(bad))):
             load_space(bad)
 
