@@ -114,7 +114,7 @@ def trial_rows(study) -> list[dict]:
                      "memory_limit_bytes": r.figures.get("memory_limit_bytes"),
                      "feasible": r.feasible, "seconds": r.seconds, "error": r.error, "reason": r.reason,
                      "diverged": r.diverged, "unfinished": r.unfinished, "worker": r.worker,
-                     "excess": r.excess, "cached_from": r.cached_from})
+                     "excess": r.excess, "relative": r.relative, "cached_from": r.cached_from})
     return rows
 
 
