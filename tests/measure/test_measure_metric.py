@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from edgeslim import metrics, runtimes
-from edgeslim.core.errors import UsageError
 from edgeslim.measure import compare, profile
 from edgeslim.measure.compare import compare_scored
 from edgeslim.measure.profile import artifact_accuracy, artifact_score
