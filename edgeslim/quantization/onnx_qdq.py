@@ -108,12 +108,44 @@ def compact(m: onnx.ModelProto) -> onnx.ModelProto:
     - node names and the exporter's metadata are dropped, internal tensor and small constant
       names shortened; weight initializers keep their names (they say which layer they are).
     """
+    g = m.graph
+    consts, keep_nodes = _fold_constants(g)
+    consumers: dict[str, list] = {}
+    for n in keep_nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    _trim_zero_points(keep_nodes, consts, consumers)
+    nodes = _share_bias_scales(keep_nodes, consts, consumers)
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+    order, alias = _distinct(consts, used)
+    rename = _renamer(g, consts, order, alias)
+    from onnx import numpy_helper
+
+    inits = [numpy_helper.from_array(consts[name], rename(name)) for name in order]
+    for n in nodes:
+        n.name = ""
+        n.doc_string = ""
+        del n.metadata_props[:]
+        for k, x in enumerate(n.input):
+            n.input[k] = rename(x)
+        for k, x in enumerate(n.output):
+            n.output[k] = rename(x)
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    del g.value_info[:]
+    return m
+
+
+def _fold_constants(g) -> tuple[dict[str, np.ndarray], list]:
+    """Initializers, Constant nodes and Cast / Identity nodes of constants as one dict of arrays; the
+    other nodes."""
     from onnx import helper, numpy_helper
 
-    g = m.graph
     consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
     keep_nodes = []
-    for n in g.node:  # constants and casts / copies of constants -> initializers
+    for n in g.node:
         if n.op_type == "Constant" and len(n.output) == 1 and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
             continue
@@ -125,20 +157,14 @@ def compact(m: onnx.ModelProto) -> onnx.ModelProto:
             consts[n.output[0]] = a
             continue
         keep_nodes.append(n)
-    producer = {o: n for n in keep_nodes for o in n.output}
+    return consts, keep_nodes
 
-    def is_zero(name: str) -> bool:
-        return name in consts and not np.any(consts[name])
 
-    drop: set[int] = set()
-    extra: list = []
-    mul_count = [0]
-    consumers: dict[str, list] = {}
-    for n in keep_nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    for n in keep_nodes:
-        if n.op_type == "DequantizeLinear" and len(n.input) == 3 and n.input[0] in consts and is_zero(n.input[2]):
+def _trim_zero_points(nodes: list, consts: dict, consumers: dict) -> None:
+    """Drop all-zero zero points where 0 is the default, and the axis of scalar scales (in place)."""
+    for n in nodes:
+        if n.op_type == "DequantizeLinear" and len(n.input) == 3 and n.input[0] in consts \
+                and n.input[2] in consts and not np.any(consts[n.input[2]]):
             # bias (int32) and Conv weight (int8) zero points 0 are the default; ONNX Runtime's
             # QGemm fusion wants the weight's zero point spelled out, so Gemm weights keep theirs
             a = consts[n.input[0]]
@@ -150,6 +176,16 @@ def compact(m: onnx.ModelProto) -> onnx.ModelProto:
             kept = [a for a in n.attribute if a.name != "axis"]  # axis means nothing for a scalar scale
             del n.attribute[:]
             n.attribute.extend(kept)
+
+
+def _share_bias_scales(keep_nodes: list, consts: dict, consumers: dict) -> list:
+    """The nodes with zero biases dropped and bias scales equal to input x weight scale computed by a
+    Mul of the two (inserted before the bias's DequantizeLinear)."""
+    from onnx import helper
+
+    producer = {o: n for n in keep_nodes for o in n.output}
+    drop: set[int] = set()
+    extra: list = []
     for n in keep_nodes:
         if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3 or not n.input[2]:
             continue
@@ -169,20 +205,19 @@ def compact(m: onnx.ModelProto) -> onnx.ModelProto:
             continue
         prod = (consts[xs].astype(np.float32) * consts[ws].astype(np.float32)).astype(np.float32)
         if prod.shape == consts[bs].shape and np.array_equal(prod, consts[bs]):
-            out = f"__bias_scale{mul_count[0]}"
-            mul_count[0] += 1
+            out = f"__bias_scale{len(extra)}"
             extra.append((bdq, helper.make_node("Mul", [xs, ws], [out])))
             bdq.input[1] = out
     nodes = []
     for n in keep_nodes:
         if id(n) in drop:
             continue
-        for b, mul in extra:
-            if b is n:
-                nodes.append(mul)
-        nodes.append(n)
-    # initializers that are used, each distinct array once
-    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+        nodes += [mul for b, mul in extra if b is n] + [n]
+    return nodes
+
+
+def _distinct(consts: dict, used: set) -> tuple[list[str], dict[str, str]]:
+    """The used initializers, each distinct array once (its first name), and the aliases of the rest."""
     canon: dict[tuple, str] = {}
     alias: dict[str, str] = {}
     order = []
@@ -195,10 +230,14 @@ def compact(m: onnx.ModelProto) -> onnx.ModelProto:
             continue
         canon[key] = name
         order.append(name)
-    # short names for internal tensors and small constants; graph inputs / outputs and weight
-    # initializers keep theirs
+    return order, alias
+
+
+def _renamer(g, consts: dict, order: list[str], alias: dict[str, str]):
+    """``rename(x)``: short names for internal tensors and small constants; graph inputs / outputs and
+    weight initializers keep theirs."""
     fixed = {i.name for i in g.input} | {o.name for o in g.output} | \
-        {name for name in canon.values() if consts[name].dtype == np.int8 and consts[name].ndim >= 2}
+        {name for name in order if consts[name].dtype == np.int8 and consts[name].ndim >= 2}
     short: dict[str, str] = {}
 
     def rename(x: str) -> str:
@@ -208,22 +247,7 @@ def compact(m: onnx.ModelProto) -> onnx.ModelProto:
         if x not in short:
             short[x] = f"t{len(short)}"
         return short[x]
-
-    inits = [numpy_helper.from_array(consts[name], rename(name)) for name in order]
-    for n in nodes:
-        n.name = ""
-        n.doc_string = ""
-        del n.metadata_props[:]
-        for k, x in enumerate(n.input):
-            n.input[k] = rename(x)
-        for k, x in enumerate(n.output):
-            n.output[k] = rename(x)
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    del g.value_info[:]
-    return m
+    return rename
 
 
 INT4_OPSET = 21  # Cast to and from int4 entered the standard domain in opset 21
