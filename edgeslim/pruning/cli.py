@@ -196,10 +196,10 @@ def run_sensitivity(args) -> int:
             from ..core.registry import Context, run as run_config
 
             small, _ = run_config(model, cfg, Context(input_shape=shape[1:]))
-            from .sensitivity import _accuracy, _eval_batches
+            from .sensitivity import _eval_batches, _scorer
 
             result = figures(params=count_params(small), macs=macs_of(small, example),
-                             accuracy=_accuracy(small, _eval_batches(data, args.eval_batches)),
+                             accuracy=_scorer(small, None)(small, _eval_batches(data, args.eval_batches)),
                              batch=shape[0], input_shape=list(shape))
             details["allocation"] = {"target_macs": args.target_macs, "ratios": alloc,
                                      "macs_kept": result["macs"] / baseline["macs"],

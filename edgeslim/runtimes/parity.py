@@ -5,8 +5,10 @@ Plain outputs are compared element by element. A detector's outputs at batch 1 (
 which rank near-equal scores differently (ties, rounding) still compare equal: every detection of either
 run with a score of at least MATCH_SCORE is matched with the detection of the same label in the other run
 that is closest to it (the largest of its box coordinates' and its score's absolute differences), and the
-difference is the worst such match (infinite when the other run has no detection of that label). Outputs
-after the third are compared element by element.
+difference is the worst such match (infinite when the other run has no detection of that label). A
+detection that scores less than the other run's lowest kept score plus CUT_MARGIN needs no match there:
+a fixed-k head keeps only its k best, so a near-equal score at the cut may fall on either side of it.
+Outputs after the third are compared element by element.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 MATCH_SCORE = 0.05  # detections below it are not matched themselves (they may be matched to)
+CUT_MARGIN = 0.02  # a score this close to the other run's lowest kept one may have been cut off there
 
 
 def is_detection(outs: Sequence[np.ndarray]) -> bool:
@@ -55,7 +58,8 @@ def _triple(outs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def _detection_diff(a: tuple, b: tuple) -> float:
     worst = 0.0
     for (boxes, scores, labels), (o_boxes, o_scores, o_labels) in ((a, b), (b, a)):
-        for i in np.flatnonzero(scores >= MATCH_SCORE):
+        need = max(MATCH_SCORE, float(o_scores.min()) + CUT_MARGIN) if len(o_scores) else MATCH_SCORE
+        for i in np.flatnonzero(scores >= need):
             same = o_labels == labels[i]
             if not same.any():
                 return float("inf")

@@ -52,7 +52,7 @@ def test_export_uses_the_exporter_of_the_recorded_config(loader, tmp_path, monke
 
 
 def test_qat_distils_from_the_float_model_when_no_teacher_is_given(loader, monkeypatch):
-    import edgeslim.train.finetune as ft
+    import edgeslim.train.kd as ft
 
     calls = []
     real = ft.kd_loss

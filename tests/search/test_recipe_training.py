@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import edgeslim.train.finetune as ft
+import edgeslim.train.kd as kd
 from edgeslim.core.errors import UsageError
 from edgeslim.distillation import KD
 from edgeslim.pruning import ChannelPrune
@@ -23,15 +24,15 @@ SHAPE = (1, 8, 8)
 @pytest.fixture
 def kd_calls(monkeypatch):
     """Counts the calls of the KD loss (every KD path -- the trainer's and the kd step's -- goes
-    through ``edgeslim.train.finetune.kd_loss``)."""
+    through ``edgeslim.train.kd.kd_loss``)."""
     calls = []
-    real = ft.kd_loss
+    real = kd.kd_loss
 
     def spy(*a, **k):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(ft, "kd_loss", spy)
+    monkeypatch.setattr(kd, "kd_loss", spy)
     return calls
 
 
