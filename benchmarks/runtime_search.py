@@ -109,7 +109,8 @@ def main() -> int:
     args.runtimes = args.runtimes.split(",")
     from _common import CACHE, cached_trained, results_section, this_command, utc_stamp
 
-    work = CACHE / "runtime_search" / f"{args.model}-t{args.threads}"
+    tag = "" if args.max_latency == "3x" else f"-lat{args.max_latency}"  # the limit keeps the plain name
+    work = CACHE / "runtime_search" / f"{args.model}-t{args.threads}{tag}"
     saved_path = work / "saved.json"
     if not args.report_only:
         from edgeslim import data as es_data
@@ -129,7 +130,8 @@ def main() -> int:
     text = markdown(saved, argparse.Namespace(**{**saved["args"], "runtimes": saved["args"]["runtimes"]}))
     print(text)
     if not args.no_write:
-        results_section(f"runtime-search-{saved['args']['model']}", text, command=saved["command"], stamp=saved["stamp"])
+        results_section(f"runtime-search-{saved['args']['model']}{tag}", text, command=saved["command"],
+                        stamp=saved["stamp"])
     return 0
 
 
