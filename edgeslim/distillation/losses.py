@@ -131,7 +131,6 @@ class Distiller(nn.Module):
         self.student = student
         self.kd = TaskKD(task, student, temperature=temperature, alpha=alpha, pseudo_labels=pseudo_labels)
         self._teacher = [teacher]  # a list hides it from .parameters() / .state_dict()
-        self.temperature, self.alpha, self.pseudo_labels = temperature, alpha, pseudo_labels
         self.feature_weight, self.attention_weight = feature_weight, attention_weight
         self.hint_pairs = parse_pairs(features, "--features")
         self.at_pairs = parse_pairs(attention, "--attention")
