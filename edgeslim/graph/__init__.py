@@ -8,6 +8,7 @@ from .dependency import (  # noqa: F401
     custom_layers,
     excluded_modules,
 )
+from .probe import forward_problem, output_shape, unsafe_groups  # noqa: F401
 
 __all__ = ["ChannelGraph", "ChannelGroup", "Member", "build_graph", "custom_layers", "excluded_modules",
-           "SUPPORTED_TYPES"]
+           "forward_problem", "output_shape", "unsafe_groups", "SUPPORTED_TYPES"]

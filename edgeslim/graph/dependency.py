@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import re
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -142,24 +142,17 @@ def excluded_modules(
 class ChannelGraph:
     """The channel couplings of one model, from one traced forward pass."""
 
-    def __init__(self, model: nn.Module, example_inputs: Any, *, exclude: Iterable[str] = ()):
+    def __init__(self, model: nn.Module, example_inputs: Any, *, exclude: Iterable[str] | Mapping[str, str] = ()):
         self.model = model
-        self.exclude = set(exclude)
+        # layer name -> why its output channels are kept ("" for a user's exclusion)
+        self.exclude = dict(exclude) if isinstance(exclude, Mapping) else dict.fromkeys(exclude, "")
         self._names = {m: n for n, m in model.named_modules()}
+        # parameters a layer holds outside the layer types above (ConvNeXt's layer scale, a ViT's class
+        # token and position embedding): Torch-Pruning slices them along their last non-singleton
+        # dimension with the channels they meet; those of excluded layers keep every group whole
         custom = custom_layers(model)
-        blocked = [(n, m) for n, m in custom if not self._is_excluded(n)]
-        if blocked:
-            n, m = blocked[0]
-            rx = re.escape(n)
-            raise ModelError(
-                f"layer {n!r} ({type(m).__name__}) holds its own parameters and is not a layer type "
-                f"edgeslim can prune through",
-                hint=f"exclude it so its channels are kept: exclude=[{rx!r}] (CLI: --exclude '{rx}')"
-                + (f"; {len(blocked) - 1} more such layer(s): " + ", ".join(x for x, _ in blocked[1:4])
-                   if len(blocked) > 1 else ""),
-            )
-        # parameters of excluded custom layers: any group that reaches them stays whole
-        self._custom_params = {id(p) for n, m in custom for p in m._parameters.values() if p is not None}
+        self._custom_params = {id(p) for n, m in custom if self._is_excluded(n)
+                               for p in m._parameters.values() if p is not None}
         self._dg, self._heads = _trace(model, example_inputs)
 
     def _is_excluded(self, name: str) -> bool:
@@ -188,7 +181,7 @@ class ChannelGraph:
                     continue
                 if ttype == tp.ops.OPTYPE.PARAMETER:
                     if id(target) in self._custom_params:
-                        frozen = frozen or "reaches an excluded custom layer"
+                        frozen = frozen or "reaches the parameters of an excluded layer"
                     name = dg._param_to_name.get(target, "<parameter>")
                     members.append(Member(name, target, "out", idxs, root_idxs))
                     continue
@@ -206,7 +199,7 @@ class ChannelGraph:
                 if role == "out" and target in self._heads:
                     frozen = frozen or f"{name!r} produces the model output (classifier head)"
                 if role == "out" and self._is_excluded(name):
-                    frozen = frozen or f"layer {name!r} is excluded"
+                    frozen = frozen or self.exclude.get(name) or f"layer {name!r} is excluded"
                 members.append(Member(name, target, role, idxs, root_idxs))
             size = dg.get_out_channels(root_mod)
             if size is None:
@@ -296,6 +289,7 @@ def _flatten(x: Any) -> list:
     return [x]
 
 
-def build_graph(model: nn.Module, example_inputs: Any, *, exclude: Iterable[str] = ()) -> ChannelGraph:
-    """Trace ``model`` once and return its channel groups. ``exclude``: module names to keep whole."""
+def build_graph(model: nn.Module, example_inputs: Any, *, exclude: Iterable[str] | Mapping[str, str] = ()) -> ChannelGraph:
+    """Trace ``model`` once and return its channel groups. ``exclude``: module names whose output
+    channels are kept (or a mapping of those names to why)."""
     return ChannelGraph(model, example_inputs, exclude=exclude)

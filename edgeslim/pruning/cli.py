@@ -160,8 +160,8 @@ def run_sensitivity(args) -> int:
     from ..core.report import Report, figures
     from ..measure import count_params
     from .sensitivity import allocate, analyze, layer_ratio_regexes, plot, table_csv, table_markdown
-    from .structured import ChannelPrune, macs_of
-    from ..graph import excluded_modules
+    from ..graph import output_shape
+    from .structured import ChannelPrune, exclusions, macs_of
 
     try:
         ratios = tuple(float(v) for v in args.ratios.split(","))
@@ -188,7 +188,7 @@ def run_sensitivity(args) -> int:
         result = dict(baseline)
         if args.target_macs is not None:
             example = torch.randn(shape)
-            excl = excluded_modules(model, tuple(args.exclude), tuple(args.exclude_type))
+            excl = exclusions(model, example, tuple(args.exclude), tuple(args.exclude_type), output_shape(model, example))
             alloc = allocate(model, curves, args.target_macs, example=example, exclude=excl, round_to=args.round_to)
             cfg = ChannelPrune(ratio=0.0, layer_ratios=layer_ratio_regexes(alloc), round_to=args.round_to,
                                exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type))

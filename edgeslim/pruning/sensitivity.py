@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from ..core.errors import DataError, UsageError
-from ..graph import build_graph, excluded_modules
+from ..graph import build_graph, output_shape
 from .importance import Magnitude, calibration_batches, get_importance
-from .structured import bisect_kept, macs_of, prune_once
+from .structured import bisect_kept, exclusions, macs_of, prune_once
 
 DEFAULT_RATIOS = (0.2, 0.4, 0.6, 0.8)
 
@@ -83,7 +83,7 @@ def analyze(model: nn.Module, data: Any, *, example_shape, ratios=DEFAULT_RATIOS
     example = torch.randn(tuple(example_shape))
     batches = _eval_batches(data, max_batches)
     _accuracy = _scorer(model, metric)
-    excl = excluded_modules(model, exclude, exclude_types)
+    excl = exclusions(model, example, exclude, exclude_types, output_shape(model, example))
     crit = get_importance(importance)
     crit.prepare(model, calibration_batches(data, calibration) if crit.needs_data else [])
     groups = [g for g in build_graph(model, example, exclude=excl).groups() if g.prunable]

@@ -29,7 +29,7 @@ from torch import nn
 from ..core.config import Config
 from ..core.errors import DataError, ModelError, UsageError
 from ..core.registry import Context, register
-from ..graph import build_graph, excluded_modules
+from ..graph import build_graph, excluded_modules, forward_problem, output_shape, unsafe_groups
 from .importance import IMPORTANCE_NAMES, Importance, calibration_batches, get_importance
 from .schedule import SCHEDULES, step_fractions
 
@@ -151,7 +151,7 @@ class PassOptions:
 
     global_ranking: bool = False
     round_to: int = 1
-    exclude: set[str] | frozenset[str] = frozenset()
+    exclude: Any = frozenset()  # layer names (or name -> why) whose output channels are kept
     layer_ratios: dict[str, float] | None = None  # group root -> ratio (overrides ``ratio``)
     max_layer_ratio: float = 0.9
     original: dict[str, int] | None = None  # group root -> channels before the first pass
@@ -249,26 +249,17 @@ def _remove_channels(graph, groups, plan: dict[str, int], scores, opts: PassOpti
 
 
 def _check_forward(model: nn.Module, example: torch.Tensor, ref_shape) -> None:
-    try:
-        with torch.no_grad():
-            was = model.training
-            out = model.eval()(example)
-            model.train(was)
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"the pruned model no longer runs: {type(e).__name__}: {str(e).splitlines()[0]}",
-                         hint="a layer edgeslim cannot see through changes channel counts; exclude it with --exclude") from e
-    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-    if ref_shape is not None and shape != ref_shape:
-        raise ModelError(f"pruning changed the output shape from {list(ref_shape)} to {list(shape or [])}",
-                         hint="exclude the layers that produce the model output with --exclude")
+    problem = forward_problem(model, example, ref_shape)
+    if problem is not None:
+        raise ModelError(f"the pruned model no longer does what it did: {problem}",
+                         hint="a layer edgeslim cannot see through changes channel counts; exclude it with --exclude")
 
 
-def _out_shape(model: nn.Module, example: torch.Tensor):
-    with torch.no_grad():
-        was = model.training
-        out = model.eval()(example)
-        model.train(was)
-    return tuple(out.shape) if isinstance(out, torch.Tensor) else None
+def exclusions(model: nn.Module, example: torch.Tensor, patterns=(), types=(), ref_shape=None) -> dict[str, str]:
+    """Layer name -> why its output channels are kept: the user's ``patterns`` / ``types`` and the
+    groups whose removal a trial surgery on a copy shows to break the model."""
+    excl = dict.fromkeys(excluded_modules(model, patterns, types), "")
+    return {**excl, **unsafe_groups(model, example, excl, ref_shape)}
 
 
 def macs_of(model: nn.Module, example: torch.Tensor) -> int:
@@ -331,7 +322,7 @@ class _Setup:
     ref_shape: Any
     crit: Importance
     batches: list
-    exclude: set[str]
+    exclude: dict[str, str]
     layer_ratios: dict[str, float]
     kw: dict  # prune_once options
     base_macs: int
@@ -339,12 +330,12 @@ class _Setup:
 
 def _setup(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> _Setup:
     example = example_input(model, ctx)
-    ref_shape = _out_shape(model, example)
+    ref_shape = output_shape(model, example)
     crit = get_importance(cfg.importance, seed=ctx.seed)
     batches = calibration_batches(ctx.data, cfg.calibration_batches) if crit.needs_data else []
     if crit.needs_data and not batches:
         raise DataError(f"importance {cfg.importance!r} needs calibration data", hint="pass data=... (--data D)")
-    exclude = excluded_modules(model, cfg.exclude, cfg.exclude_types)
+    exclude = exclusions(model, example, cfg.exclude, cfg.exclude_types, ref_shape)
     groups = build_graph(model, example, exclude=exclude).groups()
     roots = [g.root for g in groups if g.prunable]
     if not roots:

@@ -122,6 +122,23 @@ class WithCustom(nn.Module):
         return self.fc(self.pool(torch.relu(self.conv2(torch.relu(self.scale(self.conv1(x)))))).flatten(1))
 
 
+class FixedMask(nn.Module):
+    """conv1's output is multiplied by a buffer of fixed width: the tracer cannot see that removing
+    conv1's channels breaks the product; conv2's channels are free."""
+
+    input_shape = (1, 8, 8)
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.register_buffer("mask", torch.ones(1, 8, 1, 1))
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(x)) * self.mask)).mean((2, 3)))
+
+
 class Untraceable(nn.Module):
     input_shape = (1, 8, 8)
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgeslim.core.errors import ModelError, UsageError
-from edgeslim.graph import build_graph, custom_layers, excluded_modules
+from edgeslim.graph import build_graph, custom_layers, excluded_modules, output_shape, unsafe_groups
 from edgeslim.testing.models import TinyConvNet, TinyResNet
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -69,15 +69,25 @@ def test_flatten_to_linear_and_attention_heads():
     assert {"block.ln1", "block.ln2", "norm"} <= set(attn.layers())
 
 
-def test_custom_layer_is_named_with_exclusion_hint():
-    with pytest.raises(ModelError) as e:
-        build_graph(toys.WithCustom(), torch.randn(1, 1, 8, 8))
-    assert "'scale'" in e.value.message and "Scale" in e.value.message
-    assert "exclude" in e.value.hint
+def test_free_parameters_follow_their_channels_unless_excluded():
+    graph = build_graph(toys.WithCustom(), torch.randn(1, 1, 8, 8))
+    g = _by_root(graph.groups())
+    assert g["conv1"].prunable and "scale.gamma" in g["conv1"].layers("out")
+    graph.remove(g["conv1"], [0, 1])
+    assert graph.model.scale.gamma.shape == (1, 6, 1, 1)
     assert [n for n, _ in custom_layers(toys.WithCustom())] == ["scale"]
-    # excluded: the groups reaching it stay whole
+    # excluded: the groups reaching it stay whole, with the reason
     g = _by_root(build_graph(toys.WithCustom(), torch.randn(1, 1, 8, 8), exclude={"scale"}).groups())
-    assert not g["conv1"].prunable and g["conv2"].prunable
+    assert not g["conv1"].prunable and "excluded" in g["conv1"].frozen and g["conv2"].prunable
+
+
+def test_trial_surgery_finds_the_group_that_breaks_the_model():
+    model, x = toys.FixedMask(), torch.randn(1, 1, 8, 8)
+    unsafe = unsafe_groups(model, x, {}, output_shape(model, x))
+    assert list(unsafe) == ["conv1"] and "breaks the model" in unsafe["conv1"]
+    assert "RuntimeError" in unsafe["conv1"]
+    res = TinyResNet()
+    assert unsafe_groups(res, torch.randn(1, 1, 8, 8), {}, output_shape(res, torch.randn(1, 1, 8, 8))) == {}
 
 
 def test_untraceable_and_broken_models():

@@ -177,14 +177,19 @@ def test_ratio_removing_every_channel():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_custom_layer_and_untraceable_leave_model_untouched():
+def test_custom_parameters_pruned_and_breaking_groups_kept_with_reason():
     model = toys.WithCustom()
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(ModelError, match="scale"):
-        prune(model, ChannelPrune(ratio=0.5))
+    small = prune(model, ChannelPrune(ratio=0.5))
+    assert small.conv1.out_channels == 4 and small.scale.gamma.shape == (1, 4, 1, 1)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     small = prune(model, ChannelPrune(ratio=0.5, exclude=("scale",)))
     assert small.conv2.out_channels == 4 and small.conv1.out_channels == 8
+    ctx = Context(input_shape=(1, 8, 8))
+    small, details = run(toys.FixedMask(), ChannelPrune(ratio=0.5), ctx)
+    assert small.conv1.out_channels == 8 and small.conv2.out_channels == 4
+    row = next(r for r in details["layers"] if r["layer"] == "conv1")
+    assert "breaks the model" in row["note"]
     with pytest.raises(ModelError, match="cannot trace"):
         prune(toys.Untraceable(), ChannelPrune(ratio=0.5))
 
