@@ -70,9 +70,12 @@ def _bisect(model, example, exclude, roots: list[str], ref_shape, err: str) -> d
     return found or {r: err for r in roots}  # only together: keep them all
 
 
-def unsafe_groups(model: nn.Module, example: Any, exclude: Mapping[str, str], ref_shape) -> dict[str, str]:
-    """Group root -> why removing its channels breaks ``model`` (empty when every group is safe)."""
-    roots = [g.root for g in build_graph(model, example, exclude=exclude).groups() if g.prunable]
+def unsafe_groups(model: nn.Module, example: Any, exclude: Mapping[str, str], ref_shape,
+                  roots: list[str] | None = None) -> dict[str, str]:
+    """Group root -> why removing its channels breaks ``model`` (empty when every group is safe).
+    ``roots``: the prunable groups' roots under ``exclude``, when the caller has them (a trace saved)."""
+    if roots is None:
+        roots = [g.root for g in build_graph(model, example, exclude=exclude).groups() if g.prunable]
     found: dict[str, str] = {}
     for _ in range(_MAX_ROUNDS):
         rest = [r for r in roots if r not in found]

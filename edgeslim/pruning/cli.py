@@ -188,7 +188,7 @@ def run_sensitivity(args) -> int:
         result = dict(baseline)
         if args.target_macs is not None:
             example = torch.randn(shape)
-            excl = exclusions(model, example, tuple(args.exclude), tuple(args.exclude_type), output_shape(model, example))
+            excl = exclusions(model, example, tuple(args.exclude), tuple(args.exclude_type), output_shape(model, example))[0]
             alloc = allocate(model, curves, args.target_macs, example=example, exclude=excl, round_to=args.round_to)
             cfg = ChannelPrune(ratio=0.0, layer_ratios=layer_ratio_regexes(alloc), round_to=args.round_to,
                                exclude=tuple(args.exclude), exclude_types=tuple(args.exclude_type))

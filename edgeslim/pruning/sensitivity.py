@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..core.errors import DataError, UsageError
-from ..graph import build_graph, output_shape
+from ..graph import output_shape
 from .importance import Magnitude, calibration_batches, get_importance
 from .structured import bisect_kept, exclusions, macs_of, prune_once
 
@@ -83,10 +83,10 @@ def analyze(model: nn.Module, data: Any, *, example_shape, ratios=DEFAULT_RATIOS
     example = torch.randn(tuple(example_shape))
     batches = _eval_batches(data, max_batches)
     _accuracy = _scorer(model, metric)
-    excl = exclusions(model, example, exclude, exclude_types, output_shape(model, example))
+    excl, traced = exclusions(model, example, exclude, exclude_types, output_shape(model, example))
     crit = get_importance(importance)
     crit.prepare(model, calibration_batches(data, calibration) if crit.needs_data else [])
-    groups = [g for g in build_graph(model, example, exclude=excl).groups() if g.prunable]
+    groups = [g for g in traced if g.prunable]
     scores = {g.root: crit.channel_scores(g) for g in groups}
     base_acc = _accuracy(model, batches)
     base_macs = macs_of(model, example)

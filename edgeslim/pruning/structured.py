@@ -255,11 +255,16 @@ def _check_forward(model: nn.Module, example: torch.Tensor, ref_shape) -> None:
                          hint="a layer edgeslim cannot see through changes channel counts; exclude it with --exclude")
 
 
-def exclusions(model: nn.Module, example: torch.Tensor, patterns=(), types=(), ref_shape=None) -> dict[str, str]:
-    """Layer name -> why its output channels are kept: the user's ``patterns`` / ``types`` and the
-    groups whose removal a trial surgery on a copy shows to break the model."""
+def exclusions(model: nn.Module, example: torch.Tensor, patterns=(), types=(), ref_shape=None):
+    """(layer name -> why its output channels are kept, the channel groups under those exclusions):
+    the user's ``patterns`` / ``types`` and the groups whose removal a trial surgery on a copy shows
+    to break the model."""
     excl = dict.fromkeys(excluded_modules(model, patterns, types), "")
-    return {**excl, **unsafe_groups(model, example, excl, ref_shape)}
+    groups = build_graph(model, example, exclude=excl).groups()
+    unsafe = unsafe_groups(model, example, excl, ref_shape, roots=[g.root for g in groups if g.prunable])
+    for g in groups:
+        g.frozen = g.frozen or unsafe.get(g.root)
+    return {**excl, **unsafe}, groups
 
 
 def macs_of(model: nn.Module, example: torch.Tensor) -> int:
@@ -335,8 +340,7 @@ def _setup(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> _Setup:
     batches = calibration_batches(ctx.data, cfg.calibration_batches) if crit.needs_data else []
     if crit.needs_data and not batches:
         raise DataError(f"importance {cfg.importance!r} needs calibration data", hint="pass data=... (--data D)")
-    exclude = exclusions(model, example, cfg.exclude, cfg.exclude_types, ref_shape)
-    groups = build_graph(model, example, exclude=exclude).groups()
+    exclude, groups = exclusions(model, example, cfg.exclude, cfg.exclude_types, ref_shape)
     roots = [g.root for g in groups if g.prunable]
     if not roots:
         raise UsageError("no prunable channel group left", hint="exclude fewer layers")
