@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ModelError, UsageError
+from . import attention
 
 # Layer types whose parameters Torch-Pruning knows how to slice. Modules holding
 # parameters of any other type are "custom": we cannot tell which of their
@@ -64,6 +65,7 @@ class ChannelGroup:
     frozen: str | None = None  # why this group must not be pruned (None = prunable)
     _tp_root: Any = dataclasses.field(default=None, repr=False)
     _tp_fn: Any = dataclasses.field(default=None, repr=False)
+    _attention: Any = dataclasses.field(default=None, repr=False)  # the fused-qkv attention it cuts
 
     @property
     def prunable(self) -> bool:
@@ -204,12 +206,17 @@ class ChannelGraph:
             size = dg.get_out_channels(root_mod)
             if size is None:
                 continue
+            attn = attention.attention_of(self.model, self._names.get(root_mod, ""), root_mod)
+            if attn is not None:  # a fused q/k/v projection: the same dims go from every head of q, k and v
+                ch_groups = 3 * attn.num_heads
+                members, why = attention.members(attn, self._names[root_mod], members, Member)
+                frozen = frozen or why
             if size % ch_groups:
                 frozen = frozen or f"{size} channels do not split into {ch_groups} groups"
                 ch_groups = 1
             out.append(ChannelGroup(
                 root=self._names.get(root_mod, "?"), size=size, members=members,
-                channel_groups=ch_groups, frozen=frozen, _tp_root=root_mod, _tp_fn=root_fn,
+                channel_groups=ch_groups, frozen=frozen, _tp_root=root_mod, _tp_fn=root_fn, _attention=attn,
             ))
         return out
 
@@ -223,6 +230,9 @@ class ChannelGraph:
             return
         if len(idxs) >= group.size:
             raise UsageError(f"removing all {group.size} channels of {group.root!r} would disconnect the model")
+        if group._attention is not None:
+            attention.remove(group._attention, idxs)
+            return
         tp_group = self._dg.get_pruning_group(group._tp_root, group._tp_fn, idxs)
         with _quiet():
             tp_group.prune()

@@ -12,6 +12,7 @@ from .structure import register_module_type
 from .zoo import TASKS, ZOO, register_model, size_kwargs, task_of
 from . import lightweight  # noqa: F401,E402  (registers shufflenetv2_tiny, repvgg_a0)
 from . import dense  # noqa: F401,E402  (registers tinydet, tinyseg)
+from . import vit  # noqa: F401,E402  (registers vit_tiny, deit_tiny)
 
 __all__ = ["TASKS", "ZOO", "create", "create_from_file", "default_input_shape", "find_checkpoint", "load",
            "register_loader", "register_model", "register_module_type", "resolve", "save", "task_of"]
