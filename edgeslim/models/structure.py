@@ -99,10 +99,30 @@ def _leaf_signature(m: nn.Module) -> Any:
     return entry[1](m) if entry and entry[0] is type(m) else None
 
 
+_SCALARS = (int, float, bool)
+ATTRS, PARAM = "#attrs", "#param:"  # keys of a module's changed scalar attributes / a free parameter's shape
+
+
+def _own_changes(reference: nn.Module, actual: nn.Module, prefix: str) -> dict[str, Any]:
+    """A custom module's own changes: scalar attributes (an attention's ``num_heads``/``head_dim``, a
+    block's ``merge``) and the shapes of parameters it holds itself (class token, layer scale)."""
+    out: dict[str, Any] = {}
+    attrs = {k: v for k, v in vars(actual).items() if type(v) in _SCALARS and not k.startswith("_") and k != "training"
+             and type(vars(reference).get(k)) is type(v) and vars(reference)[k] != v}
+    if attrs:
+        out[prefix + ATTRS] = attrs
+    for k, p in actual._parameters.items():
+        ref = reference._parameters.get(k)
+        if p is not None and ref is not None and tuple(p.shape) != tuple(ref.shape):
+            out[prefix + PARAM + k] = list(p.shape)
+    return out
+
+
 def diff(reference: nn.Module, actual: nn.Module, prefix: str = "") -> dict[str, Any]:
     """{qualified name: description} for every sub-module of ``actual`` that ``reference`` lacks or
-    builds differently. Containers of the same type are compared child by child."""
-    out: dict[str, Any] = {}
+    builds differently. Containers of the same type are compared child by child; other modules of
+    the same type also record their own changed scalar attributes and parameter shapes."""
+    out: dict[str, Any] = _own_changes(reference, actual, prefix)
     ref_children = dict(reference.named_children())
     for name, child in actual.named_children():
         path = f"{prefix}{name}"
@@ -123,8 +143,31 @@ def diff(reference: nn.Module, actual: nn.Module, prefix: str = "") -> dict[str,
     return out
 
 
+def _apply_own(model: nn.Module, path: str, value: Any) -> None:
+    """A module's recorded scalar attributes / parameter shape: only attributes it already has, of
+    the same type, and parameters it already holds (a sidecar never adds anything)."""
+    import torch
+
+    mod_path, _, what = path.partition("#")
+    mod = model.get_submodule(mod_path.rstrip("."))
+    if "#" + what == ATTRS:
+        for k, v in dict(value).items():
+            if type(v) not in _SCALARS or type(vars(mod).get(k)) is not type(v):
+                raise CheckpointError(f"structure: {mod_path or 'the model'} has no {type(v).__name__} attribute {k!r}")
+            setattr(mod, k, v)
+        return
+    name = ("#" + what)[len(PARAM):]
+    if not ("#" + what).startswith(PARAM) or mod._parameters.get(name) is None:
+        raise CheckpointError(f"structure: {mod_path or 'the model'} holds no parameter {name!r}")
+    shape = [int(v) for v in value]
+    mod._parameters[name] = nn.Parameter(torch.zeros(shape, dtype=mod._parameters[name].dtype))
+
+
 def apply(model: nn.Module, changes: dict[str, Any]) -> nn.Module:
-    """Replay ``diff`` output on a freshly built model (parents before children)."""
+    """Replay ``diff`` output on a freshly built model (parents before children, then the modules'
+    own attributes and parameter shapes)."""
+    own = {p: v for p, v in changes.items() if "#" in p}
+    changes = {p: v for p, v in changes.items() if "#" not in p}
     for path in sorted(changes, key=lambda p: p.count(".")):
         parent_path, _, name = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
@@ -132,4 +175,6 @@ def apply(model: nn.Module, changes: dict[str, Any]) -> nn.Module:
             del parent._modules[name]
         else:
             parent._modules[name] = build(changes[path])
+    for path, value in own.items():
+        _apply_own(model, path, value)
     return model

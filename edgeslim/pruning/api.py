@@ -19,8 +19,10 @@ def prune(model: nn.Module, config: Config, *, data: Any = None, input_shape=Non
     sizes): ``core.registry.run(model, config, ctx)`` returns it with the model.
     """
     from .depth import BlockPrune
+    from .heads import HeadPrune
+    from .tokens import TokenMerge
     from .structured import ChannelPrune
     from .unstructured import SparsePrune
 
     ctx = Context(data=data, teacher=teacher, input_shape=input_shape, seed=seed, progress=progress)
-    return run(model, config, ctx, inplace=inplace, accepts=(ChannelPrune, BlockPrune, SparsePrune))[0]
+    return run(model, config, ctx, inplace=inplace, accepts=(ChannelPrune, HeadPrune, TokenMerge, BlockPrune, SparsePrune))[0]

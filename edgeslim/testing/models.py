@@ -71,7 +71,14 @@ class TinyResNet(nn.Module):
         return self.fc(self.flatten(self.pool(self.block2(self.block1(self.stem(x))))))
 
 
-TOY_MODELS = {"tiny_conv": TinyConvNet, "tiny_mlp": TinyMLP, "tiny_resnet": TinyResNet}
+def tiny_vit(num_classes: int = 4) -> nn.Module:
+    """A 2-block ViT on 1x8x8 inputs (patch 2: 16 tokens, width 16, 2 heads)."""
+    from ..models.vit import VisionTransformer
+
+    return VisionTransformer(num_classes, 1, 8, patch_size=2, dim=16, depth=2, num_heads=2, mlp_ratio=2.0)
+
+
+TOY_MODELS = {"tiny_conv": TinyConvNet, "tiny_mlp": TinyMLP, "tiny_resnet": TinyResNet, "tiny_vit": tiny_vit}
 
 
 def toy_loader(input_shape=(1, 8, 8), num_classes: int = 4, n: int = 64, batch_size: int = 16, seed: int = 0,

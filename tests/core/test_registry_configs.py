@@ -38,7 +38,8 @@ OVERRIDES: dict[str, dict] = {
     "cp": {"check_latency": False, "bn_batches": 1, "n_iter_max": 5},
     "deep_compress": {"prune": 0.5, "bits": 2, "prune_epochs": 0, "finetune_epochs": 0},  # toy layers: few weights
 }
-MODELS: dict[str, tuple[str, ...]] = {"block_prune": ("tiny_resnet",)}
+MODELS: dict[str, tuple[str, ...]] = {"block_prune": ("tiny_resnet",), "head_prune": ("tiny_vit",),
+                                      "token_merge": ("tiny_vit",)}
 
 
 def _data() -> DataBundle:

@@ -92,6 +92,9 @@ def test_build_arguments_are_plain_data():
     ("input_shape", "1,28,28", "'input_shape' should be list"),
     ("structure", [1, 2], "'structure' should be dict"),
     ("structure", {"0": {"type": "Linear"}}, "'structure' is malformed"),
+    ("structure", {"#attrs": {"forward": 1}}, "has no int attribute 'forward'"),  # never adds or replaces code
+    ("structure", {"0.#param:extra": [3]}, "holds no parameter 'extra'"),
+    ("structure", {"nope.#attrs": {"x": 1}}, "'structure' is malformed"),
     ("format", 7, "format 7 is not supported"),
 ])
 def test_every_sidecar_field_is_checked(tmp_path, field, value, match):

@@ -66,3 +66,17 @@ def test_head_dims_pruned_through_the_fused_qkv_match_zeroed_weights():
     attn = m.blocks[0].attn
     assert attn.qkv.out_features == 270 and attn.proj.in_features == 90 and attn.head_dim == 30
     assert torch.allclose(m(x), ref(x), atol=1e-5)
+
+
+def test_pruned_and_merged_vit_checkpoint_round_trips(tmp_path):
+    from edgeslim.pruning import HeadPrune, TokenMerge
+
+    m = models.create("vit_tiny").eval()
+    m = edgeslim.prune(m, HeadPrune(heads=0.34, mlp=0.5, embed=0.25), input_shape=(1, 28, 28))
+    m = edgeslim.prune(m, TokenMerge(tokens=20), input_shape=(1, 28, 28))
+    models.save(m, tmp_path / "ck", spec="vit_tiny", input_shape=(1, 28, 28))
+    loaded = models.load(tmp_path / "ck")
+    loaded = (loaded[0] if isinstance(loaded, tuple) else loaded).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(loaded(x), m(x))
+    assert [b.merge for b in loaded.blocks] == [b.merge for b in m.blocks] and loaded.blocks[0].attn.num_heads == 2

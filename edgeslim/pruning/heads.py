@@ -1,0 +1,110 @@
+"""Vision-transformer pruning: whole attention heads, MLP hidden width and embedding width.
+
+    small = edgeslim.prune(vit, HeadPrune(heads=0.34, mlp=0.5, embed=0.25, importance="taylor"), data=data)
+
+``heads`` removes that fraction of every fused-qkv attention's heads (timm's, DeiT's and edgeslim's
+layout, see edgeslim.graph.attention), ranked per layer by the summed importance of a head's q, k and
+v channels and its projection inputs (magnitude ``l1``/``l2``, or ``taylor``: |w * dL/dw| from a few
+calibration batches). ``mlp`` removes that fraction of every MLP's hidden units, and ``embed`` that
+fraction of the embedding width: the residual stream is one channel group (patch embedding, class
+and distillation tokens, position embedding, every norm and every block's input and output
+projections), so it stays consistent. The result is a plain, smaller model that exports as usual.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ..core.config import Config
+from ..core.errors import DataError, ModelError, UsageError
+from ..core.registry import Context, register
+from ..graph import attention, output_shape
+from .importance import IMPORTANCE_NAMES, calibration_batches, get_importance
+from .structured import _check_forward, _check_ratio, example_input, exclusions, macs_of, prune_once, split_finetune
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeadPrune(Config):
+    kind = "head_prune"
+    heads: float = 0.5  # fraction of each attention layer's heads removed (whole heads)
+    mlp: float = 0.0  # fraction of each MLP's hidden units removed
+    embed: float = 0.0  # fraction of the embedding (residual stream) width removed
+    importance: str = "l1"
+    calibration_batches: int = 4  # batches for taylor
+    finetune_epochs: float = 0.0
+    lr: float | None = None
+    max_batches: int | None = None
+    distill: bool = False
+
+    def validate(self) -> None:
+        for field in ("heads", "mlp", "embed"):
+            _check_ratio(getattr(self, field), field)
+        if self.importance not in IMPORTANCE_NAMES:
+            raise UsageError(f"unknown importance {self.importance!r}", hint=f"one of: {', '.join(IMPORTANCE_NAMES)}")
+        if self.finetune_epochs < 0:
+            raise UsageError("finetune_epochs must be >= 0")
+
+    def untrained(self) -> "HeadPrune":
+        return self.replace(finetune_epochs=0.0)
+
+    def split_training(self):
+        return split_finetune(self)
+
+
+def group_kind(g) -> str | None:
+    """'heads' (a fused-qkv attention), 'embed' (the residual stream: it holds a LayerNorm) or 'mlp'
+    (any other group rooted at a Linear); None for the rest (convolutions of hybrid stems)."""
+    if g._attention is not None:
+        return "heads"
+    if any(isinstance(m.module, nn.LayerNorm) for m in g.members):
+        return "embed"
+    root = next((m.module for m in g.members if m.name == g.root), None)
+    return "mlp" if isinstance(root, nn.Linear) else None
+
+
+def _remove_heads(groups, fraction: float, crit) -> list[dict]:
+    rows = []
+    for g in groups:
+        attn = g._attention
+        n = min(int(fraction * attn.num_heads + 0.5), attn.num_heads - 1)
+        rows.append({"layer": g.root, "heads": attn.num_heads, "kept": attn.num_heads - n,
+                     "note": "" if n or not fraction else "one head would round to none"})
+        if n <= 0:
+            continue
+        drop = torch.argsort(attention.scores_of_heads(crit.channel_scores(g), attn), stable=True)[:n].tolist()
+        attention.remove(attn, attention.head_channels(attn, drop), whole_heads=n)
+    return rows
+
+
+@register(HeadPrune)
+def _apply(model: nn.Module, cfg: HeadPrune, ctx: Context) -> nn.Module:
+    example = example_input(model, ctx)
+    ref_shape = output_shape(model, example)
+    crit = get_importance(cfg.importance, seed=ctx.seed)
+    batches = calibration_batches(ctx.data, cfg.calibration_batches) if crit.needs_data else []
+    if crit.needs_data and not batches:
+        raise DataError(f"importance {cfg.importance!r} needs calibration data", hint="pass data=... (--data D)")
+    excl, groups = exclusions(model, example, ref_shape=ref_shape)
+    heads = [g for g in groups if g.prunable and group_kind(g) == "heads"]
+    if cfg.heads and not heads:
+        raise ModelError("head pruning found no attention with a fused qkv projection to prune",
+                         hint="it prunes timm/DeiT-style attention (qkv, proj, num_heads, head_dim); for "
+                         "nn.MultiheadAttention use channel pruning, which removes the same dims from every head")
+    base = macs_of(model, example)
+    crit.prepare(model, batches)
+    rows = _remove_heads(heads, cfg.heads, crit)
+    ratios = {"mlp": cfg.mlp, "embed": cfg.embed}
+    _, after = exclusions(model, example, ref_shape=ref_shape)
+    layer_ratios = {g.root: ratios[k] for g in after if g.prunable and (k := group_kind(g)) in ratios and ratios[k]}
+    if layer_ratios:
+        rows += prune_once(model, example, ratio=0.0, importance=crit, batches=batches, exclude=excl,
+                           layer_ratios=layer_ratios)
+    _check_forward(model, example, ref_shape)
+    final = macs_of(model, example)
+    ctx.details.update({"granularity": "heads", "importance": cfg.importance, "heads": cfg.heads, "mlp": cfg.mlp,
+                        "embed": cfg.embed, "macs_before": base, "macs_after": final,
+                        "macs_kept": final / base if base else None,
+                        "layers": [{k: v for k, v in r.items() if k != "removed"} for r in rows]})
+    return model.eval()
