@@ -55,6 +55,35 @@ def _is_relu(gm, node) -> bool:
         (node.op == "call_method" and node.target in _RELU_METHODS)
 
 
+_MATMUL_FUNCS = {operator.matmul, torch.matmul, torch.bmm}
+
+
+def _is_activation_matmul(node) -> bool:
+    """A product of two computed tensors (attention's q @ k^T and weights @ v), not of a weight."""
+    hit = (node.op == "call_function" and node.target in _MATMUL_FUNCS) or \
+        (node.op == "call_method" and node.target in ("matmul", "bmm"))
+    ins = node.args[:2]
+    return hit and len(ins) == 2 and all(isinstance(a, torch.fx.Node) and a.op != "get_attr" for a in ins)
+
+
+_FLOAT_KINDS = {"LayerNorm": ((nn.LayerNorm,), {F.layer_norm}, ()),
+                "Softmax": ((nn.Softmax,), {F.softmax, torch.softmax}, ("softmax",)),
+                "GELU": ((nn.GELU,), {F.gelu}, ())}
+
+
+def float_ops(gm: torch.fx.GraphModule) -> list[str]:
+    """The operator kinds of the traced model that stay float in every int8 file (no runtime has
+    integer kernels for them): LayerNorm, Softmax, GELU."""
+    found = set()
+    for node in gm.graph.nodes:
+        m = _mod(gm, node)
+        for kind, (mods, funcs, methods) in _FLOAT_KINDS.items():
+            if (m is not None and isinstance(m, mods)) or (node.op == "call_function" and node.target in funcs) \
+                    or (node.op == "call_method" and node.target in methods):
+                found.add(kind)
+    return sorted(found)
+
+
 def _is_add(node) -> bool:
     return (node.op == "call_function" and node.target in _ADD_FUNCS) or \
         (node.op == "call_method" and node.target in ("add", "add_"))
@@ -213,6 +242,10 @@ def insert_activation_quantizers(gm: torch.fx.GraphModule, make_act_fq: Callable
             out = _follow_relu(gm, node)
             if not _only_float_regions(gm, out):
                 ensure(out, bits, f"output of {node.target}")
+        elif _is_activation_matmul(node) and _is_tensor(node):
+            bits = max((b for b in act_bits_of.values() if b), default=8)
+            for a in node.args[:2]:  # both operands on int8 grids: ONNX Runtime runs the product in integers
+                ensure(a, bits, "operand of an activation matmul (attention)")
         elif _is_add(node):
             ins = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
             if len(ins) == 2 and all(a in qnode_of for a in ins) and _is_tensor(node):

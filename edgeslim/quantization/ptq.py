@@ -221,6 +221,12 @@ def prepare(model: nn.Module, cfg: PTQ, example: torch.Tensor | None, details: d
         plan = qgraph.insert_activation_quantizers(gm, make_a, abits)
         details["activation_quantizers"] = len({p["quantizer"] for p in plan})
         details["traced"] = True
+        kept = qgraph.float_ops(gm)
+        if kept:
+            details["float_ops"] = kept
+            details.setdefault("notes", []).append(
+                f"{', '.join(kept)} run{'s' if len(kept) == 1 else ''} in float: the runtimes have no integer kernel "
+                "for them; every Linear / Conv and every activation matmul (attention) reads int8 operands")
         regions = qgraph.float_regions(model)
         if regions:
             details["float_regions"] = regions
