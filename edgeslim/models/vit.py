@@ -16,7 +16,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from ..core.errors import UsageError
 
 from .zoo import Size, image_size, register_model
 
@@ -120,6 +123,30 @@ class VisionTransformer(nn.Module):
         return cls if dist is None else (cls + dist) / 2
 
 
+class DeiT(VisionTransformer):
+    """A ViT with a distillation token and head (Touvron et al. 2021). In training mode it returns
+    (class logits, distillation logits); its losses say how each head learns."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, distilled=True, **kw)
+
+    def forward(self, x: torch.Tensor):
+        cls, dist = self.forward_train(x)
+        return (cls, dist) if self.training else (cls + dist) / 2
+
+    def classification_loss(self, outputs, labels: torch.Tensor) -> torch.Tensor:
+        """Without a teacher both heads learn the labels."""
+        if not isinstance(outputs, tuple):
+            return F.cross_entropy(outputs, labels)
+        return (F.cross_entropy(outputs[0], labels) + F.cross_entropy(outputs[1], labels)) / 2
+
+    def distill_loss(self, outputs, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """DeiT's hard distillation: the distillation head learns the teacher's decisions."""
+        if not isinstance(outputs, tuple):
+            raise UsageError("distill_loss takes a DeiT's training-mode outputs (class logits, distillation logits)")
+        return F.cross_entropy(outputs[1], teacher_logits.argmax(-1))
+
+
 def _init(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         nn.init.trunc_normal_(m.weight, std=0.02)
@@ -143,5 +170,5 @@ def vit_tiny(num_classes: int = 10, in_channels: int = 1, input_size: Size | Non
 @register_model("deit_tiny", description="vit_tiny with a DeiT distillation token and head", min_size=4)
 def deit_tiny(num_classes: int = 10, in_channels: int = 1, input_size: Size | None = None, dim: int = 96,
               depth: int = 6, num_heads: int = 3, mlp_ratio: float = 2.0) -> nn.Module:
-    return VisionTransformer(num_classes, in_channels, input_size, dim=dim, depth=depth, num_heads=num_heads,
-                             mlp_ratio=mlp_ratio, distilled=True, name="deit_tiny")
+    return DeiT(num_classes, in_channels, input_size, dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                name="deit_tiny")

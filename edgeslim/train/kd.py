@@ -5,6 +5,9 @@
 - classification: Hinton et al. (2015) soft targets mixed with the hard labels,
   ``alpha * T^2 KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE``; unlabelled samples (label -1)
   take the teacher's argmax (``pseudo_labels``) or count in the soft term only.
+  A classifier with its own ``distill_loss(student_outputs, teacher_logits)`` (DeiT: its distillation
+  head learns the teacher's hard decisions) mixes it with its ``classification_loss``:
+  ``alpha * distill + (1 - alpha) * classification_loss``.
 - segmentation: the same per pixel (every pixel's K logits are one soft target), mixed with the
   task's loss (cross-entropy with 255 ignored, or the model's ``segmentation_loss``).
 - detection: the student's own ``distill_loss(student_outputs, teacher_outputs)`` on both models'
@@ -99,23 +102,23 @@ class TaskKD:
                  pseudo_labels: bool = True):
         self.task, self.temperature, self.alpha, self.pseudo_labels = task, temperature, alpha, pseudo_labels
         self.training_outputs = task == "detection"
-        if task == "classification":
+        self.distill = getattr(student, "distill_loss", None) if student is not None else None
+        if task == "classification" and not callable(self.distill):
             return
         if student is None:
             raise UsageError(f"distillation for {task} needs the student model (kd_loss_fn(..., student=model))")
         self.task_loss = loss_for(student, task)
-        self.distill = getattr(student, "distill_loss", None)
         if task == "detection" and not callable(self.distill):
             raise UsageError(f"{type(student).__name__} has no distill_loss(student_outputs, teacher_outputs), so "
                              "edgeslim cannot distil it as a detector", hint="fine-tune it without distillation "
                              "(kd off), or use a detector edgeslim distils (tinydet)")
 
     def __call__(self, outputs, teacher_outputs, targets) -> torch.Tensor:
-        if self.task == "classification":
+        if self.task == "classification" and not callable(self.distill):
             return soft_hard_loss(outputs, teacher_outputs, targets, temperature=self.temperature, alpha=self.alpha,
                                   pseudo_labels=self.pseudo_labels)
-        soft = (self.distill(outputs, teacher_outputs) if self.task == "detection" else
-                pixel_kd_loss(outputs, teacher_outputs, self.temperature))
+        soft = (pixel_kd_loss(outputs, teacher_outputs, self.temperature) if self.task == "segmentation" else
+                self.distill(outputs, teacher_outputs))
         return soft if self.alpha >= 1.0 else self.alpha * soft + (1 - self.alpha) * self.task_loss(outputs, targets)
 
 

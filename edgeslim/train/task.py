@@ -3,7 +3,8 @@
     task = resolve_task(model, data)          # "classification" | "detection" | "segmentation"
     loss = loss_for(model, task)              # loss(outputs, targets) -> scalar tensor
 
-- classification: ``F.cross_entropy(logits, labels)`` (what ``fit`` always did);
+- classification: ``F.cross_entropy(logits, labels)`` (what ``fit`` always did), or the model's
+  ``classification_loss`` (DeiT: its class and distillation heads);
 - detection: the model's own ``detection_loss(outputs, targets)`` on the outputs of its
   training-mode forward (edgeslim's ``tinydet`` and the torchvision detector wrappers have one),
   targets a list of {"boxes", "labels"} dicts, one per image;
@@ -60,8 +61,9 @@ def _examples(task: str) -> str:
 
 def loss_for(model: nn.Module, task: str) -> TaskLoss:
     """``loss(outputs, targets)`` for ``task`` (see the module docstring)."""
-    if task == "classification":
-        return F.cross_entropy
+    if task == "classification":  # a model with several heads (DeiT) says how they learn from labels
+        fn = getattr(model, "classification_loss", None)
+        return fn if callable(fn) else F.cross_entropy
     if task == "detection":
         fn = getattr(model, "detection_loss", None)
         if not callable(fn):

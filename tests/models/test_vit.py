@@ -80,3 +80,23 @@ def test_pruned_and_merged_vit_checkpoint_round_trips(tmp_path):
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(loaded(x), m(x))
     assert [b.merge for b in loaded.blocks] == [b.merge for b in m.blocks] and loaded.blocks[0].attn.num_heads == 2
+
+
+def test_deit_trains_both_heads_and_distils_its_token_from_a_cnn():
+    from edgeslim.testing.models import toy_loader
+    from edgeslim.train import fit
+    from edgeslim.train.kd import kd_loss_fn
+
+    torch.manual_seed(0)
+    deit = models.create("deit_tiny").train()
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    cls, dist = deit(x)
+    assert torch.isclose(deit.classification_loss((cls, dist), y),
+                         (torch.nn.functional.cross_entropy(cls, y) + torch.nn.functional.cross_entropy(dist, y)) / 2)
+    teacher = models.create("lenet5").eval()
+    loss = kd_loss_fn(teacher, alpha=0.5, student=deit)((cls, dist), y, x)
+    want = 0.5 * torch.nn.functional.cross_entropy(dist, teacher(x).argmax(1)) + 0.5 * deit.classification_loss((cls, dist), y)
+    assert torch.isclose(loss, want)
+    data = toy_loader((1, 28, 28), 10, n=16, batch_size=8)
+    fit(deit, data, epochs=1, loss_fn=kd_loss_fn(teacher, alpha=0.5, student=deit), progress=False)
+    assert deit.eval()(x).shape == (4, 10)
