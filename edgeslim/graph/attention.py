@@ -27,6 +27,13 @@ def attention_of(model: nn.Module, name: str, layer: nn.Module):
     return None
 
 
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """Every fused-qkv attention module of ``model``."""
+    names = {m: n for n, m in model.named_modules()}
+    return [m for m in model.modules() if isinstance(getattr(m, "qkv", None), nn.Linear)
+            and attention_of(model, names.get(m.qkv, ""), m.qkv) is m]
+
+
 def members(attn: nn.Module, qkv_name: str, traced: list, member_type) -> tuple[list, str | None]:
     """The group's members (qkv's outputs, the projection's v inputs, what else the trace found
     besides the projection) and why it must stay whole, if it must."""

@@ -11,6 +11,10 @@
                                               # choice among the same formats (mixed precision)
     lowrank: [false, true]                    # Tucker-2 on the convolutions (kept only where faster)
     lowrank_energy: [0.9, 0.95, 0.98]         # its ranks: the fraction of each layer's energy kept
+    head_ratio: [0.0, 0.34, 0.5]              # vision transformers (fused-qkv attention): fraction of
+                                              # each attention layer's heads removed
+    mlp_ratio: [0.0, 0.25, 0.5]               # ... and of each MLP's hidden units
+    tokens_merged: [0, 8, 16, 24, 32]         # token merging (ToMe) over all blocks, where blocks take it
     distill: [false, true]                    # fine-tune with KD from the input model, or plain CE
     finetune_epochs: [0, 1, 2, 4]             # epochs of at most finetune_batches batches
     finetune_batches: 40
@@ -51,6 +55,9 @@ class SearchSpace(Config):
     adaround_iters: int = 300  # per layer, where any layer has 4-bit weights
     lowrank: tuple[bool, ...] = (False, True)
     lowrank_energy: tuple[float, ...] = (0.9, 0.95, 0.98)  # kept energy: sets each layer's Tucker ranks
+    head_ratio: tuple[float, ...] = (0.0, 0.34, 0.5)  # asked only of models with fused-qkv attention
+    mlp_ratio: tuple[float, ...] = (0.0, 0.25, 0.5)
+    tokens_merged: tuple[int, ...] = (0, 8, 16, 24, 32)  # asked only of models whose blocks merge tokens
     distill: tuple[bool, ...] = (False, True)
     finetune_epochs: tuple[float, ...] = (0, 1, 2, 4)
     finetune_batches: int | None = 40
@@ -60,13 +67,21 @@ class SearchSpace(Config):
     fold_bn: bool = True
 
     def validate(self) -> None:
-        for name in ("block_ratio", "prune_ratio", "allocation", "bits", "lowrank", "distill", "finetune_epochs"):
+        for name in ("block_ratio", "prune_ratio", "allocation", "bits", "lowrank", "distill", "finetune_epochs",
+                     "head_ratio", "mlp_ratio", "tokens_merged"):
             v = getattr(self, name)
             if not isinstance(v, tuple) or not v:
                 raise UsageError(f"space.{name} must be a non-empty list of choices, got {v!r}")
         for r in self.prune_ratio:
             if not isinstance(r, (int, float)) or not 0 <= r < 1:
                 raise UsageError(f"space.prune_ratio choices must be in [0, 1), got {r!r}")
+        for name in ("head_ratio", "mlp_ratio"):
+            for r in getattr(self, name):
+                if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r < 1:
+                    raise UsageError(f"space.{name} choices must be in [0, 1), got {r!r}")
+        for t in self.tokens_merged:
+            if isinstance(t, bool) or not isinstance(t, int) or t < 0:
+                raise UsageError(f"space.tokens_merged choices must be integers >= 0, got {t!r}")
         for r in self.block_ratio:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 <= r <= 1:
                 raise UsageError(f"space.block_ratio choices must be in [0, 1], got {r!r}",
@@ -157,6 +172,7 @@ def suggest(trial, space: SearchSpace, model) -> dict[str, Any]:
     p["prune_ratio"] = trial.suggest_categorical("prune_ratio", list(space.prune_ratio))
     if p["prune_ratio"] > 0 and len(space.allocation) > 1:
         p["allocation"] = trial.suggest_categorical("allocation", list(space.allocation))
+    _suggest_transformer(trial, space, model, p)
     formats = [str(b) for b in space.bits]
     p["bits"] = trial.suggest_categorical("bits", formats)
     if p["bits"] != "float" and len(formats) > 1:
@@ -172,6 +188,19 @@ def suggest(trial, space: SearchSpace, model) -> dict[str, Any]:
     return p
 
 
+def _suggest_transformer(trial, space: SearchSpace, model, p: dict) -> None:
+    """Head, MLP and token-merging choices, asked only of models that have them (a single choice is
+    recorded without asking; models without them get none: ``full_policy`` fills 0)."""
+    from ..graph.attention import attention_modules
+    from ..pruning.tokens import merging_blocks
+
+    names = (["head_ratio", "mlp_ratio"] if attention_modules(model) else []) + \
+        (["tokens_merged"] if merging_blocks(model) else [])
+    for name in names:
+        choices = list(getattr(space, name))
+        p[name] = trial.suggest_categorical(name, choices) if len(choices) > 1 else choices[0]
+
+
 def full_policy(params: dict, space: SearchSpace) -> dict:
     """Fill the choices a trial did not have to ask (fixed by the space or irrelevant)."""
     p = dict(params)
@@ -181,6 +210,8 @@ def full_policy(params: dict, space: SearchSpace) -> dict:
     p.setdefault("lowrank", space.lowrank[0])
     p.setdefault("lowrank_energy", space.lowrank_energy[0])  # asked whenever it matters and has choices
     p.setdefault("distill", space.distill[0])
+    for name in ("head_ratio", "mlp_ratio", "tokens_merged"):
+        p.setdefault(name, 0)  # a model without attention / merging blocks
     return p
 
 
@@ -197,8 +228,12 @@ def describe(params: dict, space: SearchSpace, block_order: list[str] | None = N
     if p["block_ratio"] > 0:
         n = len(blocks_removed(p["block_ratio"], block_order))
         parts.append(f"drop {n}/{len(block_order)} blocks" if block_order else f"drop blocks {p['block_ratio']:.2f}")
+    if p["head_ratio"] > 0 or p["mlp_ratio"] > 0:
+        parts.append(f"heads {p['head_ratio']:g} mlp {p['mlp_ratio']:g}")
     if p["prune_ratio"] > 0:
         parts.append(f"prune {p['prune_ratio']:.2f} ({p['allocation']})")
+    if p["tokens_merged"] > 0:
+        parts.append(f"tome {p['tokens_merged']}")
     if p.get("lowrank"):
         parts.append(f"tucker {float(p['lowrank_energy']):g}")
     if p["finetune_epochs"] > 0:
@@ -225,7 +260,7 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
     without the scans."""
     from ..distillation import KD
     from ..lowrank import Tucker
-    from ..pruning import BlockPrune, ChannelPrune
+    from ..pruning import BlockPrune, ChannelPrune, HeadPrune, TokenMerge
     from ..quantization import PTQ
     from ..reparameterization import Reparam
     from .recipe import Finetune
@@ -240,6 +275,8 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
                 steps.append(BlockPrune(blocks=tuple(dropped)))
         else:
             steps.append(BlockPrune(ratio=float(p["block_ratio"])))
+    if p["head_ratio"] > 0 or p["mlp_ratio"] > 0:
+        steps.append(HeadPrune(heads=float(p["head_ratio"]), mlp=float(p["mlp_ratio"]), importance=space.importance))
     if p["prune_ratio"] > 0:
         # groups rooted in a removed block are gone: their ratios would match nothing
         kept = {k: v for k, v in (layer_ratios or {}).items() if not any(k.startswith(b + ".") for b in dropped)}
@@ -250,6 +287,8 @@ def build_steps(params: dict, space: SearchSpace, *, layer_ratios: dict[str, flo
         else:
             steps.append(ChannelPrune(ratio=float(p["prune_ratio"]), importance=space.importance,
                                       round_to=space.round_to))
+    if p["tokens_merged"] > 0:  # before fine-tuning, which then adapts to the merged tokens
+        steps.append(TokenMerge(tokens=int(p["tokens_merged"])))
     if p.get("lowrank"):
         steps.append(Tucker(energy=float(p["lowrank_energy"]), check_latency=True, latency_runs=10, min_channels=16))
     if p["finetune_epochs"] > 0:

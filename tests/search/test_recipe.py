@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from edgeslim.core.errors import UsageError
 from edgeslim.search import load_recipe, load_space, parse_budget
@@ -229,3 +230,36 @@ def test_final_steps_are_declared_by_the_configs():
         with pytest.raises(UsageError, match=f"step 1 \\({kind}\\) must be the last step"):
             load_recipe({"steps": [{"type": kind}, {"type": "reparam"}]})
     check_order([Finetune(), PTQ()])
+
+
+def test_transformer_choices_are_asked_only_of_transformers_and_become_steps():
+    import optuna
+
+    from edgeslim.core.registry import Context, run
+    from edgeslim.pruning import HeadPrune, TokenMerge
+    from edgeslim.search.space import build_steps, describe, suggest
+    from edgeslim.testing.models import TinyConvNet, tiny_vit
+
+    space = load_space({"head_ratio": [0.0, 0.5], "mlp_ratio": [0.5], "tokens_merged": [0, 4]})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    cnn = suggest(study.ask(), space, TinyConvNet())
+    assert not {"head_ratio", "mlp_ratio", "tokens_merged"} & set(cnn)
+    assert not any(isinstance(s, (HeadPrune, TokenMerge)) for s in build_steps(cnn, space))
+    seen = set()
+    for _ in range(24):
+        p = suggest(study.ask(), space, tiny_vit())
+        assert p["mlp_ratio"] == 0.5  # one choice: recorded, not asked
+        steps = build_steps(p, space)
+        heads = next(s for s in steps if isinstance(s, HeadPrune))
+        assert (heads.heads, heads.mlp) == (p["head_ratio"], 0.5)
+        merge = [s for s in steps if isinstance(s, TokenMerge)]
+        assert [m.tokens for m in merge] == ([p["tokens_merged"]] if p["tokens_merged"] else [])
+        assert ("tome" in describe(p, space)) == bool(p["tokens_merged"])
+        seen.add((p["head_ratio"], p["tokens_merged"]))
+        model = tiny_vit().eval()
+        for s in [s for s in steps if isinstance(s, (HeadPrune, TokenMerge))]:
+            model, _ = run(model, s, Context(input_shape=(1, 8, 8), progress=False))
+        assert model(torch.randn(1, 1, 8, 8)).shape == (1, 4)
+    assert len(seen) == 4
+    with pytest.raises(UsageError, match="tokens_merged"):
+        load_space({"tokens_merged": [-1]})
