@@ -16,74 +16,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _breadth_cases import timm_cases, torchvision_cases
 from _common import CACHE, results_section
 
+from edgeslim.testing.breadth import (INT8_PARITY, MIN_MACS_RATIO, PARITY_ATOL, check_model, passed, stage, timm_cases,
+                                      torchvision_cases)
+
 CACHE_DIR = CACHE / "breadth"
-PARITY_ATOL = 1e-3  # fp32 ONNX vs PyTorch, relative to the output's scale (random weights)
-INT8_PARITY = 0.05  # int8 file vs its simulation, relative to the output's scale
-
-
-def _stage(row: dict, name: str):
-    row["stage"] = name
-    row.setdefault("seconds", {})[name] = time.time()
 
 
 def measure(row: dict, spec: str, size: int, kw: dict, threads: int, runs: int, rounds: int) -> None:
     """Fill one model's ``row`` (raises on the first step that fails; ``row['stage']`` names it)."""
     import tempfile
-    import warnings
 
-    import torch
-
-    import edgeslim
     from edgeslim.measure import bench
-    from edgeslim.models.spec import create
-    from edgeslim.pruning import ChannelPrune
-    from edgeslim.quantization import PTQ
-    from edgeslim.quantization.onnx_qdq import parity
-    from edgeslim.core.registry import Context, run
 
-    warnings.simplefilter("ignore")
-    torch.manual_seed(0)
-    row.update(model=spec, input=size)
-    shape = (3, size, size)
-    _stage(row, "build")
-    model = create(spec, num_classes=10, **kw).eval()
-    _stage(row, "prune")
-    small, details = run(model, ChannelPrune(ratio=0.3), Context(input_shape=shape, progress=False))
-    row["macs"], row["macs_pruned"] = details["macs_before"], details["macs_after"]
-    notes = [re.sub(r"'[^']*'", "L", r["note"]) for r in details["layers"] if r["note"]]
-    row["kept"] = {n: notes.count(n) for n in sorted(set(notes))}  # why groups stayed whole (L: the layer)
-    row["groups"] = len(details["layers"])
-    row["groups_kept"] = sum(1 for r in details["layers"] if r["note"])
-    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(1))
     with tempfile.TemporaryDirectory() as d:
-        files = {k: Path(d) / f"{k}.onnx" for k in ("fp32", "pruned", "int8")}
-        _stage(row, "export")
-        for key, m in (("fp32", model), ("pruned", small)):
-            with torch.no_grad():
-                scale = float(m(x).abs().max().clamp(min=1.0))
-            r = edgeslim.runtimes.export_onnx(m, files[key], x, atol=PARITY_ATOL * scale)
-            row[f"parity_{key}"] = r["max_abs_diff"] / scale
-        _stage(row, "int8")
-        calib = [torch.randn(8, *shape, generator=torch.Generator().manual_seed(10 + i)) for i in range(4)]
-        q = edgeslim.quantize(small, PTQ(bits=8), data=torch.cat(calib), progress=False)
-        _stage(row, "int8-export")
-        edgeslim.quantization.export(q, files["int8"], x)
-        p = parity(q, files["int8"], [torch.randn(4, *shape, generator=torch.Generator().manual_seed(99))])
-        row["parity_int8_top1"] = p["top1_agreement"]
-        with torch.no_grad():
-            row["parity_int8"] = p["max_abs_diff"] / float(q(x).abs().max().clamp(min=1.0))
-        row["size"] = {k: f.stat().st_size for k, f in files.items()}
-        _stage(row, "latency")
-        t = bench([str(files[k]) for k in ("fp32", "pruned", "int8")], (1, *shape), threads=threads,
+        files = check_model(row, spec, size, kw, d)
+        stage(row, "latency")
+        t = bench([str(files[k]) for k in ("fp32", "pruned", "int8")], (1, 3, size, size), threads=threads,
                   warmup=5, runs=runs, rounds=rounds)
         row["latency_ms"] = {k: t[i]["median_ms"] for i, k in enumerate(("fp32", "pruned", "int8"))}
     row["stage"] = "done"
@@ -136,10 +91,6 @@ def sweep(cases, args) -> None:
         print(f"[{i + 1}/{len(cases)}] {spec} {row['wall_s']} s {status}", flush=True)
 
 
-def _passed(r: dict) -> bool:
-    return bool(r.get("ok")) and r["macs"] / r["macs_pruned"] >= 1.2 and r["parity_int8"] <= INT8_PARITY
-
-
 def _kept_text(r: dict) -> str:
     if not r.get("kept"):
         return "nothing"
@@ -162,8 +113,8 @@ def render(rows: list[dict], threads: int) -> str:
             f"{r['groups_kept']} / {r['groups']} | {lat['fp32'] / lat['pruned']:.2f}x | {lat['pruned'] / lat['int8']:.2f}x | "
             f"{lat['fp32'] / lat['int8']:.2f}x | {r['parity_fp32']:.1e} / {r['parity_pruned']:.1e} / {r['parity_int8']:.1e} | "
             f"{r['parity_int8_top1']:.2f} | {_kept_text(r)} |")
-        if r["macs"] / r["macs_pruned"] < 1.2:
-            fails.append(f"- `{r['model']}`: MACs fell only {r['macs'] / r['macs_pruned']:.2f}x (< 1.2x)")
+        if r["macs"] / r["macs_pruned"] < MIN_MACS_RATIO:
+            fails.append(f"- `{r['model']}`: MACs fell only {r['macs'] / r['macs_pruned']:.2f}x (< {MIN_MACS_RATIO}x)")
         if r["parity_int8"] > INT8_PARITY:
             fails.append(f"- `{r['model']}`: the int8 file differs from its simulation by {r['parity_int8']:.3f} of "
                          f"the output scale (> {INT8_PARITY})")
@@ -171,7 +122,7 @@ def render(rows: list[dict], threads: int) -> str:
     for src in ("torchvision", "timm"):
         part = [r for r in rows if r["model"].startswith(src + ":")]
         if part:
-            n = sum(_passed(r) for r in part)
+            n = sum(passed(r) for r in part)
             summary.append(f"- {src}: **{n} of {len(part)}** ({100 * n / len(part):.0f}%) pass prune 0.3 (MACs >= 1.2x "
                            "fewer) + int8 PTQ + ONNX export with parity")
     return ("## Breadth: every torchvision classifier and the timm families through prune, int8 and export\n\n"
