@@ -88,6 +88,5 @@ def head_channels(attn: nn.Module, heads: Sequence[int]) -> list[int]:
 
 def scores_of_heads(channel_scores: Any, attn: nn.Module) -> torch.Tensor:
     """Per-head importance: a channel score vector (q/k/v numbering) summed over each head's channels."""
-    width, d = attn.proj.in_features, attn.head_dim
-    s = torch.as_tensor(channel_scores, dtype=torch.float64).reshape(3, attn.num_heads, d)
+    s = torch.as_tensor(channel_scores, dtype=torch.float64).reshape(3, attn.num_heads, attn.head_dim)
     return s.sum((0, 2))

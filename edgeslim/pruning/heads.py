@@ -18,11 +18,12 @@ import torch
 from torch import nn
 
 from ..core.config import Config
-from ..core.errors import DataError, ModelError, UsageError
+from ..core.errors import ModelError, UsageError
 from ..core.registry import Context, register
 from ..graph import attention, output_shape
-from .importance import IMPORTANCE_NAMES, calibration_batches, get_importance
-from .structured import _check_forward, _check_ratio, example_input, exclusions, macs_of, prune_once, split_finetune
+from .importance import IMPORTANCE_NAMES
+from .structured import (_check_forward, _check_ratio, criterion, example_input, exclusions, macs_of, prune_once,
+                         split_finetune)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,10 +83,7 @@ def _remove_heads(groups, fraction: float, crit) -> list[dict]:
 def _apply(model: nn.Module, cfg: HeadPrune, ctx: Context) -> nn.Module:
     example = example_input(model, ctx)
     ref_shape = output_shape(model, example)
-    crit = get_importance(cfg.importance, seed=ctx.seed)
-    batches = calibration_batches(ctx.data, cfg.calibration_batches) if crit.needs_data else []
-    if crit.needs_data and not batches:
-        raise DataError(f"importance {cfg.importance!r} needs calibration data", hint="pass data=... (--data D)")
+    crit, batches = criterion(cfg, ctx)
     excl, groups = exclusions(model, example, ref_shape=ref_shape)
     heads = [g for g in groups if g.prunable and group_kind(g) == "heads"]
     if cfg.heads and not heads:

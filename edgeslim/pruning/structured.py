@@ -333,13 +333,20 @@ class _Setup:
     base_macs: int
 
 
-def _setup(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> _Setup:
-    example = example_input(model, ctx)
-    ref_shape = output_shape(model, example)
+def criterion(cfg, ctx: Context) -> tuple[Importance, list]:
+    """The importance a pruning config names and its calibration batches (one DataError when it
+    needs data and there is none)."""
     crit = get_importance(cfg.importance, seed=ctx.seed)
     batches = calibration_batches(ctx.data, cfg.calibration_batches) if crit.needs_data else []
     if crit.needs_data and not batches:
         raise DataError(f"importance {cfg.importance!r} needs calibration data", hint="pass data=... (--data D)")
+    return crit, batches
+
+
+def _setup(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> _Setup:
+    example = example_input(model, ctx)
+    ref_shape = output_shape(model, example)
+    crit, batches = criterion(cfg, ctx)
     exclude, groups = exclusions(model, example, cfg.exclude, cfg.exclude_types, ref_shape)
     roots = [g.root for g in groups if g.prunable]
     if not roots:
