@@ -350,6 +350,11 @@ def _setup(model: nn.Module, cfg: ChannelPrune, ctx: Context) -> _Setup:
     exclude, groups = exclusions(model, example, cfg.exclude, cfg.exclude_types, ref_shape)
     roots = [g.root for g in groups if g.prunable]
     if not roots:
+        broken = [g for g in groups if g.frozen and g.frozen.startswith("removing its channels breaks")]
+        if broken:  # nothing the user excluded: the model itself allows no channel removal
+            raise ModelError(f"no channel of this model can be removed without breaking it: layer {broken[0].root!r}: "
+                             f"{broken[0].frozen}", hint="unstructured pruning (--granularity fine) or quantization "
+                             "still apply")
         raise UsageError("no prunable channel group left", hint="exclude fewer layers")
     kw = dict(importance=crit, global_ranking=cfg.global_ranking, round_to=cfg.round_to, exclude=exclude,
               max_layer_ratio=cfg.max_layer_ratio, original={g.root: g.size for g in groups})

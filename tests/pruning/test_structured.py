@@ -261,3 +261,18 @@ def test_sensitivity_allocation_keeps_unlisted_layers_whole(monkeypatch):
                Context(data=_data(), input_shape=(1, 8, 8)))
     kept = {r["layer"]: r["kept"] for r in d["layers"]}
     assert kept["block1.conv1"] == 4 and kept["block2.conv1"] == 8 and kept["block2.conv2"] == 8
+
+
+def test_a_model_no_channel_of_which_can_go_is_one_clear_line():
+    class Fixed(nn.Module):  # every channel count is pinned by a buffer the tracer cannot see
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.register_buffer("w", torch.ones(1, 8, 1, 1))
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc((self.conv(x) * self.w).mean((2, 3)))
+
+    with pytest.raises(ModelError, match="no channel of this model can be removed without breaking it: layer 'conv'"):
+        prune(Fixed(), ChannelPrune(ratio=0.5), input_shape=(1, 8, 8))
