@@ -3,6 +3,8 @@
     edgeslim prune MODEL --granularity channel --ratio 0.5 --importance taylor --data D \
         --finetune-epochs 2 --out DIR [--json]
     edgeslim prune MODEL --granularity block --ratio 0.5 --data D --finetune-epochs 4 --distill --out DIR
+    edgeslim prune vit-ckpt --granularity heads --ratio 0.34 --mlp 0.5 --embed 0.25 --data D --out DIR
+    edgeslim prune vit-ckpt --granularity tokens --tokens 32 --out DIR    # token merging (or --target-macs)
     edgeslim sensitivity MODEL --data D --out DIR [--target-macs 0.5]
 
 prune writes DIR/checkpoint/ (loads with edgeslim.models.load(DIR)), DIR/model.onnx (the
@@ -21,7 +23,7 @@ from ..output import single_step, staged, write_result
 from .importance import IMPORTANCE_NAMES
 from .schedule import SCHEDULES
 
-GRANULARITIES = ("channel", "block", "fine", "vector", "kernel", "nm")
+GRANULARITIES = ("channel", "heads", "tokens", "block", "fine", "vector", "kernel", "nm")
 
 
 def register(sub) -> None:
@@ -36,6 +38,11 @@ def register(sub) -> None:
     p.add_argument("--ratio", type=float, default=0.5,
                    help="fraction removed, in [0, 1) (default 0.5); block: of the removable residual blocks, in [0, 1]")
     p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm (default 2:4)")
+    p.add_argument("--mlp", type=nonneg_float, default=0.0, help="heads: fraction of each MLP's hidden units removed")
+    p.add_argument("--embed", type=nonneg_float, default=0.0, help="heads: fraction of the embedding width removed")
+    p.add_argument("--tokens", type=nonneg_int, default=16, help="tokens: tokens merged over all blocks (default 16)")
+    p.add_argument("--merge-schedule", choices=("constant", "decreasing"), default="constant",
+                   help="tokens: how the merged tokens spread over the blocks (default constant)")
     p.add_argument("--importance", choices=IMPORTANCE_NAMES, default="l1", help="default l1")
     p.add_argument("--schedule", choices=SCHEDULES, default="oneshot", help="default oneshot")
     p.add_argument("--steps", type=positive_int, default=3, help="prune steps for iterative / agp (default 3)")
@@ -81,7 +88,9 @@ def register(sub) -> None:
 
 def build_config(args):
     from .depth import BlockPrune
+    from .heads import HeadPrune
     from .structured import ChannelPrune
+    from .tokens import TokenMerge
     from .unstructured import SparsePrune
 
     common = dict(importance=args.importance, global_ranking=args.global_ranking, exclude=tuple(args.exclude),
@@ -90,6 +99,12 @@ def build_config(args):
                   calibration_batches=args.calib_batches, distill=args.distill)
     from ..core.errors import UsageError
 
+    if args.granularity == "heads":
+        return HeadPrune(heads=args.ratio, mlp=args.mlp, embed=args.embed, importance=args.importance,
+                         calibration_batches=args.calib_batches, finetune_epochs=args.finetune_epochs, lr=args.lr,
+                         max_batches=args.train_batches, distill=args.distill)
+    if args.granularity == "tokens":
+        return TokenMerge(tokens=args.tokens, target_macs=args.target_macs, schedule=args.merge_schedule)
     if args.granularity == "block":
         if args.target_macs is not None or args.round_to != 1:
             raise UsageError("--target-macs and --round-to apply to channel pruning only",
@@ -121,7 +136,7 @@ def run(args) -> int:
     cfg = build_config(args)  # validate options before loading anything big
     model, info = load_model(args, data)
     shape = input_shape(args, info, model)
-    if args.finetune_epochs and (data is None or not data.meta.labelled):
+    if getattr(cfg, "finetune_epochs", 0) and (data is None or not data.meta.labelled):
         raise DataError("--finetune-epochs needs labelled --data")
     torch.set_num_threads(args.threads)
     pruned, details = run_config(model, cfg, Context(data=data, input_shape=shape[1:], progress=not args.json))

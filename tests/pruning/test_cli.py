@@ -46,6 +46,22 @@ def test_prune_block_cli(cli, tmp_path):
     assert p.returncode == 2 and "no removable residual block" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_prune_heads_and_tokens_cli(cli, tmp_path):
+    p = cli("prune", "vit_tiny", "--granularity", "heads", "--ratio", "0.34", "--mlp", "0.5", "--input-shape",
+            "1,1,28,28", "--runs", "3", "--warmup", "1", "--threads", "1", "--out", tmp_path / "h", "--json", check_rc=0)
+    rep = json.loads(p.stdout)
+    assert rep["ratios"]["macs"] > 1.5 and rep["details"]["granularity"] == "heads"
+    model, _ = load(tmp_path / "h")
+    assert model.blocks[0].attn.num_heads == 2
+    p = cli("prune", "vit_tiny", "--granularity", "tokens", "--target-macs", "0.7", "--input-shape", "1,1,28,28",
+            "--runs", "3", "--warmup", "1", "--threads", "1", "--out", tmp_path / "t", "--json", check_rc=0)
+    rep = json.loads(p.stdout)
+    assert rep["details"]["macs_kept"] <= 0.7 and rep["ratios"]["macs"] >= 1 / 0.7 - 1e-6
+    assert [b.merge for b in load(tmp_path / "t")[0].blocks] == rep["details"]["per_block"]
+    p = cli("prune", "lenet5", "--granularity", "tokens", "--input-shape", "1,28,28", "--out", tmp_path / "x")
+    assert p.returncode == 1 and "merge count" in p.stderr and "Traceback" not in p.stderr
+
+
 def test_prune_cli_bad_input(cli):
     p = cli("prune", "lenet5", "--ratio", "1.0", "--input-shape", "1,28,28")
     assert p.returncode == 2 and "[0, 1)" in p.stderr and "Traceback" not in p.stderr
