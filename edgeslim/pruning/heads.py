@@ -12,6 +12,7 @@ projections), so it stays consistent. The result is a plain, smaller model that 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
@@ -20,7 +21,8 @@ from torch import nn
 from ..core.config import Config
 from ..core.errors import ModelError, UsageError
 from ..core.registry import Context, register
-from ..graph import attention, output_shape
+from ..graph import attention, forward_problem, output_shape
+from ..graph.probe import breaking
 from .importance import IMPORTANCE_NAMES
 from .structured import (_check_forward, _check_ratio, criterion, example_input, exclusions, macs_of, prune_once,
                          split_finetune)
@@ -65,17 +67,46 @@ def group_kind(g) -> str | None:
     return "mlp" if isinstance(root, nn.Linear) else None
 
 
-def _remove_heads(groups, fraction: float, crit) -> list[dict]:
-    rows = []
+def _head_plan(groups, fraction: float, crit) -> dict[str, list[int]]:
+    """qkv root -> the heads to remove (the least important; at least one head stays)."""
+    plan = {}
     for g in groups:
         attn = g._attention
         n = min(int(fraction * attn.num_heads + 0.5), attn.num_heads - 1)
-        rows.append({"layer": g.root, "heads": attn.num_heads, "kept": attn.num_heads - n,
-                     "note": "" if n or not fraction else "one head would round to none"})
-        if n <= 0:
-            continue
-        drop = torch.argsort(attention.scores_of_heads(crit.channel_scores(g), attn), stable=True)[:n].tolist()
-        attention.remove(attn, attention.head_channels(attn, drop), whole_heads=n)
+        scores = attention.scores_of_heads(crit.channel_scores(g), attn)
+        plan[g.root] = torch.argsort(scores, stable=True)[:n].tolist() if n > 0 else []
+    return plan
+
+
+def _cut(model: nn.Module, root: str, heads: list[int]) -> None:
+    attn = model.get_submodule(root.rsplit(".", 1)[0]) if "." in root else model
+    attention.remove(attn, attention.head_channels(attn, heads), whole_heads=len(heads))
+
+
+def _remove_heads(model: nn.Module, groups, fraction: float, crit, example, ref_shape) -> list[dict]:
+    """Remove the planned heads of every attention whose cut, tried on a copy first, keeps the model
+    working; the others keep their heads, with the reason."""
+    plan = _head_plan(groups, fraction, crit)
+
+    def trial(roots: set) -> str | None:
+        m = copy.deepcopy(model)
+        try:
+            for r in roots:
+                _cut(m, r, plan[r])
+        except Exception as e:  # noqa: BLE001 - a cut the layout does not allow
+            return f"{type(e).__name__}: {e}"
+        return forward_problem(m, example, ref_shape)
+
+    broken = breaking([r for r, h in plan.items() if h], trial)
+    rows = []
+    for g in groups:
+        heads = g._attention.num_heads
+        drop = [] if g.root in broken else plan[g.root]
+        note = (f"removing heads breaks the model ({broken[g.root]})" if g.root in broken else
+                "one head would round to none" if fraction and not plan[g.root] else "")
+        if drop:
+            _cut(model, g.root, drop)
+        rows.append({"layer": g.root, "heads": heads, "kept": heads - len(drop), "note": note})
     return rows
 
 
@@ -92,7 +123,7 @@ def _apply(model: nn.Module, cfg: HeadPrune, ctx: Context) -> nn.Module:
                          "nn.MultiheadAttention use channel pruning, which removes the same dims from every head")
     base = macs_of(model, example)
     crit.prepare(model, batches)
-    rows = _remove_heads(heads, cfg.heads, crit)
+    rows = _remove_heads(model, heads, cfg.heads, crit, example, ref_shape)
     ratios = {"mlp": cfg.mlp, "embed": cfg.embed}
     _, after = exclusions(model, example, ref_shape=ref_shape)
     layer_ratios = {g.root: ratios[k] for g in after if g.prunable and (k := group_kind(g)) in ratios and ratios[k]}

@@ -69,3 +69,25 @@ def test_token_merge_reaches_a_macs_target_and_refuses_what_it_cannot():
         edgeslim.prune(TinyConvNet(), TokenMerge(), input_shape=(1, 8, 8))
     with pytest.raises(UsageError, match="out of reach"):
         edgeslim.prune(m, TokenMerge(target_macs=0.05), input_shape=SHAPE)
+
+
+def test_an_attention_whose_heads_cannot_go_keeps_them_with_the_reason():
+    from edgeslim.models.vit import Attention
+
+    class HeadBias(Attention):  # a per-head table sized at build time (like a relative position bias)
+        def __init__(self, src):
+            super().__init__(src.proj.out_features, src.num_heads)
+            self.load_state_dict(src.state_dict())
+            self.register_buffer("bias", torch.zeros(src.num_heads, 1, 1))
+
+        def forward(self, x, size=None):
+            out, keys = super().forward(x, size)
+            return out + 0 * self.bias.expand(self.num_heads, 1, 1).sum(), keys  # fails once a head is gone
+
+    m = _vit()
+    m.blocks[0].attn = HeadBias(m.blocks[0].attn)
+    small, details = run(m, HeadPrune(heads=0.34), Context(input_shape=SHAPE))
+    rows = {r["layer"]: r for r in details["layers"]}
+    assert rows["blocks.0.attn.qkv"]["kept"] == 3 and "breaks the model" in rows["blocks.0.attn.qkv"]["note"]
+    assert all(rows[f"blocks.{i}.attn.qkv"]["kept"] == 2 for i in range(1, 6))
+    assert small(torch.randn(1, *SHAPE)).shape == (1, 10)
