@@ -115,7 +115,7 @@ def _apply(model: nn.Module, cfg: HeadPrune, ctx: Context) -> nn.Module:
     example = example_input(model, ctx)
     ref_shape = output_shape(model, example)
     crit, batches = criterion(cfg, ctx)
-    excl, groups = exclusions(model, example, ref_shape=ref_shape)
+    _, groups = exclusions(model, example, ref_shape=ref_shape)
     heads = [g for g in groups if g.prunable and group_kind(g) == "heads"]
     if cfg.heads and not heads:
         raise ModelError("head pruning found no attention with a fused qkv projection to prune",
@@ -125,7 +125,7 @@ def _apply(model: nn.Module, cfg: HeadPrune, ctx: Context) -> nn.Module:
     crit.prepare(model, batches)
     rows = _remove_heads(model, heads, cfg.heads, crit, example, ref_shape)
     ratios = {"mlp": cfg.mlp, "embed": cfg.embed}
-    _, after = exclusions(model, example, ref_shape=ref_shape)
+    excl, after = exclusions(model, example, ref_shape=ref_shape)  # the model changed: try its groups again
     layer_ratios = {g.root: ratios[k] for g in after if g.prunable and (k := group_kind(g)) in ratios and ratios[k]}
     if layer_ratios:
         rows += prune_once(model, example, ratio=0.0, importance=crit, batches=batches, exclude=excl,
