@@ -80,9 +80,15 @@ def copy_artifact(src, dst) -> None:
     """Copy an artifact with its companion files, each atomically (companions first, the file that
     names them last)."""
     import shutil
+    from pathlib import Path
 
     from ..core.io import atomic_path
 
+    if Path(src).suffix == ".onnx":  # its weights may live in a data file named after it
+        from .onnx_export import place
+
+        place(Path(src), Path(dst))
+        return
     for s, d in reversed(list(zip(artifact_files(src), artifact_files(dst)))):
         with atomic_path(d) as tmp:
             shutil.copyfile(s, tmp)

@@ -70,8 +70,12 @@ def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch
     if len(names) > 1:  # a detector's outputs (boxes, scores, labels) are per image: batch 1, as exported
         dynamic_batch = False
     path = Path(path)
-    with atomic_path(path) as tmp:
-        _torch_export(model, example_inputs, tmp, dynamic_batch, opset, names)
+    with _work_dir(path) as work:  # a model over 2 GB comes with its weights in files beside it
+        tmp = Path(work) / path.name
+        try:
+            _torch_export(model, example_inputs, tmp, dynamic_batch, opset, names)
+        except OSError as e:  # name the file the caller asked for, not the working copy
+            raise OSError(e.errno, e.strerror, str(path)) from None
         try:
             onnx.checker.check_model(str(tmp), full_check=True)
         except Exception as e:
@@ -82,8 +86,49 @@ def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch
                               hint="choose another --opset, or leave it out")
         if verify:
             result.update(compare(model, tmp, example_inputs, loader=loader, atol=atol, batches=verify_batches))
-    result["size_bytes"] = path.stat().st_size
+        place(tmp, path)
+    from .onnxruntime import OnnxRuntime
+
+    result["size_bytes"] = OnnxRuntime().size(path)
     return result
+
+
+def _work_dir(path: Path):
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
+
+
+def data_file(path: Path) -> Path:
+    """Where the weights of an ONNX file over 2 GB live: one file beside it, ``NAME.onnx.data``."""
+    return path.with_name(path.name + ".data")
+
+
+def has_external_data(path: Path) -> bool:
+    m = onnx.load(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
+
+
+def place(src: Path, dst: Path) -> None:
+    """Move (or copy, when ``src`` is kept) the ONNX file ``src`` to ``dst``; weights kept outside the
+    file (a model over 2 GB) go to one ``data_file(dst)`` written first, so ``dst`` appears complete."""
+    import shutil
+
+    if not has_external_data(src):
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        return
+    m = onnx.load(str(src))  # with its weights, wherever the exporter put them
+    with _work_dir(dst) as name:
+        work = Path(name)
+        onnx.save_model(m, str(work / dst.name), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_file(dst).name, size_threshold=1024)
+        os.replace(work / data_file(dst).name, data_file(dst))
+        os.replace(work / dst.name, dst)
 
 
 @torch.no_grad()
