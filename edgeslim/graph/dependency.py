@@ -85,9 +85,41 @@ class ChannelGroup:
         return sorted(int(i) + g * u for g in range(self.channel_groups) for i in unit_idxs)
 
 
+@dataclasses.dataclass
+class _Untraceable:
+    module: nn.Module
+    size: int
+    error: str
+
+
+def _all_groups(dg, root_types):
+    """Torch-Pruning's groups, one per root layer not already in another's (``get_all_groups``), but
+    a root whose group its index mapping cannot follow is an ``_Untraceable`` instead of the end of
+    every group."""
+    seen: set[int] = set()
+    for m in list(dg.module2node.keys()):
+        if m in dg.IGNORED_LAYERS_IN_TRACING or not isinstance(m, tuple(root_types)) or id(m) in seen:
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        size = pruner.get_out_channels(m) if pruner is not None else None
+        if size is None:
+            continue
+        try:
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(size)))
+        except Exception as e:  # noqa: BLE001 - the library's index mapping gave up on this group
+            seen.add(id(m))
+            yield _Untraceable(m, size, f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:120]}")
+            continue
+        for dep, _ in group:
+            if dg.is_out_channel_pruning_fn(dep.handler):
+                seen.add(id(dep.target.module))
+        yield group
+
+
 def _tp():
     import torch_pruning as tp  # imported lazily: it is slow to import
 
+    _tolerant_index_mapping(tp)
     return tp
 
 
@@ -165,8 +197,12 @@ class ChannelGraph:
         tp = _tp()
         dg = self._dg
         out = []
-        roots = (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)
-        for g in dg.get_all_groups(root_module_types=roots):
+        for g in _all_groups(dg, (tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR)):
+            if isinstance(g, _Untraceable):
+                name = self._names.get(g.module, "?")
+                out.append(ChannelGroup(root=name, size=g.size, members=[Member(name, g.module, "out", [], [])],
+                                        frozen=f"Torch-Pruning cannot follow its channels ({g.error})"))
+                continue
             root_dep = g[0].dep
             root_mod = root_dep.target.module
             root_fn = root_dep.handler
@@ -236,6 +272,35 @@ class ChannelGraph:
         tp_group = self._dg.get_pruning_group(group._tp_root, group._tp_fn, idxs)
         with _quiet():
             tp_group.prune()
+
+
+_MAPPERS = ("update_concat_index_mapping", "update_split_index_mapping", "update_reshape_index_mapping",
+            "update_unbind_index_mapping", "update_expand_index_mapping", "update_slice_index_mapping")
+
+
+def _tolerant_index_mapping(tp) -> None:
+    """Torch-Pruning maps channel indices through each concat / split / reshape it traced (when it
+    builds the graph and again for every group); where it cannot count a node's channels (a channel
+    shuffle reads as a reshape to 0 channels; deep residual chains exceed its inference depth) it
+    divides by zero or adds None and the whole model fails. Such a node is left unmapped instead: the
+    channels through it are taken as unchanged, and the trial surgery (edgeslim.graph.probe) keeps
+    whole any group whose removal then breaks the model. Installed once, on first use."""
+    im = tp.dependency.index_mapping
+    if getattr(im, "_edgeslim_tolerant", False):
+        return
+
+    def tolerant(fn):
+        def run(graph, node):
+            try:
+                return fn(graph, node)
+            except (ZeroDivisionError, TypeError):
+                return None
+        return run
+
+    for n in _MAPPERS:
+        if hasattr(im, n):
+            setattr(im, n, tolerant(getattr(im, n)))
+    im._edgeslim_tolerant = True
 
 
 @contextlib.contextmanager
