@@ -269,9 +269,13 @@ class ChannelGraph:
         if group._attention is not None:
             attention.remove(group._attention, idxs)
             return
-        tp_group = self._dg.get_pruning_group(group._tp_root, group._tp_fn, idxs)
-        with _quiet():
-            tp_group.prune()
+        try:
+            tp_group = self._dg.get_pruning_group(group._tp_root, group._tp_fn, idxs)
+            with _quiet():
+                tp_group.prune()
+        except Exception as e:  # noqa: BLE001 - the library's surgery failed part-way: the model is spoilt
+            raise ModelError(f"cannot remove channels of {group.root!r}: {type(e).__name__}: {str(e).splitlines()[0]}",
+                             hint=f"exclude it (--exclude '{re.escape(group.root)}') and prune again") from e
 
 
 _MAPPERS = ("update_concat_index_mapping", "update_split_index_mapping", "update_reshape_index_mapping",

@@ -173,7 +173,13 @@ def prune_once(model: nn.Module, example: torch.Tensor, *, ratio: float, importa
     prunable = [g for g in groups if g.prunable]
     if scores is None:
         importance.prepare(model, batches or [])
-        scores = {g.root: importance.channel_scores(g) for g in prunable}
+        scores = {}
+        for g in prunable:
+            try:
+                scores[g.root] = importance.channel_scores(g)
+            except IndexError as e:  # the dependency graph numbered a member past its width: leave it whole
+                g.frozen = f"Torch-Pruning numbers its channels past a layer's width ({e})"
+        prunable = [g for g in prunable if g.prunable]
     plan = _keep_plan(prunable, scores, ratio, importance, opts)
     return _remove_channels(graph, groups, plan, scores, opts)
 

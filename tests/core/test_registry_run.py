@@ -41,7 +41,7 @@ def test_run_names_what_the_verb_expects():
     from edgeslim.pruning import ChannelPrune
     from edgeslim.quantization import PTQ
 
-    with pytest.raises(UsageError, match="expected a ChannelPrune, BlockPrune or SparsePrune config, got PTQ"):
+    with pytest.raises(UsageError, match="expected a ChannelPrune, HeadPrune, TokenMerge, BlockPrune or SparsePrune config, got PTQ"):
         edgeslim.prune(TinyConvNet(), PTQ())
     with pytest.raises(UsageError, match="expected a Reparam config, got dict"):
         edgeslim.reparam(TinyConvNet().eval(), {"type": "reparam"})
