@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgeslim import models
@@ -19,7 +18,9 @@ def test_zoo_model_builds_trains_saves_loads_exports(name, tmp_path):
     x = torch.randn(4, *shape)
     y = torch.randint(0, 10, (4,))
     m.train()
-    loss = F.cross_entropy(m(x), y)
+    from edgeslim.train.task import loss_for
+
+    loss = loss_for(m, "classification")(m(x), y)  # DeiT: both heads' losses
     loss.backward()
     torch.optim.SGD(m.parameters(), lr=0.01).step()
     m.eval()
