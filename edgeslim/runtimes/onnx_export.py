@@ -86,7 +86,7 @@ def onnx_export(model: nn.Module, path: str | os.PathLike, example_inputs: torch
                               hint="choose another --opset, or leave it out")
         if verify:
             result.update(compare(model, tmp, example_inputs, loader=loader, atol=atol, batches=verify_batches))
-        place(tmp, path)
+        place(tmp, path, move=True)  # the working directory is beside ``path``
     from .onnxruntime import OnnxRuntime
 
     result["size_bytes"] = OnnxRuntime().size(path)
@@ -113,12 +113,16 @@ def has_external_data(path: Path) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in m.graph.initializer)
 
 
-def place(src: Path, dst: Path) -> None:
-    """Move (or copy, when ``src`` is kept) the ONNX file ``src`` to ``dst``; weights kept outside the
-    file (a model over 2 GB) go to one ``data_file(dst)`` written first, so ``dst`` appears complete."""
+def place(src: Path, dst: Path, *, move: bool = False) -> None:
+    """Copy (``move``: rename, within one file system) the ONNX file ``src`` to ``dst``; weights kept
+    outside the file (a model over 2 GB) go to one ``data_file(dst)`` written first, so ``dst`` appears
+    complete."""
     import shutil
 
     if not has_external_data(src):
+        if move:
+            os.replace(src, dst)
+            return
         with atomic_path(dst) as tmp:
             shutil.copyfile(src, tmp)
         return
