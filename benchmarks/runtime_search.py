@@ -32,7 +32,8 @@ def search(rt: str, model, meta, data, args, work: Path, log) -> dict:
     out = work / rt
     shutil.rmtree(out, ignore_errors=True)
     t = time.time()
-    res = edgeslim.auto(model, data, max_drop=args.max_drop, max_latency=args.max_latency, threads=args.threads,
+    res = edgeslim.auto(model, data, max_drop=args.max_drop, max_latency=_limit(args), objective=args.objective,
+                        threads=args.threads,
                         budget=args.budget, runtime=rt, out=out, spec=meta["spec"], build=meta.get("build"),
                         model_name=args.model, log=log)
     d = res.report.details
@@ -40,6 +41,10 @@ def search(rt: str, model, meta, data, args, work: Path, log) -> dict:
             "policy": d.get("policy_text") or "the baseline (no feasible policy)", "seconds": time.time() - t,
             "trials": len(d.get("trials", [])), "own_report": {k: res.report.to_dict()[k] for k in ("baseline", "result")},
             "sla": d.get("sla", {}).get("min_val_accuracy")}
+
+
+def _limit(args):
+    return None if str(args.max_latency).lower() == "none" else args.max_latency
 
 
 def cross(winners: list[dict], model, data, args) -> list[dict]:
@@ -71,7 +76,9 @@ def cross(winners: list[dict], model, data, args) -> list[dict]:
 def markdown(saved: dict, args) -> str:
     lim = float(str(args.max_latency).rstrip("x")) if str(args.max_latency).endswith("x") else None
     out = [f"Fashion-MNIST {args.model} (reference: {saved['epochs']} epochs, test top-1 {saved['ref_top1']:.2f}%), "
-           f"`edgeslim auto --max-drop {args.max_drop} --max-latency {args.max_latency} --threads {args.threads} "
+           f"`edgeslim auto --max-drop {args.max_drop}"
+           + (f" --max-latency {args.max_latency}" if _limit(args) else "") + f" --objective {getattr(args, 'objective', 'size')}"
+           f" --threads {args.threads} "
            f"--budget {args.budget} --runtime R` for each R. Then each winner exported to each runtime and timed "
            f"there beside that runtime's fp32 file in one bench call (batch 1, {args.threads} thread, median over "
            f"{args.rounds} rounds of fresh sessions in shuffled order, {args.runs} runs each), and scored on the "
@@ -99,7 +106,8 @@ def main() -> int:
     ap.add_argument("--runtimes", default="onnxruntime,openvino")
     ap.add_argument("--budget", default="15m", help="search wall time per runtime")
     ap.add_argument("--max-drop", type=float, default=0.5)
-    ap.add_argument("--max-latency", default="3x")
+    ap.add_argument("--max-latency", default="3x", help="ms, Nx, or none (no latency limit)")
+    ap.add_argument("--objective", default="size", choices=("size", "latency"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--runs", type=int, default=100)
@@ -110,6 +118,7 @@ def main() -> int:
     from _common import CACHE, cached_trained, results_section, this_command, utc_stamp
 
     tag = "" if args.max_latency == "3x" else f"-lat{args.max_latency}"  # the limit keeps the plain name
+    tag += "" if args.objective == "size" else f"-{args.objective}"
     work = CACHE / "runtime_search" / f"{args.model}-t{args.threads}{tag}"
     saved_path = work / "saved.json"
     if not args.report_only:

@@ -27,6 +27,7 @@ _COMMAND_MODULES = [
     "edgeslim.lowrank.cli",
     "edgeslim.reparameterization.cli",
     "edgeslim.search.cli",
+    "edgeslim.nas.cli",
     "edgeslim.agent.cli",
 ]
 

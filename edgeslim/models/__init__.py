@@ -13,6 +13,7 @@ from .zoo import TASKS, ZOO, register_model, size_kwargs, task_of
 from . import lightweight  # noqa: F401,E402  (registers shufflenetv2_tiny, repvgg_a0)
 from . import dense  # noqa: F401,E402  (registers tinydet, tinyseg)
 from . import vit  # noqa: F401,E402  (registers vit_tiny, deit_tiny)
+from . import nasnet  # noqa: F401,E402  (registers nasnet: what `edgeslim nas` extracts)
 
 __all__ = ["TASKS", "ZOO", "create", "create_from_file", "default_input_shape", "find_checkpoint", "load",
            "register_loader", "register_model", "register_module_type", "resolve", "save", "task_of"]

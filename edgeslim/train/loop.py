@@ -33,8 +33,8 @@ from .stats import FitStats, bn_report, fit_stats, record_bn, record_fits, recor
 from .task import loss_for, resolve_task, to_device
 
 __all__ = ["FitConfig", "FitStats", "TrainingDiverged", "TrainingStopped", "bn_report", "default_warmup", "fit",
-           "fit_stats", "on_epoch_end", "pick_device", "recalibrate_bn", "record_bn", "record_fits",
-           "recorded_fits", "seed_everything"]
+           "fit_stats", "on_epoch_end", "optimizer_and_schedule", "pick_device", "recalibrate_bn", "record_bn",
+           "record_fits", "recorded_fits", "seed_everything", "seeded_shuffle"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Hook = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -112,7 +112,7 @@ def _progress(iterable: Iterable, total: int | None, desc: str, enabled: bool):
 
 
 @contextlib.contextmanager
-def _seeded_shuffle(loader: Any, seed: int):
+def seeded_shuffle(loader: Any, seed: int):
     """Seed the loader's own shuffling generators for the duration of a fit, then put their state
     back: the batch order of a fit depends on ``seed`` alone, not on how often the loader was
     iterated before (a DataBundle's train loader is built with a generator of its own)."""
@@ -283,7 +283,7 @@ def _device_of(model: nn.Module) -> torch.device | None:
     return None if t is None else t.device
 
 
-def _optimizer(trainable, total_steps: int, warmup: int, *, lr, optimizer, weight_decay, momentum, schedule):
+def optimizer_and_schedule(trainable, total_steps: int, warmup: int, *, lr, optimizer, weight_decay, momentum, schedule):
     if optimizer == "sgd":
         opt = torch.optim.SGD(trainable, lr=lr or 0.05, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
     elif optimizer == "adam":
@@ -313,13 +313,13 @@ def _fit(model, data, dev, plan: _Plan, opt_args: dict, cfg: FitConfig) -> FitSt
     total_steps = max(1, math.ceil(per_epoch * plan.epochs))
     warmup = plan.warmup_steps if plan.warmup_steps is not None else default_warmup(total_steps)
     trainable = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    opt, sched = _optimizer(trainable, total_steps, warmup, **opt_args)
+    opt, sched = optimizer_and_schedule(trainable, total_steps, warmup, **opt_args)
     stats = FitStats(warmup_steps=warmup, clip_grad=plan.clip_grad)
     bn = BNTracker(model, loader, dev, mode=plan.bn_mode, batches=min(plan.bn_batches, per_epoch), stale=BN_STALE)
     step_fn = _stepper(model, opt, sched, trainable, plan.clip_grad, loss_fn or task_loss, hooks, on_step, stats,
                        task_loss=loss_fn is None)
     n_epochs = math.ceil(plan.epochs)
-    with _seeded_shuffle(loader, seed):
+    with seeded_shuffle(loader, seed):
         for epoch in range(n_epochs):
             if plan.deadline is not None and time.monotonic() >= plan.deadline:
                 model.eval()

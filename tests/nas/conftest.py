@@ -1,0 +1,7 @@
+"""Fixtures for the NAS tests (helpers live in nas_toys.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
