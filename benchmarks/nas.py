@@ -70,7 +70,7 @@ def table(rows: list[dict], args, ref_epochs: float) -> str:
                  f"{r['test_ref']:.2f} | {r['test'] - r['test_ref']:+.2f} | {r['ms']:.4f} ({r['ms_ref']:.4f}) | "
                  f"{r['ms_ref'] / r['ms']:.2f}x | {r['kb']:.1f} ({r['kb_ref']:.1f}) | {r['lut_error']:.1%} | "
                  f"{'yes' if r['feasible'] else 'no'} |\n")
-    first = rows[0]["time_s"]
+    first = next((r for r in rows if r.get("trains_supernet")), rows[0])["time_s"]
     split = ", ".join(f"{k[:-2].replace('_', ' ')} {v / 60:.1f} min" for k, v in first.items() if k != "total")
     arches = "\n".join(f"- {r['strategy']}: `{json.dumps(r['arch'])}`" for r in rows)
     return (head + body + f"\nTime of the first run (it trains the supernet and builds the table): "
@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="retrain the supernet (else a finished one is reused)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="re-render the rows measured so far")
     args = ap.parse_args()
     args.tag = f"mobilenet-{args.rule}-e{args.supernet_epochs:g}-f{args.finetune_epochs:g}-n{args.evaluations}"
     import edgeslim.data
@@ -96,16 +97,25 @@ def main() -> None:
 
     torch.set_num_threads(2)
     ref_epochs = args.supernet_epochs + args.finetune_epochs
-    ref, _, _ = cached_trained("mobilenetv2_tiny", ref_epochs)
-    data = edgeslim.data.load("fashion-mnist", seed=args.seed)
-    rows, first = [], None
-    for name in args.strategies.split(","):
-        rows.append(run_strategy(name, ref, data, args, first))
-        first = first or Path(rows[0]["out"])
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "arch"}), flush=True)
-    md = table(rows, args, ref_epochs)
+    saved = CACHE / "nas" / f"{args.tag}-rows.json"
+    rows = json.loads(saved.read_text()) if saved.is_file() else {}
+    if not args.report_only:
+        from edgeslim.core.io import write_json
+
+        ref, _, _ = cached_trained("mobilenetv2_tiny", ref_epochs)
+        data = edgeslim.data.load("fashion-mnist", seed=args.seed)
+        first = next((Path(r["out"]) for r in rows.values() if r.get("trains_supernet")), None)
+        for name in args.strategies.split(","):
+            row = run_strategy(name, ref, data, args, first)
+            row["trains_supernet"] = first is None
+            first = first or Path(row["out"])
+            rows[name] = row  # each strategy's row is kept as soon as it is measured
+            write_json(saved, rows)
+            print(json.dumps({k: v for k, v in row.items() if k != "arch"}), flush=True)
+    order = sorted(rows.values(), key=lambda r: (not r.get("trains_supernet"), r["strategy"] != "random"))
+    md = table(order, args, ref_epochs)
     print(md)
-    if not args.no_write:
+    if not args.no_write and rows:
         results_section("nas", md)
 
 

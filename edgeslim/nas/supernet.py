@@ -45,7 +45,7 @@ def conv(x: torch.Tensor, m: nn.Conv2d, cout: int, kernel: int | None = None, de
     off = (m.kernel_size[0] - k) // 2
     if off:
         w = w[:, :, off:off + k, off:off + k]
-    return F.conv2d(x, w, None, m.stride, k // 2, 1, cin if depthwise else 1)
+    return F.conv2d(x, w.contiguous(), None, m.stride, k // 2, 1, cin if depthwise else 1)
 
 
 def centre_mask(kmax: int, probs: torch.Tensor, kernels: Iterable[int]) -> torch.Tensor:

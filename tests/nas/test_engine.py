@@ -75,3 +75,16 @@ def test_bad_input_fails_before_any_work(tmp_path):
     with pytest.raises(DataError, match="validation split"):
         nas(no_val, out=tmp_path / "o", **FAST)
     assert not (tmp_path / "o").exists()
+
+
+def test_auto_takes_the_nas_result_as_its_model(first_run, tmp_path):
+    import edgeslim
+
+    _, out, _ = first_run
+    model, info = models.resolve(str(out / "checkpoint"))
+    space = {"prune_ratio": [0.0, 0.3], "allocation": ["uniform"], "lowrank": [False], "distill": [False],
+             "finetune_epochs": [0], "bits": ["float", 8]}
+    res = edgeslim.auto(model, toy_bundle(), max_drop=10, trials=2, budget="5m", out=tmp_path / "auto",
+                        spec=info["spec"], build=info["build"], space=space, val_batches=1, final_runs=3,
+                        greedy=False, log=lambda s: None)
+    assert res.report.details["trials"] and (tmp_path / "auto" / "report.json").is_file()
