@@ -212,6 +212,8 @@ def run_auto(args) -> int:
     closest = res.report.details.get("closest")
     head = ("" if res.feasible else "no policy met the SLA: the baseline is kept\n"
             + (f"{closest_text(closest)}\n  recipe: {res.out}/closest.yaml\n" if closest else "") + "\n")
+    if res.report.details.get("test_disagrees"):
+        head += f"NOTE: {res.report.details['test_disagrees']}\n\n"
     report = res.report
     line = summary_line(report.metric, (report.baseline or {}).get("accuracy"), report.result.get("accuracy"),
                         report.details.get("split") or "test")

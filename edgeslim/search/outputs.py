@@ -210,8 +210,30 @@ class Final:
                 key, ok, note = verdict
                 report.details[key] = ok
                 report.details["notes"].append(note)
+        if report.details.get("test_within_sla") is False:
+            text = disagreement_text(report)
+            report.details["test_disagrees"] = text
+            report.details["notes"].insert(0, text)
         render(report, rows, self.constraints[0].sla, stage, number, self.log)
         return report
+
+
+def disagreement_text(report) -> str:
+    """Plain words for a winner that met the SLA on the validation split the search saw but not on the
+    test split it never saw, with the figures of both splits side by side."""
+    d = report.details
+    sla, metric = d.get("sla", {}), d.get("sla", {}).get("metric") or report.metric or "top1"
+    val, base_val = d.get("val_accuracy"), sla.get("baseline_val_accuracy")
+    test, base_test = report.result.get("accuracy"), (report.baseline or {}).get("accuracy")
+    drop = f"drop {base_test - test:.2f} points" if test is not None and base_test is not None else "below the floor"
+    rule = f"at most {sla['max_drop']:g} points" if sla.get("max_drop") is not None else \
+        f"at least {value_text(metric, sla.get('min_accuracy'))}"
+    vdrop = f", drop {base_val - val:.2f}" if val is not None and base_val is not None else ""
+    return (f"the test split disagrees with the validation split: the winner met the SLA ({rule}) on the validation "
+            f"split the search used (validation {value_text(metric, val)} vs baseline {value_text(metric, base_val)}"
+            f"{vdrop}) but not on the test split it never saw (test {value_text(metric, test)} vs baseline "
+            f"{value_text(metric, base_test)}, {drop}); the validation figures carry sampling error: a larger "
+            "validation split (--val-fraction) or a higher --confidence makes this rarer")
 
 
 def _verdict(constraints) -> str:

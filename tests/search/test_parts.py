@@ -191,3 +191,17 @@ def test_the_space_keeps_the_formats_the_runtime_deploys():
     assert runtime_formats(space, "onnxruntime", said.append).bits == ("float", 8, 4) and not said
     assert runtime_formats(space, "litert", said.append).bits == ("float", 8)
     assert said and "4-bit choice is dropped" in said[0]
+
+
+def test_a_test_split_that_disagrees_is_said_in_plain_words():
+    from types import SimpleNamespace
+
+    from edgeslim.search.outputs import disagreement_text
+
+    report = SimpleNamespace(metric="top1", result={"accuracy": 90.2}, baseline={"accuracy": 91.0},
+                             details={"val_accuracy": 91.1, "sla": {"baseline_val_accuracy": 91.4, "max_drop": 0.5,
+                                                                    "metric": "top1"}})
+    text = disagreement_text(report)
+    assert "test split disagrees" in text and "at most 0.5 points" in text
+    assert "validation 91.10% vs baseline 91.40%, drop 0.30" in text and "drop 0.80 points" in text
+    assert "--val-fraction" in text
