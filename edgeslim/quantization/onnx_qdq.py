@@ -57,8 +57,9 @@ def export_qdq(model: nn.Module, path: str | os.PathLike, example: torch.Tensor,
                                   dynamic_axes=axes, opset_version=17, do_constant_folding=False)
             except Exception as e:  # noqa: BLE001 - the exporters raise many types
                 errors.append(f"torchscript: {_first_line(e)}")
-                try:
-                    prog = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"],
+                try:  # two images: torch.export specializes a dimension of size 1 (the batch would be fixed at 1)
+                    xd = x.expand(2, *x.shape[1:]).contiguous() if dynamic_batch else x
+                    prog = torch.onnx.export(model, (xd,), dynamo=True, input_names=["input"],
                                              output_names=["output"], dynamic_shapes=shapes, opset_version=opset,
                                              custom_translation_table=translation_table())
                     prog.save(str(tmp), external_data=False)

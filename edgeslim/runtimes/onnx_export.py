@@ -166,8 +166,10 @@ def _torch_export(model: nn.Module, x: torch.Tensor, path: Path, dynamic_batch: 
                 errors.append(("torchscript exporter", e))
         try:
             shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+            # two images: torch.export specializes a dimension of size 1 (the batch would be fixed at 1)
+            xd = x[:1].expand(2, *x.shape[1:]).contiguous() if dynamic_batch else x
             with _quiet():
-                prog = torch.onnx.export(model, (x,), dynamo=True, input_names=[INPUT], output_names=names,
+                prog = torch.onnx.export(model, (xd,), dynamo=True, input_names=[INPUT], output_names=names,
                                          dynamic_shapes=shapes, opset_version=opset or 18)
             prog.save(str(path), external_data=False)
             return

@@ -125,13 +125,32 @@ class OrtRunner:
 
     def __init__(self, sess: ort.InferenceSession):
         self.session = sess
-        self.input_name = sess.get_inputs()[0].name
+        first = sess.get_inputs()[0]
+        self.input_name = first.name
+        dim = first.shape[0] if first.shape else None
+        self.batch = dim if isinstance(dim, int) and dim > 0 else None  # a file exported with a fixed batch
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        return self.outputs(x)[0]
 
     def outputs(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
-        return tuple(self.session.run(None, {self.input_name: x}))
+        """Every output; a batch other than a fixed-batch file's runs in pieces of that batch (the last
+        piece padded by repeating its last image, the padding's outputs dropped)."""
+        n = self.batch
+        if n is None or x.shape[0] == n:
+            return tuple(self.session.run(None, {self.input_name: x}))
+        parts = []
+        for i in range(0, x.shape[0], n):
+            piece = x[i:i + n]
+            real = piece.shape[0]
+            if real < n:
+                piece = np.concatenate([piece, np.repeat(piece[-1:], n - real, axis=0)])
+            outs = self.session.run(None, {self.input_name: piece})
+            if any(o.ndim == 0 or o.shape[0] != n for o in outs):
+                raise ValueError(f"this file runs batches of exactly {n} image(s), and its outputs are not one row "
+                                 f"per image: give it batches of {n}")
+            parts.append([o[:real] for o in outs])
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(parts[0])))
 
 
 class OnnxRuntime:

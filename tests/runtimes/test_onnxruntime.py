@@ -116,3 +116,14 @@ def test_torch_eager_times_a_module_and_writes_no_artifact(tmp_path):
     with pytest.raises(EdgeslimError, match="writes no artifact"):
         rt.export(model, tmp_path / "m", torch.from_numpy(x))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_fixed_batch_file_runs_any_batch_in_pieces(tmp_path):
+    torch.manual_seed(0)
+    model = TinyConvNet().eval()
+    path = tmp_path / "static.onnx"
+    runtimes.export_onnx(model, path, input_shape=(1, 1, 8, 8), dynamic_batch=False)
+    runner = runtimes.get().load(path, threads=1)
+    assert runner.batch == 1
+    x = torch.randn(5, 1, 8, 8)
+    np.testing.assert_allclose(runner(x.numpy()), model(x).detach().numpy(), atol=1e-4)
