@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from ..agent.cli import add_agent_args, check_agent_args
 from ..cli_common import (add_data_args, add_output_args, deploy_runtimes, emit, float_range, load_data, out_dir,
                           percent, positive_int, thread_count)
 from .config import STRATEGY_NAMES
@@ -50,6 +51,7 @@ def register(sub) -> None:
     p.add_argument("--finalists", type=positive_int, default=5, help="best subnets timed whole (default 5)")
     p.add_argument("--val-batches", type=positive_int, default=10, help="validation batches per scored subnet")
     p.add_argument("--runs", type=positive_int, default=100, help="timed runs of the final comparison")
+    add_agent_args(p)
     p.set_defaults(func=run)
 
 
@@ -79,6 +81,7 @@ def run(args) -> int:
     from .engine import nas
 
     metric = metric_arg(args.metric)
+    given = check_agent_args(args)
     data = load_data(args)
     model = load_model(args, data)[0] if args.model else None
     res = nas(data, model=model, space=args.space, space_overrides=tuple(args.override), strategy=args.strategy,
@@ -87,7 +90,8 @@ def run(args) -> int:
               threads=args.threads, supernet_epochs=args.supernet_epochs, supernet_rule=args.supernet_rule,
               supernet_batches=args.supernet_batches, finetune_epochs=args.finetune_epochs,
               finetune_batches=args.finetune_batches, distill=not args.no_distill, finalists=args.finalists,
-              val_batches=args.val_batches, final_runs=args.runs, seed=args.seed, out=out_dir(args), log=_log)
+              val_batches=args.val_batches, final_runs=args.runs, seed=args.seed, out=out_dir(args),
+              agent=given and given[0], agent_token_file=given and given[1], log=_log)
     r = res.report
     t = r.details["time_s"]
     split = ", ".join(f"{k[:-2]} {v:.0f}s" for k, v in t.items() if k != "total")

@@ -7,13 +7,13 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.errors import UsageError
-from ..search.config import latency_spec, memory_spec, parse_budget
+from ..search.config import AgentOptions, latency_spec, memory_spec, parse_budget
 
 STRATEGY_NAMES = ("evolution", "nsga2", "rl", "darts", "random")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class NasConfig(Config):
+class NasConfig(AgentOptions, Config):
     """What ``nas`` searches and how long.
 
     space: a built-in space (mobilenet, resnet), a YAML file, a dict, or None (the given model's own
@@ -39,6 +39,8 @@ class NasConfig(Config):
     metric: Any = None  # a registered name (top1, top5) or "package.module:function"; None: top1
     runtime: str = "onnxruntime"
     threads: int = 1
+    agent: str | None = None  # an `edgeslim agent` (http://HOST:PORT): the table, the finalists and the result timed there
+    agent_token_file: str | None = None
     supernet_epochs: float = 6
     supernet_rule: str = "sandwich"
     supernet_batches: int | None = None  # per epoch (smoke runs)
@@ -58,6 +60,7 @@ class NasConfig(Config):
         if self.strategy not in STRATEGY_NAMES:
             raise UsageError(f"unknown strategy {self.strategy!r}", hint=f"one of: {', '.join(STRATEGY_NAMES)}")
         parse_budget(self.budget)
+        self._validate_agent()
         if self.max_latency is not None:
             latency_spec(self.max_latency)
         if self.max_size is not None:

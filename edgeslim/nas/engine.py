@@ -70,6 +70,7 @@ class Run:
         self.end = self.t0 + cfg.budget_s
         runtimes.get(cfg.runtime)
         self.metric = metrics.resolve(cfg.metric) if cfg.metric is not None else metrics.get("top1")
+        self.agent = cfg.agent_client()  # its token read now: a missing file fails before any work
         ms, speedup = latency_spec(cfg.max_latency) if cfg.max_latency is not None else (None, None)
         if (speedup is not None or cfg.max_drop is not None) and model is None:
             raise UsageError("a speed-up limit ('Nx') and --max-drop are relative to a reference model: give MODEL",
@@ -145,8 +146,8 @@ class Run:
         rt = runtimes.get(self.cfg.runtime)
         path = work / f"reference{rt.suffix}"
         rt.export(self.model, path, torch.zeros(batched(self.shape)))
-        ms = latency(path, batched(self.shape), threads=self.cfg.threads, warmup=5,
-                     runs=self.cfg.latency_runs)["median_ms"]
+        ms = latency(path, batched(self.shape), threads=self.cfg.threads, warmup=5, runs=self.cfg.latency_runs,
+                     agent=self.agent)["median_ms"]
         score = self.metric.evaluate(torch_runner(self.model), self.data.val).value
         self.log(f"reference {type(self.model).__name__}: val {self.metric.name} {score:.2f}, {ms:.3f} ms "
                  f"({self.cfg.runtime}, {self.cfg.threads} thread(s)), {rt.size(path) / 1e3:.1f} kB")
@@ -180,7 +181,7 @@ class Run:
         from . import latency
 
         return latency.build(self.space, self.shape, runtime=self.cfg.runtime, threads=self.cfg.threads,
-                             runs=self.cfg.latency_runs, cache=work / "latency.json",
+                             runs=self.cfg.latency_runs, agent=self.agent, cache=work / "latency.json",
                              num_classes=self.data.meta.num_classes, log=self.log)
 
     def scorer(self, net, table, ref, work: Path, training: SupernetTraining) -> Scorer:
@@ -193,8 +194,10 @@ class Run:
         self.log(f"limits: {limits.text(self.metric.name)}")
         fingerprint = {"space": self.space.to_dict(), "training": training.record(), "calib": cfg.calib_batches,
                        "val_batches": cfg.val_batches, "runtime": cfg.runtime, "threads": cfg.threads,
-                       "limits": dataclasses.asdict(limits), "metric": self.metric.name, "seed": cfg.seed}
-        return Scorer(net, self.data, self.shape, limits, self.metric, cfg, work, fingerprint, table, self.log)
+                       "limits": dataclasses.asdict(limits), "metric": self.metric.name, "seed": cfg.seed,
+                       "timed_on": cfg.agent}
+        return Scorer(net, self.data, self.shape, limits, self.metric, cfg, work, fingerprint, table, self.log,
+                      self.agent)
 
     def search(self, net, table, scorer: Scorer, reserve: float) -> list[Candidate]:
         from . import strategies

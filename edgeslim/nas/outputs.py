@@ -79,6 +79,7 @@ def _details(run, limits, winner, finals, history, table, stats, ref, val_after:
                                                                                   if k != "path"},
         "supernet": stats, "time_s": dict(run.timings, total=round(time.monotonic() - run.t0, 1)),
         "latency_table": {"entries": len(table), "runtime": run.cfg.runtime, "threads": run.cfg.threads,
+                          "timed_on": run.cfg.agent,
                           "finalists": check["finalists"], "median_abs_error": check["median_abs_rel_error"]},
         "finalists": [{k: v for k, v in f.items() if k != "model"} for f in finals],
         "winner_val_before_finetune": winner["val_score"], "winner_val_after_finetune": round(val_after, 4),
@@ -98,7 +99,7 @@ def write_outputs(run, model, winner, finals, history, table, scorer, stats, ref
     build = {"num_classes": scorer.net.num_classes, "in_channels": scorer.net.in_channels, **sp.net(winner["arch"])}
     opts = OutputOptions(command="nas", spec="nasnet", build=build, model_name=f"nas:{sp.name}", threads=cfg.threads,
                          runs=cfg.final_runs, runtime=cfg.runtime, metric=run.metric, keep_baseline=True,
-                         layer_table=False)
+                         layer_table=False, agent=run.agent)
     details = _details(run, limits, winner, finals, history, table, stats, ref, val_after)
     original = run.model if run.model is not None else teacher
     details["notes"].append("baseline: " + ("the given model" if run.model is not None else

@@ -48,9 +48,9 @@ class Limits:
 
 class Scorer:
     def __init__(self, net: Supernet, data, shape, limits: Limits, metric, cfg, work: Path, fingerprint: dict,
-                 table, log):
+                 table, log, agent=None):
         self.net, self.data, self.shape, self.limits, self.metric, self.cfg = net, data, shape, limits, metric, cfg
-        self.table, self.log, self.work = table, log, work
+        self.table, self.log, self.work, self.agent = table, log, work, agent
         self.calib = [x for (x, _), _ in zip(data.train, range(cfg.calib_batches))]
         self.store = NasStore(work.parent / "study.db", net.space, fingerprint)
         self.scored = 0
@@ -117,7 +117,7 @@ class Scorer:
             rt.export(models[-1], paths[-1], torch.zeros(batched(self.shape)))
         targets = ([Path(reference["path"])] if reference else []) + paths
         times = [t["median_ms"] for t in bench(targets, batched(self.shape), threads=self.cfg.threads, warmup=5,
-                                               runs=self.cfg.latency_runs, rounds=3)]
+                                               runs=self.cfg.latency_runs, rounds=3, agent=self.agent)]
         limits = self.limits
         if reference:
             ref_ms, times = times[0], times[1:]

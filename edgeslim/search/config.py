@@ -61,8 +61,33 @@ def latency_spec(spec: Any) -> tuple[float | None, float | None]:
     return (None, v) if text.endswith("x") else (v, None)
 
 
+class AgentOptions:
+    """The device-agent options ``auto`` and ``nas`` share (each config declares the fields ``agent``
+    and ``agent_token_file``): checked once, and the client built from them."""
+
+    def _validate_agent(self) -> None:
+        if self.agent is None:
+            if self.agent_token_file is not None:
+                raise UsageError("agent_token_file is given without agent", hint="give agent='http://HOST:PORT'")
+            return
+        from ..agent import parse_url
+
+        object.__setattr__(self, "agent", parse_url(self.agent)[0])
+        if not self.agent_token_file:
+            raise UsageError("agent needs agent_token_file, the file holding the agent's token")
+        object.__setattr__(self, "agent_token_file", str(self.agent_token_file))
+
+    def agent_client(self):
+        """The ``edgeslim.agent.Agent`` candidates are timed on (its token read now), or None."""
+        if self.agent is None:
+            return None
+        from ..agent import Agent
+
+        return Agent.from_token_file(self.agent, self.agent_token_file)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AutoConfig(Config):
+class AutoConfig(AgentOptions, Config):
     """What ``auto`` searches for and how long. SLA: ``max_drop`` points below the baseline's
     validation score (0.5 when neither is given) or an absolute ``min_accuracy``; ``max_latency``
     adds a latency limit in ms ('0.2ms') or as a speed-up over the baseline ('3x')."""
@@ -133,18 +158,6 @@ class AutoConfig(Config):
         if self.space is not None and not isinstance(self.space, (str, dict, Config)):
             raise UsageError(f"space must be a SearchSpace, a mapping or a YAML path, got {type(self.space).__name__}")
 
-    def _validate_agent(self) -> None:
-        if self.agent is None:
-            if self.agent_token_file is not None:
-                raise UsageError("agent_token_file is given without agent", hint="give agent='http://HOST:PORT'")
-            return
-        from ..agent import parse_url
-
-        object.__setattr__(self, "agent", parse_url(self.agent)[0])
-        if not self.agent_token_file:
-            raise UsageError("agent needs agent_token_file, the file holding the agent's token")
-        object.__setattr__(self, "agent_token_file", str(self.agent_token_file))
-
     def to_dict(self) -> dict[str, Any]:
         """The options as plain values; a callable or Metric ``metric`` as its name (a function cannot
         be written to YAML: an API caller passes it again, e.g. on resume)."""
@@ -154,14 +167,6 @@ class AutoConfig(Config):
     def metric_name(self) -> str | None:
         """The metric's name as the study records it (None: the data's default, decided by auto)."""
         return metric_name(self.metric)
-
-    def agent_client(self):
-        """The ``edgeslim.agent.Agent`` candidates are timed on (its token read now), or None."""
-        if self.agent is None:
-            return None
-        from ..agent import Agent
-
-        return Agent.from_token_file(self.agent, self.agent_token_file)
 
     @property
     def drop(self) -> float | None:
