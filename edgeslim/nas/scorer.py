@@ -51,7 +51,10 @@ class Scorer:
                  table, log, agent=None):
         self.net, self.data, self.shape, self.limits, self.metric, self.cfg = net, data, shape, limits, metric, cfg
         self.table, self.log, self.work, self.agent = table, log, work, agent
-        self.calib = [x for (x, _), _ in zip(data.train, range(cfg.calib_batches))]
+        from ..train.loop import seeded_shuffle
+
+        with seeded_shuffle(data.train, cfg.seed):  # the same images in every run, a resumed one included
+            self.calib = [x for (x, _), _ in zip(data.train, range(cfg.calib_batches))]
         self.store = NasStore(work.parent / "study.db", net.space, fingerprint)
         self.scored = 0
 
