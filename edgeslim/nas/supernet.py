@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import UsageError
-from ..models.nasnet import conv_bn_act
+from ..models.nasnet import MBBlock, conv_bn_act
+from ..models.zoo import BasicBlock
 from .space import Space
 
 
@@ -66,20 +67,12 @@ def channel_mask(n: int, probs: torch.Tensor, counts: Iterable[int]) -> torch.Te
     return mask.view(1, n, 1, 1)
 
 
-class ElasticMB(nn.Module):
+class ElasticMB(MBBlock):
     """nasnet's MBBlock at its largest; ``active`` = (cout, expand, kernel) of the subnet."""
 
     def __init__(self, cin: int, cout: int, stride: int, expand: int, kernel: int, res: bool):
-        super().__init__()
-        hidden = cin * expand
-        layers: list[nn.Module] = []
+        super().__init__(cin, cout, stride, cin * expand, kernel, res)
         self.expands = expand > 1
-        if self.expands:
-            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
-        layers += [nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
-                   nn.BatchNorm2d(hidden), nn.ReLU6(), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
-        self.conv = nn.Sequential(*layers)
-        self.res = res
         self.active = (cout, expand, kernel)
 
     def forward(self, x):
@@ -90,7 +83,7 @@ class ElasticMB(nn.Module):
         i = 3 if self.expands else 0
         h = F.relu6(bn(conv(h, self.conv[i], h.shape[1], kernel, depthwise=True), self.conv[i + 1]))
         y = bn(conv(h, self.conv[i + 3], cout), self.conv[i + 4])
-        return x + y if self.res else y
+        return x + y if self.use_res else y
 
     def soft(self, x, hidden_mask, kernel_mask, out_mask):
         h = x
@@ -101,22 +94,16 @@ class ElasticMB(nn.Module):
         h = F.conv2d(h, dw.weight * kernel_mask, None, dw.stride, dw.padding, 1, dw.groups)
         h = F.relu6(self.conv[i + 1](h)) * hidden_mask
         y = self.conv[i + 4](self.conv[i + 3](h)) * out_mask
-        return x + y if self.res else y
+        return x + y if self.use_res else y
 
 
-class ElasticBasic(nn.Module):
+class ElasticBasic(BasicBlock):
     """nasnet's basic (ResNet) block at its largest; ``active`` = (cout,)."""
 
     def __init__(self, cin: int, cout: int, stride: int, res: bool):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Identity() if res else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                                                nn.BatchNorm2d(cout))
-        self.relu2 = nn.ReLU()
+        super().__init__(cin, cout, stride)
+        if not res and isinstance(self.shortcut, nn.Identity):  # a subnet's widths may differ: project
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
         self.active = (cout,)
 
     def forward(self, x):

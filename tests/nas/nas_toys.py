@@ -23,19 +23,3 @@ def toy_bundle(n_train: int = 128, n_eval: int = 64, batch_size: int = 32) -> Da
                       val=toy_loader(n=n_eval, batch_size=batch_size, seed=2),
                       test=toy_loader(n=n_eval, batch_size=batch_size, seed=3), meta=meta)
 
-
-def write_imagefolder(root, n_per_class: int = 24, seed: int = 0):
-    """4 classes of 8x8 grey PNGs whose class is the bright quadrant (learnable in seconds)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for c in range(4):
-        d = root / f"c{c}"
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(n_per_class):
-            img = rng.normal(90, 30, (8, 8))
-            r, k = (c // 2) * 4, (c % 2) * 4
-            img[r:r + 4, k:k + 4] += 110
-            Image.fromarray(np.clip(img, 0, 255).astype("uint8"), mode="L").save(d / f"{i}.png")
-    return root

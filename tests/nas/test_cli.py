@@ -6,7 +6,8 @@ import json
 import pytest
 import yaml
 
-from nas_toys import TINY_RES, write_imagefolder
+from edgeslim.testing.data import write_image_folder
+from nas_toys import TINY_RES
 
 
 @pytest.mark.parametrize("args, text", [
@@ -31,7 +32,7 @@ def test_unlabelled_data_is_refused(cli):
 
 
 def test_a_small_search_from_the_command_line(cli, tmp_path):
-    root = write_imagefolder(tmp_path / "imgs")
+    root = write_image_folder(tmp_path / "imgs", classes=4, per_class=24, size=(8, 8), mode="L")
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump(TINY_RES))
     p = cli("nas", "--data", f"imagefolder:{root}", "--val-fraction", "0.25", "--batch-size", "16", "--space", space,
