@@ -78,10 +78,26 @@ class NasNet(nn.Module):
         return self.classifier(self.flatten(self.pool(self.head(self.blocks(self.stem(x))))))
 
 
-@register_model("nasnet", description="a network found by `edgeslim nas` (stem, blocks and head given as data)")
+def tiny_blocks() -> list[dict]:
+    """mobilenetv2_tiny's blocks as nasnet data: what ``nasnet`` builds when it is given none."""
+    from .zoo import MobileNetV2Tiny
+
+    blocks, cin = [], 16
+    for t, c, n, s in MobileNetV2Tiny.SETTINGS:
+        for i in range(n):
+            blocks.append({"type": "mb", "cin": cin, "cout": c, "stride": s if i == 0 else 1, "hidden": cin * t,
+                           "kernel": 3})
+            cin = c
+    return blocks
+
+
+@register_model("nasnet", description="a network found by `edgeslim nas` (stem, blocks, head as data; "
+                                      "default: mobilenetv2_tiny's layout)")
 def nasnet(num_classes: int = 10, in_channels: int = 1, stem: dict | None = None, blocks: list | None = None,
            head: dict | None = None, input_size: Size | None = None) -> nn.Module:
     image_size("nasnet", input_size)  # pools adaptively: any size
+    if stem is None and blocks is None and head is None:
+        stem, blocks, head = {"out": 16}, tiny_blocks(), {"out": 320}
     if not isinstance(stem, dict) or not isinstance(blocks, list) or not blocks:
         raise UsageError("nasnet needs stem= (a dict) and blocks= (a non-empty list): it is built from what "
                          "`edgeslim nas` found", hint="load the checkpoint `edgeslim nas` wrote (DIR/checkpoint)")

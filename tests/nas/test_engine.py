@@ -88,3 +88,17 @@ def test_auto_takes_the_nas_result_as_its_model(first_run, tmp_path):
                         spec=info["spec"], build=info["build"], space=space, val_batches=1, final_runs=3,
                         greedy=False, log=lambda s: None)
     assert res.report.details["trials"] and (tmp_path / "auto" / "report.json").is_file()
+
+
+def test_a_reference_model_sets_the_limits_and_is_the_baseline(tmp_path):
+    from edgeslim.testing.models import TinyConvNet
+
+    torch.manual_seed(0)
+    ref = TinyConvNet(num_classes=4, width=8).eval()
+    res = nas(toy_bundle(), model=ref, out=tmp_path / "out", **{**FAST, "max_latency": "0.5x", "max_drop": 10})
+    d = res.report.details
+    assert d["reference"]["latency_ms"] > 0 and any("baseline: the given model" in n for n in d["notes"])
+    assert d["limits"]["latency_ms"] == pytest.approx(d["reference"]["latency_ms"] / 0.5, rel=1.0)
+    assert d["limits"]["min_score"] == pytest.approx(d["reference"]["val_score"] - 10)
+    assert res.report.model == "nas:custom" and res.report.baseline["params"] == sum(
+        p.numel() for p in ref.parameters())

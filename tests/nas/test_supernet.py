@@ -54,7 +54,10 @@ def test_a_checkpoint_of_the_subnet_loads_without_the_supernet(tmp_path):
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(loaded(x), sub(x))
     with pytest.raises(UsageError, match="needs stem"):
-        models.create("nasnet")
+        models.create("nasnet", stem={"out": 8}, blocks=[])
+    default = models.create("nasnet").eval()  # mobilenetv2_tiny's layout, its weights copied by name
+    tiny = models.create("mobilenetv2_tiny").eval()
+    assert sum(p.numel() for p in default.parameters()) == sum(p.numel() for p in tiny.parameters())
 
 
 @pytest.mark.parametrize("spec", ["mobilenetv2_tiny", "resnet20", "resnet8"])
