@@ -33,7 +33,7 @@ from typing import Iterable
 from .errors import UsageError
 
 # what makes a directory one edgeslim wrote (so replacing it loses nothing of the user's)
-_MARKERS = ("report.json", "checkpoint/edgeslim.json", "study.db", "model.esz", ".work/best")
+_MARKERS = ("report.json", "checkpoint/edgeslim.json", "study.db", "model.esz", ".work/best", ".work/supernet/state.json")
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<kind>staging|old)-(?P<pid>\d+)-[0-9a-f]+$")
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
