@@ -73,6 +73,8 @@ def table(rows: list[dict], args, ref_epochs: float) -> str:
     first = next((r for r in rows if r.get("trains_supernet")), rows[0])["time_s"]
     split = ", ".join(f"{k[:-2].replace('_', ' ')} {v / 60:.1f} min" for k, v in first.items() if k != "total")
     arches = "\n".join(f"- {r['strategy']}: `{json.dumps(r['arch'])}`" for r in rows)
+    if not any(r["strategy"] == "random" for r in rows):
+        body += "\nThe random-search baseline at the same budget is not measured yet: no row compares a strategy with it.\n"
     return (head + body + f"\nTime of the first run (it trains the supernet and builds the table): "
             f"{first['total'] / 60:.1f} min in all ({split}).\n\nWinners:\n{arches}\n")
 
