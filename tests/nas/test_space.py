@@ -93,3 +93,15 @@ def test_sized_for_the_input():
     assert S.for_input(sp, 28) is sp
     big = S.for_input(sp, 224)  # 8x: stem and two stride-1 stages get a stride of 2
     assert big.stem["stride"] == 2 and [s.stride for s in big.stages] == [2, 2, 2, 2, 2]
+
+
+def test_the_mobilenet_space_s_largest_subnet_has_the_macs_its_file_states():
+    """spaces/mobilenet.yaml and docs/nas.md state 2.2x mobilenetv2_tiny's MACs (18.7M against 8.4M)."""
+    from edgeslim import models
+    from edgeslim.measure import count_macs
+    from edgeslim.nas.supernet import Supernet, extract
+
+    sp = S.load("mobilenet")
+    largest = count_macs(extract(Supernet(sp), sp.largest()), (1, 1, 28, 28))[0]
+    tiny = count_macs(models.create("mobilenetv2_tiny"), (1, 1, 28, 28))[0]
+    assert round(largest / 1e6, 1) == 18.7 and round(tiny / 1e6, 1) == 8.4 and round(largest / tiny, 1) == 2.2
