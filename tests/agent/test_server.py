@@ -159,7 +159,7 @@ def test_timings_wait_for_each_other(agent, tmp_path, make_onnx):
     def one():
         barrier.wait()
         try:
-            results.append(agent.time(path, (64, 256), threads=1, warmup=2, runs=20))
+            results.append(agent.time(path, (64, 256), threads=1, warmup=2, runs=300))  # long enough to overlap
         except EdgeslimError as e:
             errors.append(e)
 
