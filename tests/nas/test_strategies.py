@@ -307,3 +307,11 @@ def test_searching_restores_the_supernet_after_an_error(tiny):
         net(batches[0][0])  # train mode: BN running statistics move
         raise RuntimeError("boom")
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()) and not net.training
+
+
+def test_the_config_names_every_registered_strategy():
+    """config.py keeps the names without importing torch; they must be the registry's."""
+    from edgeslim.nas.config import STRATEGY_NAMES
+    from edgeslim.nas.strategies import STRATEGIES
+
+    assert set(STRATEGY_NAMES) == set(STRATEGIES)
